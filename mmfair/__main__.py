@@ -1,0 +1,3 @@
+from mmfair.cli.app import main
+
+main()

@@ -1,0 +1,89 @@
+"""Shared CLI plumbing: the consoles, logging, errors → exit 2, config files merged with options, progress."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from pathlib import Path
+from typing import Any, Iterator, TypeVar
+
+import typer
+from pydantic import BaseModel, ValidationError
+from rich.console import Console
+from rich.logging import RichHandler
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from mmfair.core.config import load_config_file
+from mmfair.core.errors import MmfairError
+from mmfair.core.workspace import Workspace
+
+out = Console()
+err = Console(stderr=True)
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def setup_logging(verbosity: int) -> None:
+    level = logging.WARNING if verbosity < 0 else logging.INFO if verbosity == 0 else logging.DEBUG
+    root = logging.getLogger("mmfair")
+    root.handlers.clear()
+    handler = RichHandler(console=err, show_path=False, show_time=False, markup=False)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    root.addHandler(handler)
+    root.setLevel(level)
+    root.propagate = False
+
+
+def workspace(ctx: typer.Context) -> Workspace:
+    return (ctx.obj or {}).get("workspace") or Workspace.resolve()
+
+
+def fail(message: str) -> None:
+    err.print(f"[bold red]error:[/] {message}", markup=True, highlight=False, soft_wrap=True)
+    raise typer.Exit(code=2)
+
+
+def _validation_message(exc: ValidationError) -> str:
+    parts = []
+    for e in exc.errors():
+        where = ".".join(str(x) for x in e.get("loc", ())) or "config"
+        msg = e.get("msg", "invalid").removeprefix("Value error, ")
+        value = e.get("input")
+        parts.append(f"{where}: {msg}" + (f" (got {value!r})" if e.get("type") != "missing" and where != "config" and not isinstance(value, dict) else ""))
+    return "; ".join(parts)
+
+
+@contextlib.contextmanager
+def user_errors() -> Iterator[None]:
+    """Turn the library's user-facing errors into one line on stderr and exit code 2 (never a traceback)."""
+    try:
+        yield
+    except MmfairError as exc:
+        fail(str(exc))
+    except ValidationError as exc:
+        fail(_validation_message(exc))
+
+
+def build_config(model: type[M], config_file: Path | None, **options: Any) -> M:
+    """File values first, then every option the user actually gave (``None`` means not given)."""
+    values: dict[str, Any] = load_config_file(config_file) if config_file else {}
+    values.update({k: v for k, v in options.items() if v is not None})
+    return model.model_validate(values)
+
+
+@contextlib.contextmanager
+def progress_bar(enabled: bool = True) -> Iterator[Any]:
+    """A ``(description, done, total)`` callback drawing Rich bars on stderr; silent when stderr is no terminal."""
+    if not enabled or not err.is_terminal:
+        yield None
+        return
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    with Progress(*columns, console=err, transient=True) as bar:
+        tasks: dict[str, Any] = {}
+
+        def update(description: str, done: int, total: int) -> None:
+            if description not in tasks:
+                tasks[description] = bar.add_task(description, total=total)
+            bar.update(tasks[description], completed=done, total=total)
+
+        yield update

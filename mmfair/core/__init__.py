@@ -1,0 +1,1 @@
+"""The library behind the CLI: it never prints; it logs and returns dataframes and dataclasses."""

@@ -1,0 +1,169 @@
+"""What each CLI command does, as one library call per command (the CLI only parses and renders).
+
+These functions orchestrate the parts (synthetic source, prep, training, the evaluation core, reporting)
+and return dataframes/dataclasses; they never print.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterable
+
+import pandas as pd
+
+from mmfair.core.config import (
+    EvalFairConfig,
+    EvalMissingConfig,
+    PrepConfig,
+    ReportConfig,
+    SyntheticConfig,
+    TrainConfig,
+)
+from mmfair.core.errors import InputFileError
+from mmfair.core.io import write_text_atomic
+from mmfair.core.workspace import Workspace
+
+log = logging.getLogger(__name__)
+
+Progress = Callable[[str, int, int], None]
+
+_NO_DATA = "no prepared data in {path}: run `mmfair prep` first"
+_NO_RUNS = "no finished runs in {path}: run `mmfair train` first"
+_NO_RESULTS = "no results in {path}: run `mmfair train`, `mmfair eval-missing` or `mmfair eval-fair` first"
+
+
+@dataclass
+class PrepOutcome:
+    prep: object  # mmfair.core.data.prep.PrepResult
+    synthetic_root: Path | None = None
+
+
+def prep(
+    config: PrepConfig,
+    workspace: Workspace,
+    synthetic: SyntheticConfig | None = None,
+    progress: Progress | None = None,
+) -> PrepOutcome:
+    """Prep the given MIMIC source; with none, generate the synthetic source first and prep it the same way."""
+    from mmfair.core.data.prep import run_prep
+
+    synthetic_root = None
+    if config.mimic_root is None:
+        from mmfair.core.data.synthetic import generate_source
+
+        synthetic = synthetic or SyntheticConfig()
+        log.info("no --mimic-root given: generating the synthetic source in %s", workspace.source)
+        src = generate_source(synthetic, workspace.source, progress=progress)
+        config = config.model_copy(update={"mimic_root": src.mimic_root, "cxr_root": src.cxr_root})
+        synthetic_root = workspace.source
+    result = run_prep(config, workspace, progress=progress)
+    return PrepOutcome(prep=result, synthetic_root=synthetic_root)
+
+
+def _require_data(workspace: Workspace) -> None:
+    for path in (workspace.cohort_csv, workspace.features_h5):
+        if not path.exists():
+            raise InputFileError(_NO_DATA.format(path=workspace.data))
+
+
+@dataclass
+class TrainOutcome:
+    runs: list = field(default_factory=list)  # list[RunResult]
+    metrics: pd.DataFrame | None = None
+
+
+def train(
+    configs: Iterable[TrainConfig],
+    workspace: Workspace,
+    bootstrap: int = 200,
+    progress: Progress | None = None,
+) -> TrainOutcome:
+    """Train (or reuse) one run per config, then write their clean test metrics to results/metrics.csv."""
+    from mmfair.core.evaluation import evaluate_clean, upsert_results
+    from mmfair.core.training import train_run
+
+    _require_data(workspace)
+    runs = [train_run(cfg, workspace, progress=progress) for cfg in configs]
+    rows = evaluate_clean([r.run_dir for r in runs], bootstrap=bootstrap, seed=0)
+    upsert_results(workspace.metrics_csv, rows)
+    return TrainOutcome(runs=runs, metrics=rows)
+
+
+def _finished_runs(workspace: Workspace, run_ids: Iterable[str] | None = None) -> list[Path]:
+    runs = workspace.finished_runs()
+    wanted = set(run_ids or [])
+    if wanted:
+        unknown = wanted - {p.name for p in runs}
+        if unknown:
+            raise InputFileError(f"no finished run named {', '.join(sorted(unknown))} in {workspace.runs}")
+        runs = [p for p in runs if p.name in wanted]
+    if not runs:
+        raise InputFileError(_NO_RUNS.format(path=workspace.runs))
+    return runs
+
+
+def make_predict_fn(device: str = "auto") -> Callable:
+    """``predict_fn(run_dir, split, present_override)`` for the evaluation core, loading each run once."""
+    from mmfair.core.training import load_run, predict
+
+    loaded: dict[Path, object] = {}
+
+    def predict_fn(run_dir: Path, split: str, present_override: dict | None = None) -> pd.DataFrame:
+        run_dir = Path(run_dir)
+        if run_dir not in loaded:
+            loaded[run_dir] = load_run(run_dir, device=device)
+        return predict(loaded[run_dir], split, present_override)
+
+    return predict_fn
+
+
+def eval_missing(config: EvalMissingConfig, workspace: Workspace, run_ids: Iterable[str] | None = None) -> pd.DataFrame:
+    """Score every finished run with the CXR removed from a share of test stays; rows → results/missing.csv."""
+    from mmfair.core.evaluation import evaluate_missing, upsert_results
+
+    _require_data(workspace)
+    rows = evaluate_missing(_finished_runs(workspace, run_ids), config, make_predict_fn(config.device))
+    upsert_results(workspace.missing_csv, rows)
+    return rows
+
+
+def eval_fair(config: EvalFairConfig, workspace: Workspace, run_ids: Iterable[str] | None = None) -> pd.DataFrame:
+    """Subgroup metrics and fairness gaps of every finished run; rows → results/fairness.csv."""
+    from mmfair.core.evaluation import evaluate_fairness, upsert_results
+
+    rows = evaluate_fairness(_finished_runs(workspace, run_ids), config)
+    upsert_results(workspace.fairness_csv, rows)
+    return rows
+
+
+def _read_results(path: Path) -> pd.DataFrame | None:
+    if not path.exists():
+        return None
+    return pd.read_csv(path, keep_default_na=False, na_values=[""])
+
+
+def report_tables(config: ReportConfig, workspace: Workspace) -> dict[str, pd.DataFrame]:
+    """The report's tables, built from the tidy results tables only (with the small-cell rule applied)."""
+    from mmfair.core.reporting import build_tables
+
+    metrics = _read_results(workspace.metrics_csv)
+    missing = _read_results(workspace.missing_csv)
+    fairness = _read_results(workspace.fairness_csv)
+    if metrics is None and missing is None and fairness is None:
+        raise InputFileError(_NO_RESULTS.format(path=workspace.results))
+    return build_tables(metrics, missing, fairness, min_group_size=config.min_group_size)
+
+
+def report(config: ReportConfig, workspace: Workspace) -> tuple[dict[str, pd.DataFrame], Path | None, str | None]:
+    """Render the report; markdown and csv are written to ``config.out`` (default reports/report.md|csv)."""
+    from mmfair.core.reporting import render_csv, render_markdown
+
+    tables = report_tables(config, workspace)
+    if config.format == "terminal":
+        return tables, None, None
+    text = render_markdown(tables) if config.format == "markdown" else render_csv(tables)
+    out = config.out or workspace.reports / ("report.md" if config.format == "markdown" else "report.csv")
+    write_text_atomic(Path(out), text)
+    return tables, Path(out), text
