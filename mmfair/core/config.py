@@ -55,7 +55,7 @@ class PrepConfig(_Frozen):
     icd10_mode: Literal["extended", "exact"] = "extended"
     variables: str = Field("standard", description="standard | extended | path to a variable-map YAML")
     image_size: int = Field(256, ge=16, le=1024, description="side of the square uint8 images in the store")
-    cxr_encoder: str = Field("resnet10t", description="timm model name of the CXR encoder")
+    cxr_encoder: str = Field("mobilenetv3_small_100", description="timm model name of the CXR encoder")
     cxr_weights: Path | None = None
     encoder_image_size: int = Field(128, ge=16, le=1024)
     encoder_time_budget_s: float = Field(120.0, gt=0)

@@ -81,10 +81,10 @@ def train(
     progress: Progress | None = None,
 ) -> TrainOutcome:
     """Train (or reuse) one run per config, then write their clean test metrics to results/metrics.csv."""
+    _require_data(workspace)
     from mmfair.core.evaluation import evaluate_clean, upsert_results
     from mmfair.core.training import train_run
 
-    _require_data(workspace)
     runs = [train_run(cfg, workspace, progress=progress) for cfg in configs]
     rows = evaluate_clean([r.run_dir for r in runs], bootstrap=bootstrap, seed=0)
     upsert_results(workspace.metrics_csv, rows)
@@ -121,19 +121,21 @@ def make_predict_fn(device: str = "auto") -> Callable:
 
 def eval_missing(config: EvalMissingConfig, workspace: Workspace, run_ids: Iterable[str] | None = None) -> pd.DataFrame:
     """Score every finished run with the CXR removed from a share of test stays; rows → results/missing.csv."""
+    _require_data(workspace)
+    runs = _finished_runs(workspace, run_ids)
     from mmfair.core.evaluation import evaluate_missing, upsert_results
 
-    _require_data(workspace)
-    rows = evaluate_missing(_finished_runs(workspace, run_ids), config, make_predict_fn(config.device))
+    rows = evaluate_missing(runs, config, make_predict_fn(config.device))
     upsert_results(workspace.missing_csv, rows)
     return rows
 
 
 def eval_fair(config: EvalFairConfig, workspace: Workspace, run_ids: Iterable[str] | None = None) -> pd.DataFrame:
     """Subgroup metrics and fairness gaps of every finished run; rows → results/fairness.csv."""
+    runs = _finished_runs(workspace, run_ids)
     from mmfair.core.evaluation import evaluate_fairness, upsert_results
 
-    rows = evaluate_fairness(_finished_runs(workspace, run_ids), config)
+    rows = evaluate_fairness(runs, config)
     upsert_results(workspace.fairness_csv, rows)
     return rows
 

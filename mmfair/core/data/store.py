@@ -1,0 +1,203 @@
+"""The HDF5 store ``features.h5`` (DESIGN §3.2): writing, validating on open, fingerprints.
+
+Layout::
+
+    attrs: mmfair_version, schema_version, source, config (JSON), fingerprint
+    /stay_id                     int64 [N]            equals cohort.csv's stay_id column
+    /ehr/values                  float32 [N, W, F]    NaN = unobserved
+    /ehr/feature_names           str [F]
+    /ehr/feature_groups          str [F]
+    /cxr/images                  uint8 [N_img, S, S]  chunked (1, S, S), gzip
+    /cxr/row                     int64 [N]            row of /cxr/images, −1 = no image
+    /cxr/embeddings/<encoder_id> float16 [N_img, D]   attrs from the encoder
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+import h5py
+import numpy as np
+import pandas as pd
+
+import mmfair
+from mmfair.core.errors import InputFileError
+
+SCHEMA_VERSION = "1"
+IMAGE_GZIP_LEVEL = 1
+
+ERR_NO_STORE = "{path}: feature store not found (run `mmfair prep` first)"
+ERR_NOT_HDF5 = "{path}: not a readable HDF5 feature store ({detail})"
+ERR_SCHEMA = "{path}: schema_version {found!r}, this mmfair reads {expected!r} (re-run `mmfair prep`)"
+ERR_STAY_MISMATCH = ("{path}: /stay_id does not match the stay_id column of {csv} ({detail}); the two files come "
+                     "from different prep runs — re-run `mmfair prep`")
+ERR_NO_STAY_COLUMN = "{csv}: column 'stay_id' not found"
+
+
+def write_store(path: Path, *, stay_ids: np.ndarray, values: np.ndarray, feature_names: list[str],
+                feature_groups: list[str], images: np.ndarray, cxr_row: np.ndarray,
+                attrs: dict[str, Any]) -> None:
+    """Write a complete store to ``path`` (the caller renames it into place).
+
+    Parameters
+    ----------
+    path : Path
+        Destination (normally a temporary name beside ``data/features.h5``).
+    stay_ids : int64 [N]
+    values : float32 [N, W, F]
+    feature_names, feature_groups : list[str] of length F
+    images : uint8 [N_img, S, S]
+    cxr_row : int [N], −1 where a stay has no image
+    attrs : dict
+        Root attributes; dicts and lists are stored as JSON strings.
+    """
+    str_dtype = h5py.string_dtype(encoding="utf-8")
+    with h5py.File(path, "w") as f:
+        for key, value in attrs.items():
+            f.attrs[key] = _attr_value(value)
+        f.create_dataset("stay_id", data=np.asarray(stay_ids, dtype=np.int64))
+        ehr = f.create_group("ehr")
+        n, w, k = values.shape
+        ehr.create_dataset("values", data=values.astype(np.float32, copy=False),
+                           chunks=(max(1, min(n, 256)), w, k) if n else None)
+        ehr.create_dataset("feature_names", data=np.array(feature_names, dtype=object), dtype=str_dtype)
+        ehr.create_dataset("feature_groups", data=np.array(feature_groups, dtype=object), dtype=str_dtype)
+        cxr = f.create_group("cxr")
+        size = images.shape[1] if images.ndim == 3 else 0
+        cxr.create_dataset("images", data=images, dtype=np.uint8,
+                           chunks=(1, size, size) if len(images) else None,
+                           compression="gzip" if len(images) else None,
+                           compression_opts=IMAGE_GZIP_LEVEL if len(images) else None)
+        cxr.create_dataset("row", data=np.asarray(cxr_row, dtype=np.int64))
+        cxr.create_group("embeddings")
+
+
+def add_embeddings(path: Path, encoder_id: str, embeddings: np.ndarray, attrs: dict[str, Any]) -> None:
+    """Add (or replace) ``/cxr/embeddings/<encoder_id>`` in an existing store file."""
+    with h5py.File(path, "a") as f:
+        group = f.require_group("cxr/embeddings")
+        if encoder_id in group:
+            del group[encoder_id]
+        ds = group.create_dataset(encoder_id, data=np.asarray(embeddings, dtype=np.float16))
+        for key, value in attrs.items():
+            ds.attrs[key] = _attr_value(value)
+
+
+def _attr_value(value: Any) -> Any:
+    if isinstance(value, (dict, list, tuple)) or value is None:
+        return json.dumps(value, sort_keys=True, default=_json_default)
+    if isinstance(value, Path):
+        return str(value)
+    return value
+
+
+def _json_default(obj: Any) -> Any:
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    return str(obj)
+
+
+def open_store(path: Path, cohort_csv: Path) -> h5py.File:
+    """Open ``features.h5`` read-only after checking it belongs with ``cohort.csv``.
+
+    Parameters
+    ----------
+    path : Path
+        The store.
+    cohort_csv : Path
+        The cohort table whose ``stay_id`` column must equal ``/stay_id`` element by element.
+
+    Returns
+    -------
+    h5py.File
+        Open in read-only mode; the caller closes it (it is a context manager).
+
+    Raises
+    ------
+    InputFileError
+        When the store is missing, unreadable, of another schema version, or its stays differ from
+        the cohort table's.
+    """
+    path, cohort_csv = Path(path), Path(cohort_csv)
+    if not path.is_file():
+        raise InputFileError(ERR_NO_STORE.format(path=path))
+    try:
+        f = h5py.File(path, "r")
+    except OSError as exc:
+        raise InputFileError(ERR_NOT_HDF5.format(path=path, detail=exc)) from None
+    try:
+        found = str(f.attrs.get("schema_version", ""))
+        if found != SCHEMA_VERSION:
+            raise InputFileError(ERR_SCHEMA.format(path=path, found=found, expected=SCHEMA_VERSION))
+        _check_stays(path, f["stay_id"][:], cohort_csv)
+    except BaseException:
+        f.close()
+        raise
+    return f
+
+
+def _check_stays(path: Path, stored: np.ndarray, cohort_csv: Path) -> None:
+    if not cohort_csv.is_file():
+        raise InputFileError(f"{cohort_csv}: cohort table not found (run `mmfair prep` first)")
+    try:
+        column = pd.read_csv(cohort_csv, usecols=["stay_id"], dtype={"stay_id": "int64"})["stay_id"].to_numpy()
+    except ValueError:
+        raise InputFileError(ERR_NO_STAY_COLUMN.format(csv=cohort_csv)) from None
+    if len(column) != len(stored):
+        detail = f"{len(stored)} stays in the store, {len(column)} rows in the table"
+        raise InputFileError(ERR_STAY_MISMATCH.format(path=path, csv=cohort_csv, detail=detail))
+    differ = np.flatnonzero(column != stored)
+    if len(differ):
+        i = int(differ[0])
+        detail = f"row {i}: store {int(stored[i])}, table {int(column[i])}"
+        raise InputFileError(ERR_STAY_MISMATCH.format(path=path, csv=cohort_csv, detail=detail))
+
+
+def store_fingerprint(path: Path) -> str | None:
+    """The ``fingerprint`` root attribute of a store, or None when there is no readable store."""
+    path = Path(path)
+    if not path.is_file():
+        return None
+    try:
+        with h5py.File(path, "r") as f:
+            value = f.attrs.get("fingerprint")
+    except OSError:
+        return None
+    return None if value is None else str(value)
+
+
+def embedding_attrs(path: Path) -> dict[str, dict[str, Any]]:
+    """``encoder_id -> attrs`` of the embeddings already in a store."""
+    with h5py.File(path, "r") as f:
+        group = f.get("cxr/embeddings")
+        if group is None:
+            return {}
+        return {name: {k: _plain(v) for k, v in group[name].attrs.items()} for name in group}
+
+
+def _plain(value: Any) -> Any:
+    return value.item() if isinstance(value, np.generic) else value
+
+
+def inputs_fingerprint(files: list[Path], config_payload: dict[str, Any]) -> str:
+    """Hash of the input files' names and sizes and of the data-relevant config."""
+    h = hashlib.sha256()
+    for file in sorted(Path(p) for p in files):
+        h.update(f"{file.parent.name}/{file.name}\t{file.stat().st_size}\n".encode())
+    h.update(json.dumps(config_payload, sort_keys=True, default=str).encode())
+    return h.hexdigest()[:16]
+
+
+def root_attrs(source_label: str, config_json: str, fingerprint: str) -> dict[str, Any]:
+    return {
+        "mmfair_version": mmfair.__version__,
+        "schema_version": SCHEMA_VERSION,
+        "source": source_label,
+        "config": config_json,
+        "fingerprint": fingerprint,
+    }

@@ -1,0 +1,224 @@
+"""Hourly binning of chartevents and labevents into ``/ehr/values`` (DESIGN §3.2).
+
+Everything up to one value per (stay, hour, variable) happens in DuckDB: the scan keeps only the
+map's itemids, the join keeps only the observation window, and the last-wins choice is a window
+function. Python receives the already-binned rows.
+
+Rules:
+
+* bin = ``floor((charttime − intime) / 1 h)`` for ``intime ≤ charttime < intime + window``;
+  chartevents attach to a stay by ``stay_id``, labevents by ``subject_id`` and the window (their
+  ``hadm_id`` is often empty);
+* a value is the text map's number when the charted text is in the variable's ``text`` map, else
+  ``valuenum``, else the text parsed as a number; then the source's unit rule applies;
+* observations outside the variable's valid range are dropped before the last-wins choice (so an
+  hour with a valid and an invalid observation keeps the valid one) and counted per hour;
+* within an hour the last observation wins, ordered by charttime, then storetime (missing first),
+  then the source's priority, then the value;
+* derived channels (GCS total) are computed from the binned components of the same hour.
+
+No filling or scaling happens here: unobserved hours stay NaN.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Callable
+
+import duckdb
+import numpy as np
+import pandas as pd
+
+from mmfair.core.data.mimic import READ_ERRORS, MimicSource, read_error, scan_sql
+from mmfair.core.data.variables import VariableMap
+
+log = logging.getLogger(__name__)
+
+GCS_INTUBATED_VERBAL = 0.0
+GCS_INTUBATED_TOTAL = 15.0
+
+Progress = Callable[[str, int, int], None]
+
+_CONVERT_SQL = """
+    CASE o.convert
+        WHEN 'f_to_c' THEN (o.raw - 32.0) * 5.0 / 9.0
+        WHEN 'percent_to_fraction' THEN CASE WHEN o.raw > 1 THEN o.raw / 100.0 ELSE o.raw END
+        WHEN 'fraction_to_percent' THEN CASE WHEN o.raw <= 1 THEN o.raw * 100.0 ELSE o.raw END
+        WHEN 'lb_to_kg' THEN o.raw * 0.45359237
+        WHEN 'in_to_cm' THEN o.raw * 2.54
+        ELSE o.raw
+    END"""
+
+
+@dataclass
+class HourlyResult:
+    """``values`` float32 [N, window, F] (NaN = unobserved) and the per-hour coverage table."""
+
+    values: np.ndarray
+    coverage: pd.DataFrame
+
+
+def bin_hourly(con: duckdb.DuckDBPyConnection, source: MimicSource, stays: pd.DataFrame,
+               variables: VariableMap, window_hours: int, progress: Progress | None = None) -> HourlyResult:
+    """Bin the map's variables for ``stays`` (rows in output order: ``stay_id, subject_id, intime``).
+
+    Parameters
+    ----------
+    con : duckdb connection
+    source : MimicSource
+        Where chartevents / labevents / d_labitems live.
+    stays : DataFrame
+        One row per cohort stay, in the order of the output rows.
+    variables : VariableMap
+        The channels, in output order.
+    window_hours : int
+        Number of hourly bins from ``intime``.
+    progress : callable, optional
+        ``(description, done, total)``.
+
+    Returns
+    -------
+    HourlyResult
+    """
+    items, texts = _item_tables(variables)
+    registered = {
+        "ts_stays": stays[["stay_id", "subject_id", "intime"]].assign(stay_idx=np.arange(len(stays))),
+        "ts_items": items,
+        "ts_texts": texts,
+    }
+    for name, frame in registered.items():
+        con.register(name, frame)
+    try:
+        con.execute("CREATE OR REPLACE TEMP TABLE ts_obs (stay_idx BIGINT, var_idx INTEGER, hour INTEGER, "
+                    "ct TIMESTAMP, st TIMESTAMP, priority INTEGER, v DOUBLE, in_range BOOLEAN)")
+        tables = [t for t in ("chartevents", "labevents") if (items["table_name"] == t).any()]
+        for done, table in enumerate(tables):
+            if progress:
+                progress(f"reading {table}", done, len(tables))
+            _collect_observations(con, source, table, items, window_hours)
+        if progress:
+            progress("binning", len(tables), len(tables))
+        binned, out_of_range = _last_wins(con)
+    finally:
+        con.execute("DROP TABLE IF EXISTS ts_obs")
+        for name in registered:
+            con.unregister(name)
+    values = _to_array(binned, len(stays), window_hours, len(variables.variables))
+    _derive_channels(values, variables)
+    coverage = _coverage(values, out_of_range, variables)
+    return HourlyResult(values=values, coverage=coverage)
+
+
+def _item_tables(variables: VariableMap) -> tuple[pd.DataFrame, pd.DataFrame]:
+    item_rows, text_rows = [], []
+    for var_idx, var in enumerate(variables.variables):
+        for src in var.sources:
+            item_rows.append((src.table, src.itemid, var_idx, src.priority, src.convert or "",
+                              (src.fluid or "").strip().lower(), var.valid_low, var.valid_high))
+        text_rows.extend((var_idx, text, num) for text, num in var.text.items())
+    items = pd.DataFrame(item_rows, columns=["table_name", "itemid", "var_idx", "priority", "convert", "fluid",
+                                             "low", "high"])
+    items = items.astype({"itemid": "int32", "var_idx": "int32", "priority": "int32"})
+    texts = pd.DataFrame(text_rows, columns=["var_idx", "text", "num"]).astype({"var_idx": "int32",
+                                                                                "num": "float64"})
+    return items, texts
+
+
+def _collect_observations(con: duckdb.DuckDBPyConnection, source: MimicSource, table: str,
+                          items: pd.DataFrame, window_hours: int) -> None:
+    key = "icu/chartevents" if table == "chartevents" else "hosp/labevents"
+    path = source.table(key)
+    scan = scan_sql(path, key)
+    itemids = sorted(int(i) for i in items.loc[items["table_name"] == table, "itemid"].unique())
+    itemid_list = "(" + ", ".join(map(str, itemids)) + ")"
+    if table == "chartevents":
+        link = "e.stay_id = s.stay_id"
+        fluid_join, fluid_check = "", "TRUE"
+    else:
+        link = "e.subject_id = s.subject_id"
+        fluid_join, fluid_check = _fluid_join(source), "(m.fluid = '' OR lower(trim(d.fluid)) = m.fluid)"
+    window = f"to_hours(CAST({int(window_hours)} AS BIGINT))"
+    sql = f"""
+        INSERT INTO ts_obs
+        WITH ev AS (
+            SELECT e.itemid, TRY_CAST(e.charttime AS TIMESTAMP) AS ct, TRY_CAST(e.storetime AS TIMESTAMP) AS st,
+                   e.value, e.valuenum, {'e.stay_id' if table == 'chartevents' else 'e.subject_id'}
+            FROM {scan} e
+            WHERE e.itemid IN {itemid_list}),
+        o AS (
+            SELECT s.stay_idx, m.var_idx, m.priority, m.convert, m.low, m.high, e.ct, e.st,
+                   CAST(floor(epoch(e.ct - s.intime) / 3600.0) AS INTEGER) AS hour,
+                   COALESCE(tx.num, e.valuenum, TRY_CAST(trim(e.value) AS DOUBLE)) AS raw
+            FROM ev e
+            JOIN ts_stays s ON {link} AND e.ct >= s.intime AND e.ct < s.intime + {window}
+            JOIN ts_items m ON m.table_name = '{table}' AND m.itemid = e.itemid
+            {fluid_join}
+            LEFT JOIN ts_texts tx ON tx.var_idx = m.var_idx AND tx.text = lower(trim(e.value))
+            WHERE {fluid_check})
+        SELECT stay_idx, var_idx, hour, ct, st, priority, v, v >= low AND v <= high
+        FROM (SELECT o.*, {_CONVERT_SQL} AS v FROM o WHERE o.raw IS NOT NULL AND NOT isnan(o.raw))
+    """
+    before = con.execute("SELECT count(*) FROM ts_obs").fetchone()[0]
+    try:
+        con.execute(sql)
+    except READ_ERRORS as exc:
+        raise read_error(path, exc) from None
+    log.info("%s: %d observations of the map's items in the window", table,
+             con.execute("SELECT count(*) FROM ts_obs").fetchone()[0] - before)
+
+
+def _fluid_join(source: MimicSource) -> str:
+    path = source.table("hosp/d_labitems")
+    return f"LEFT JOIN {scan_sql(path, 'hosp/d_labitems')} d ON d.itemid = e.itemid"
+
+
+def _last_wins(con: duckdb.DuckDBPyConnection) -> tuple[dict[str, np.ndarray], pd.DataFrame]:
+    binned = con.execute("""
+        SELECT stay_idx, hour, var_idx, v FROM ts_obs WHERE in_range
+        QUALIFY row_number() OVER (PARTITION BY stay_idx, hour, var_idx
+                                   ORDER BY ct DESC, st DESC NULLS LAST, priority DESC, v DESC) = 1
+    """).fetchnumpy()
+    out_of_range = con.execute("""
+        SELECT var_idx, hour, count(*) AS n FROM ts_obs WHERE NOT in_range GROUP BY var_idx, hour
+    """).df()
+    return binned, out_of_range
+
+
+def _to_array(binned: dict[str, np.ndarray], n_stays: int, window_hours: int, n_vars: int) -> np.ndarray:
+    values = np.full((n_stays, window_hours, n_vars), np.nan, dtype=np.float32)
+    index = tuple(np.asarray(binned[c], dtype=np.int64) for c in ("stay_idx", "hour", "var_idx"))
+    values[index] = np.asarray(binned["v"], dtype=np.float32)
+    return values
+
+
+def _derive_channels(values: np.ndarray, variables: VariableMap) -> None:
+    for k, var in enumerate(variables.variables):
+        if var.derived is None:
+            continue
+        if var.derived["rule"] == "gcs_total":
+            values[:, :, k] = gcs_total(values[:, :, variables.index(var.derived["eye"])],
+                                        values[:, :, variables.index(var.derived["verbal"])],
+                                        values[:, :, variables.index(var.derived["motor"])])
+
+
+def gcs_total(eye: np.ndarray, verbal: np.ndarray, motor: np.ndarray) -> np.ndarray:
+    """Eye + verbal + motor where all three were observed; 15 where verbal is 0 (intubated, mimic-code)."""
+    total = eye + verbal + motor
+    return np.where(verbal == GCS_INTUBATED_VERBAL, GCS_INTUBATED_TOTAL, total).astype(np.float32)
+
+
+def _coverage(values: np.ndarray, out_of_range: pd.DataFrame, variables: VariableMap) -> pd.DataFrame:
+    n_stays, n_hours, n_vars = values.shape
+    observed = (~np.isnan(values)).mean(axis=0) if n_stays else np.zeros((n_hours, n_vars))
+    counts = np.zeros((n_hours, n_vars), dtype=np.int64)
+    if len(out_of_range):
+        counts[out_of_range["hour"].to_numpy(dtype=np.int64),
+               out_of_range["var_idx"].to_numpy(dtype=np.int64)] = out_of_range["n"].to_numpy()
+    hours, var_idx = np.meshgrid(np.arange(n_hours), np.arange(n_vars), indexing="xy")
+    return pd.DataFrame({
+        "variable": np.asarray(variables.names, dtype=object)[var_idx.ravel()],
+        "hour": hours.ravel(),
+        "observed_share": observed.T.ravel().round(6),
+        "out_of_range": counts.T.ravel(),
+    })

@@ -1,0 +1,74 @@
+"""Renderers: display tables (from :func:`build_tables`) → markdown, CSV, Rich.
+
+They only lay out what :func:`~mmfair.core.reporting.tables.build_tables` produced (already suppressed
+under the small-cell rule); they compute nothing.
+"""
+
+from __future__ import annotations
+
+import io
+
+import pandas as pd
+from rich.table import Table
+from rich.text import Text
+
+INTRO = (
+    "Aggregates only (no patient rows). Every number comes from the tidy results tables "
+    "(`results/metrics.csv`, `missing.csv`, `fairness.csv`); intervals are 95 % patient-level bootstrap "
+    "percentile intervals; thresholds were chosen on validation predictions, never on test."
+)
+
+
+def _md_escape(text: object) -> str:
+    return str(text).replace("|", "\\|").replace("\n", " ")
+
+
+def _markdown_table(df: pd.DataFrame) -> str:
+    cols = [str(c) for c in df.columns]
+    lines = ["| " + " | ".join(_md_escape(c) for c in cols) + " |", "|" + "|".join("---" for _ in cols) + "|"]
+    for _, row in df.iterrows():
+        lines.append("| " + " | ".join(_md_escape(v) for v in row.tolist()) + " |")
+    return "\n".join(lines)
+
+
+def render_markdown(tables: dict[str, pd.DataFrame], title: str = "mmfair report") -> str:
+    """A complete ``report.md``: title, one section per table with what it means, and its footnotes."""
+    parts = [f"# {title}", "", INTRO, ""]
+    for name, df in tables.items():
+        parts += [f"## {df.attrs.get('title', name)}", "", df.attrs.get("description", ""), ""]
+        if len(df) == 0:
+            parts += ["_No results yet._", ""]
+            continue
+        parts += [_markdown_table(df), ""]
+        for note in df.attrs.get("footnotes", []):
+            parts.append(f"> {note}")
+        if df.attrs.get("footnotes"):
+            parts.append("")
+    return "\n".join(parts).rstrip() + "\n"
+
+
+def render_csv(tables: dict[str, pd.DataFrame]) -> str:
+    """All tables in one CSV, with a leading ``table`` column naming the table of each row."""
+    frames = [df.assign(table=name)[["table", *df.columns]] for name, df in tables.items() if len(df)]
+    if not frames:
+        return "table\n"
+    buf = io.StringIO()
+    pd.concat(frames, ignore_index=True).fillna("").to_csv(buf, index=False)
+    return buf.getvalue()
+
+
+def render_rich(tables: dict[str, pd.DataFrame]) -> list[Table]:
+    """One ``rich.table.Table`` per non-empty table, footnotes as the caption (the CLI prints them)."""
+    out = []
+    for name, df in tables.items():
+        if len(df) == 0:
+            continue
+        caption = "\n".join(df.attrs.get("footnotes", []))
+        table = Table(title=df.attrs.get("title", name), caption=Text(caption) if caption else None,
+                      caption_justify="left")  # fmt: skip
+        for col in df.columns:
+            table.add_column(str(col), overflow="fold")
+        for _, row in df.iterrows():
+            table.add_row(*(Text(str(v)) for v in row.tolist()))  # never parsed as Rich markup
+        out.append(table)
+    return out

@@ -1,0 +1,279 @@
+"""Tidy results → display tables. Pure functions of the tidy tables (DESIGN §3.4); no metric is recomputed.
+
+Every table is a DataFrame of display strings; ``df.attrs`` holds ``title``, ``description`` and
+``footnotes`` for the renderers. Conventions:
+
+* a value is ``0.812 [0.781, 0.840]`` with its 95 % patient-level bootstrap interval when it comes from
+  one run; with several runs (seeds/folds) it is ``mean ± sd (k=…)`` over runs;
+* draws of a missing-modality scenario are averaged within a run first (value and interval bounds);
+* an undefined value is ``n/a`` (never 0); a cell mixing defined and undefined runs averages the
+  defined ones and is marked ``‡``; ``–`` means "not applicable to this task";
+* the small-cell rule (:mod:`.suppression`) replaces suppressed subgroup cells by ``<k``.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Iterable
+
+import numpy as np
+import pandas as pd
+
+from mmfair.core.evaluation.tidy import normalise, to_frame
+from mmfair.core.reporting.suppression import complementary, is_small, marker
+
+NA = "n/a"
+NOT_APPLICABLE = "–"
+MIXED = "‡"
+
+_RUN_KEYS = ("method", "modalities", "task")
+_CLEAN_METRICS = {"auroc": "AUROC", "auprc": "AUPRC", "brier": "Brier", "accuracy": "Accuracy",
+                  "kappa": "Kappa", "macro_f1": "Macro F1"}  # fmt: skip
+_COST_METRICS = {"n_params": "Parameters", "train_seconds": "Train s", "peak_memory_mb": "Peak MB"}
+_GROUP_METRICS = {"auroc": "AUROC", "tpr": "TPR", "fpr": "FPR"}
+_GAP_METRICS = {"demographic_parity_difference": "DP diff", "equalized_odds_difference": "EO diff",
+                "equal_opportunity_difference": "EOpp diff", "auroc_gap": "AUROC gap",
+                "worst_group_auroc": "Worst-group AUROC"}  # fmt: skip
+
+FOOTNOTE_CI = ("Values from one run show the 95 % patient-level bootstrap interval [2.5th, 97.5th "
+               "percentile]; values over several runs show mean ± sd across runs (k runs).")  # fmt: skip
+FOOTNOTE_NA = ("n/a: undefined (e.g. AUROC of a group with one class, or a method that scored fewer than "
+               "half of the evaluated stays); never read it as 0 or as fair.")  # fmt: skip
+FOOTNOTE_MIXED = "‡ undefined in some runs; the value averages the runs where it is defined."
+FOOTNOTE_SUPPRESSED = ("{m}: suppressed under the small-cell rule (a group with fewer than {k} stays, "
+                       "positives or negatives), plus the next-smallest group of the attribute where only one "
+                       "would be suppressed, so no small count can be recovered from the totals.")  # fmt: skip
+FOOTNOTE_DRAWS = ("Missing rates are the requested shares of test stays with a CXR whose CXR was removed "
+                  "(label-stratified); draws are averaged within a run (value and interval bounds).")  # fmt: skip
+FOOTNOTE_GAPS = ("Gaps are computed on hard predictions at the validation-chosen threshold, over the groups "
+                 "where the underlying rates are defined; lower is better, except worst-group AUROC.")  # fmt: skip
+
+DESCRIPTIONS = {
+    "clean": ("Clean test performance", "Test metrics with every modality as recorded (label = all: the "
+              "task summary, macro over phenotypes)."),
+    "costs": ("Cost", "Parameters, total training seconds and peak memory per method."),
+    "missing": ("Robustness to a missing CXR", "Test AUROC on the stays that have a CXR, after removing it "
+                "from the given share of them at test time (0 % is the clean reference)."),
+    "fairness_groups": ("Per-group performance", "Test AUROC, TPR and FPR per group of each sensitive "
+                        "attribute; TPR/FPR at the validation-chosen threshold."),
+    "fairness_gaps": ("Fairness gaps", "Between-group differences per attribute (fairlearn definitions) and "
+                      "the worst group's AUROC."),
+}  # fmt: skip
+
+
+def _empty() -> pd.DataFrame:
+    return to_frame([])
+
+
+def _prepare(df: pd.DataFrame | None) -> pd.DataFrame:
+    return _empty() if df is None or len(df) == 0 else normalise(df)
+
+
+def _num(x: float, digits: int = 3) -> str:
+    return f"{x:.{digits}f}"
+
+
+def _cost(x: float) -> str:
+    return f"{x:,.0f}" if abs(x) >= 100 else f"{x:.1f}"
+
+
+def format_cell(rows: pd.DataFrame, *, digits: int = 3, by: Iterable[str] = ("run_id",), cost: bool = False) -> str:
+    """One display cell from the tidy rows of one (method, …, metric) combination.
+
+    Rows are averaged within ``by`` (the run) first — draws of a scenario — then summarised across runs.
+    """
+    if len(rows) == 0:
+        return NOT_APPLICABLE
+    fmt = _cost if cost else (lambda v: _num(v, digits))
+    per_run = rows.groupby(list(by), sort=False).agg(
+        value=("value", "mean"), lo=("ci_low", "mean"), hi=("ci_high", "mean"), defined=("defined", "all")
+    )
+    defined = per_run[per_run["defined"] & per_run["value"].notna()]
+    if len(defined) == 0:
+        return NA
+    mark = MIXED if len(defined) < len(per_run) else ""
+    if len(defined) == 1:
+        r = defined.iloc[0]
+        text = fmt(r.value)
+        if np.isfinite(r.lo) and np.isfinite(r.hi) and not cost:
+            text += f" [{fmt(r.lo)}, {fmt(r.hi)}]"
+        return text + mark
+    vals = defined["value"].to_numpy()
+    return f"{fmt(vals.mean())} ± {fmt(vals.std(ddof=1))} (k={vals.size}){mark}"
+
+
+def _select(df: pd.DataFrame, **eq) -> pd.DataFrame:
+    mask = np.ones(len(df), dtype=bool)
+    for k, v in eq.items():
+        mask &= (df[k].isin(v) if isinstance(v, (list, tuple, set)) else df[k] == v).to_numpy()
+    return df[mask]
+
+
+def _finish(df: pd.DataFrame, name: str, footnotes: list[str]) -> pd.DataFrame:
+    df = df.reset_index(drop=True)
+    title, description = DESCRIPTIONS[name]
+    df.attrs.update({"name": name, "title": title, "description": description, "footnotes": list(dict.fromkeys(footnotes))})
+    return df
+
+
+def _wide(
+    rows: pd.DataFrame, keys: list[str], metric_names: dict[str, str], *, cost: bool = False
+) -> tuple[pd.DataFrame, bool, bool]:
+    out, any_na, any_mixed = [], False, False
+    present = [m for m in metric_names if m in set(rows["metric"])]
+    for key, block in rows.groupby(keys, sort=True):
+        key = key if isinstance(key, tuple) else (key,)
+        rec = dict(zip(keys, key))
+        rec["runs"] = str(block["run_id"].nunique())
+        for m in present:
+            cell = format_cell(block[block["metric"] == m], cost=cost)
+            any_na |= cell == NA
+            any_mixed |= cell.endswith(MIXED)
+            rec[metric_names[m]] = cell
+        out.append(rec)
+    cols = keys + ["runs"] + [metric_names[m] for m in present]
+    return pd.DataFrame(out, columns=cols), any_na, any_mixed
+
+
+def clean_table(metrics: pd.DataFrame) -> pd.DataFrame:
+    rows = _select(metrics, scenario="none", label="all", group="all", metric=list(_CLEAN_METRICS))
+    table, any_na, any_mixed = _wide(rows, list(_RUN_KEYS), _CLEAN_METRICS)
+    notes = [FOOTNOTE_CI] + ([FOOTNOTE_NA] if any_na else []) + ([FOOTNOTE_MIXED] if any_mixed else [])
+    return _finish(table, "clean", notes)
+
+
+def cost_table(metrics: pd.DataFrame) -> pd.DataFrame:
+    rows = _select(metrics, metric=list(_COST_METRICS))
+    table, _, _ = _wide(rows, list(_RUN_KEYS), _COST_METRICS, cost=True)
+    return _finish(table, "costs", ["Several runs: mean ± sd across runs."] if (table["runs"] != "1").any() else [])
+
+
+def _requested_rate(row: pd.Series) -> float:
+    try:
+        params = json.loads(row["scenario_params"] or "{}")
+    except json.JSONDecodeError:
+        params = {}
+    rate = params.get("requested_rate", row["missing_rate"])
+    return round(float(rate), 4)
+
+
+def missing_table(missing: pd.DataFrame, metric: str = "auroc") -> pd.DataFrame:
+    rows = _select(missing, metric=metric, label="all", group="all")
+    rows = rows[rows["scenario"] != "none"].copy()
+    notes = [FOOTNOTE_DRAWS, FOOTNOTE_CI]
+    if len(rows) == 0:
+        return _finish(pd.DataFrame(columns=[*_RUN_KEYS, "scenario", "runs"]), "missing", notes)
+    rows["rate"] = rows.apply(_requested_rate, axis=1)
+    rates = sorted(rows["rate"].unique())
+    labels = {r: f"{r * 100:g}%" for r in rates}
+    out, any_na, any_mixed = [], False, False
+    keys = [*_RUN_KEYS, "scenario"]
+    for key, block in rows.groupby(keys, sort=True):
+        rec = dict(zip(keys, key))
+        rec["runs"] = str(block["run_id"].nunique())
+        for r in rates:
+            cell = format_cell(block[block["rate"] == r])
+            any_na |= cell == NA
+            any_mixed |= cell.endswith(MIXED)
+            rec[labels[r]] = cell
+        out.append(rec)
+    notes += ([FOOTNOTE_NA] if any_na else []) + ([FOOTNOTE_MIXED] if any_mixed else [])
+    return _finish(pd.DataFrame(out, columns=keys + ["runs"] + list(labels.values())), "missing", notes)
+
+
+def _suppressed_cells(groups: pd.DataFrame, min_group_size: int) -> set[tuple]:
+    """(method, modalities, task, label, attribute, group) cells suppressed in any run's block.
+
+    Two stages per run and attribute, so that no label's block reveals what another label's hides:
+    first the groups with too few *stays* (label-independent) and their complement, applied to every
+    label; then, per label, the groups with too few positives or negatives, and their complement.
+    """
+    counts = groups.drop_duplicates(["run_id", "label", "attribute", "group"])
+    out: set[tuple] = set()
+    for _, block in counts.groupby(["run_id", "attribute"], sort=False):
+        n_by_group = block.groupby("group")["n"].min()
+        n_values = pd.to_numeric(n_by_group, errors="coerce").to_numpy(dtype=float)
+        by_size = complementary(n_by_group.index.to_numpy(), n_values, np.nan_to_num(n_values, nan=-1) < min_group_size)
+        too_few_stays = set(n_by_group.index[by_size])
+        for _, lb in block.groupby("label", sort=False):
+            small = is_small(lb["n"], lb["n_pos"], min_group_size) | lb["group"].isin(too_few_stays).to_numpy()
+            flags = complementary(lb["group"].to_numpy(), lb["n"], small)
+            for (_, r), flag in zip(lb.iterrows(), flags):
+                if flag:
+                    out.add((r.method, r.modalities, r.task, r.label, r.attribute, r.group))
+    # complementary rule again at the level of the displayed (aggregated over runs) block
+    agg = counts.groupby([*_RUN_KEYS, "label", "attribute", "group"], sort=False)["n"].min().reset_index()
+    for key, block in agg.groupby([*_RUN_KEYS, "label", "attribute"], sort=False):
+        flags = np.array([(*key, g) in out for g in block["group"]])
+        if flags.sum() == 1 and flags.size > 1:
+            rest = block[~flags].sort_values(["n", "group"])
+            out.add((*key, rest.iloc[0]["group"]))
+    return out
+
+
+def fairness_group_table(fairness: pd.DataFrame, min_group_size: int) -> pd.DataFrame:
+    groups = _select(fairness, metric=list(_GROUP_METRICS))
+    groups = groups[groups["group"] != "all"]
+    keys = [*_RUN_KEYS, "label", "attribute", "group"]
+    cols = keys + ["runs", "n"] + list(_GROUP_METRICS.values())
+    notes = [FOOTNOTE_CI]
+    if len(groups) == 0:
+        return _finish(pd.DataFrame(columns=cols), "fairness_groups", notes)
+    hidden = _suppressed_cells(groups, min_group_size)
+    mark = marker(min_group_size)
+    out, any_na, any_mixed = [], False, False
+    for key, block in groups.groupby(keys, sort=True):
+        rec = dict(zip(keys, key))
+        rec["runs"] = str(block["run_id"].nunique())
+        if key in hidden:
+            rec["n"] = mark
+            rec.update({name: mark for name in _GROUP_METRICS.values()})
+            out.append(rec)
+            continue
+        ns = block.drop_duplicates("run_id")["n"].dropna().astype(int)
+        rec["n"] = str(ns.iloc[0]) if ns.nunique() == 1 else f"{ns.min()}–{ns.max()}"
+        for m, name in _GROUP_METRICS.items():
+            cell = format_cell(block[block["metric"] == m])
+            any_na |= cell == NA
+            any_mixed |= cell.endswith(MIXED)
+            rec[name] = cell
+        out.append(rec)
+    if hidden:
+        notes.append(FOOTNOTE_SUPPRESSED.format(m=mark, k=min_group_size))
+    notes += ([FOOTNOTE_NA] if any_na else []) + ([FOOTNOTE_MIXED] if any_mixed else [])
+    return _finish(pd.DataFrame(out, columns=cols), "fairness_groups", notes)
+
+
+def fairness_gap_table(fairness: pd.DataFrame) -> pd.DataFrame:
+    rows = _select(fairness, metric=list(_GAP_METRICS), group="all")
+    table, any_na, any_mixed = _wide(rows, [*_RUN_KEYS, "label", "attribute"], _GAP_METRICS)
+    notes = [FOOTNOTE_GAPS, FOOTNOTE_CI] + ([FOOTNOTE_NA] if any_na else []) + ([FOOTNOTE_MIXED] if any_mixed else [])
+    return _finish(table, "fairness_gaps", notes)
+
+
+def build_tables(metrics: pd.DataFrame | None, missing: pd.DataFrame | None, fairness: pd.DataFrame | None,
+                 min_group_size: int = 10) -> dict[str, pd.DataFrame]:
+    """Display tables from the three tidy results tables (any may be ``None`` or empty).
+
+    Returns
+    -------
+    dict name → DataFrame of display strings, in report order:
+
+    * ``clean``: method × task, AUROC/AUPRC/Brier (or LOS accuracy/kappa/macro F1) with intervals;
+    * ``costs``: method × task, parameters, training seconds, peak memory;
+    * ``missing``: method × requested missing rate, AUROC averaged over draws;
+    * ``fairness_groups``: method × attribute × group, n, AUROC, TPR, FPR, with the small-cell rule;
+    * ``fairness_gaps``: method × attribute, the gap metrics.
+
+    The small-cell rule is applied here so that every renderer obeys it.
+    """  # fmt: skip
+    if min_group_size < 1:
+        raise ValueError(f"min_group_size must be >= 1, got {min_group_size}")
+    metrics, missing, fairness = _prepare(metrics), _prepare(missing), _prepare(fairness)
+    return {
+        "clean": clean_table(metrics),
+        "costs": cost_table(metrics),
+        "missing": missing_table(missing),
+        "fairness_groups": fairness_group_table(fairness, min_group_size),
+        "fairness_gaps": fairness_gap_table(fairness),
+    }

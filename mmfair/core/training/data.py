@@ -1,0 +1,272 @@
+"""The store and cohort loaded for training, the fold rule, the EHR scaler, and device-resident splits.
+
+DESIGN §1: for run fold k, test = fold k, validation = fold (k+1) mod n, training = the other folds.
+DESIGN §3.2 (load-time rules, per run fold): the mask is "observed in this hour", computed before any
+filling; then forward fill, then the training-fold median; scaling by median/IQR of the training-fold
+observed hours (IQR 0 → 1). :class:`EHRScaler` fits on the training rows only and is saved to
+``scaling.json``. Each split lives on the device as tensors; batches are slices by index (DESIGN §6).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import h5py
+import numpy as np
+import pandas as pd
+import torch
+
+from mmfair.core.data.store import open_store
+from mmfair.core.errors import ConfigError, InputFileError
+from mmfair.core.workspace import Workspace
+
+log = logging.getLogger(__name__)
+
+SPLITS = ("train", "val", "test")
+MODALITIES = ("ehr", "cxr")
+ATTRIBUTE_COLUMNS = (
+    "gender",
+    "age_group",
+    "race_group",
+    "insurance_group",
+    "language_group",
+    "marital_status",
+    "admission_type",
+    "anchor_year_group",
+)
+REQUIRED_COHORT_COLUMNS = ("stay_id", "subject_id", "fold", *ATTRIBUTE_COLUMNS)
+
+
+@dataclass
+class StoreData:
+    """``cohort.csv`` + the arrays of ``features.h5`` that training needs, in cohort order."""
+
+    cohort: pd.DataFrame
+    values: np.ndarray  # float32 [N, T, F], NaN = not observed
+    feature_names: list[str]
+    cxr_row: np.ndarray  # int64 [N], -1 = no image
+    cxr_embeddings: np.ndarray | None  # float32 [N_img, D]
+    encoder_id: str | None
+    fingerprint: str
+    path: Path = field(default_factory=Path)
+
+    @property
+    def n_folds(self) -> int:
+        return int(self.cohort["fold"].max()) + 1
+
+    @property
+    def cxr_dim(self) -> int:
+        return 0 if self.cxr_embeddings is None else int(self.cxr_embeddings.shape[1])
+
+
+def _decode(names: Any) -> list[str]:
+    return [n.decode() if isinstance(n, bytes) else str(n) for n in names]
+
+
+def read_cohort(path: Path) -> pd.DataFrame:
+    if not Path(path).exists():
+        raise InputFileError(f"{path}: not found; run `mmfair prep` first")
+    cohort = pd.read_csv(path, keep_default_na=False, na_values=[""])
+    missing = [c for c in REQUIRED_COHORT_COLUMNS if c not in cohort.columns]
+    if missing:
+        raise InputFileError(f"{path}: missing column(s) {', '.join(missing)}")
+    bad = cohort.loc[~cohort["fold"].isin(range(100)), "fold"]
+    if len(bad):
+        raise InputFileError(f"{path}: column 'fold' has invalid value '{bad.iloc[0]}' (expected an integer 0-4)")
+    return cohort
+
+
+def resolve_encoder_id(h5: h5py.File, requested: str | None, path: Path) -> str | None:
+    available = sorted(h5["cxr/embeddings"].keys()) if "cxr/embeddings" in h5 else []
+    if requested is not None:
+        if requested not in available:
+            raise ConfigError(
+                f"{path}: no CXR embeddings '{requested}' under /cxr/embeddings (available: {', '.join(available) or 'none'})"
+            )
+        return requested
+    if len(available) > 1:
+        raise ConfigError(f"{path}: several CXR embeddings ({', '.join(available)}); choose one with cxr_embedding")
+    return available[0] if available else None
+
+
+def load_store(ws: Workspace, cxr_embedding: str | None = None) -> StoreData:
+    """Read cohort.csv and features.h5 (opened with prep's ``open_store``, which checks that ``/stay_id``
+    equals the cohort's ``stay_id`` column and the schema version)."""
+    cohort = read_cohort(ws.cohort_csv)
+    path = ws.features_h5
+    with open_store(path, ws.cohort_csv) as h5:  # checks schema version and /stay_id == cohort stay_id
+        for key in ("ehr/values", "cxr/row"):
+            if key not in h5:
+                raise InputFileError(f"{path}: dataset /{key} is missing")
+        fingerprint = h5.attrs.get("fingerprint")
+        if fingerprint is None:
+            raise InputFileError(f"{path}: root attribute 'fingerprint' is missing")
+        values = h5["ehr/values"][()].astype(np.float32, copy=False)
+        names = _decode(h5["ehr/feature_names"][()]) if "ehr/feature_names" in h5 else [f"f{i}" for i in range(values.shape[2])]
+        cxr_row = h5["cxr/row"][()].astype(np.int64)
+        encoder_id = resolve_encoder_id(h5, cxr_embedding, path)
+        embeddings = None if encoder_id is None else h5[f"cxr/embeddings/{encoder_id}"][()].astype(np.float32)
+    if embeddings is not None and cxr_row.max(initial=-1) >= len(embeddings):
+        raise InputFileError(f"{path}: /cxr/row points past /cxr/embeddings/{encoder_id} ({len(embeddings)} rows)")
+    return StoreData(
+        cohort=cohort,
+        values=values,
+        feature_names=names,
+        cxr_row=cxr_row,
+        cxr_embeddings=embeddings,
+        encoder_id=encoder_id,
+        fingerprint=str(fingerprint),
+        path=path,
+    )
+
+
+def fold_rows(folds: np.ndarray, fold: int, n_folds: int = 5) -> dict[str, np.ndarray]:
+    """Row indices per split: test = ``fold``, val = ``(fold + 1) % n_folds``, train = the rest."""
+    if not 0 <= fold < n_folds:
+        raise ConfigError(f"fold {fold} is out of range: the cohort has folds 0-{n_folds - 1}")
+    folds = np.asarray(folds)
+    val_fold = (fold + 1) % n_folds
+    return {
+        "train": np.flatnonzero((folds != fold) & (folds != val_fold)),
+        "val": np.flatnonzero(folds == val_fold),
+        "test": np.flatnonzero(folds == fold),
+    }
+
+
+def observed_mask(values: np.ndarray) -> np.ndarray:
+    """1 where a value was observed in the hour, computed before any filling."""
+    return (~np.isnan(values)).astype(np.float32)
+
+
+def forward_fill(values: np.ndarray) -> np.ndarray:
+    """Carry the last observation forward along time (axis 1); hours before the first stay NaN."""
+    T = values.shape[1]
+    idx = np.where(~np.isnan(values), np.arange(T)[None, :, None], 0)
+    np.maximum.accumulate(idx, axis=1, out=idx)
+    return np.take_along_axis(values, idx, axis=1)
+
+
+class EHRScaler:
+    """Median/IQR scaling fitted on training-fold observed hours (sklearn-style ``fit``/``transform``).
+
+    ``fit`` sets ``median_``, ``iqr_`` (1 where the IQR is 0 or undefined) and ``fill_`` (the training
+    median used after forward fill; 0 in scaled units). A feature never observed in training gets
+    median 0, IQR 1. ``transform`` returns ``(scaled, mask)``, both float32 [N, T, F].
+    """
+
+    def __init__(self, feature_names: list[str] | None = None) -> None:
+        self.feature_names = feature_names
+
+    def fit(self, values: np.ndarray) -> "EHRScaler":
+        flat = values.reshape(-1, values.shape[-1]).astype(np.float64)
+        observed = ~np.isnan(flat)
+        median = np.zeros(flat.shape[1])
+        iqr = np.ones(flat.shape[1])
+        for j in range(flat.shape[1]):
+            col = flat[observed[:, j], j]
+            if col.size == 0:
+                name = self.feature_names[j] if self.feature_names else j
+                log.warning("feature %s is never observed in the training fold: median 0, IQR 1", name)
+                continue
+            q25, q50, q75 = np.percentile(col, [25, 50, 75])
+            median[j] = q50
+            iqr[j] = q75 - q25 if q75 > q25 else 1.0
+        self.median_, self.iqr_, self.fill_ = median, iqr, median.copy()
+        self.n_fit_rows_ = int(values.shape[0])
+        return self
+
+    def transform(self, values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        mask = observed_mask(values)
+        filled = forward_fill(values.astype(np.float32, copy=False))
+        filled = np.where(np.isnan(filled), self.fill_.astype(np.float32), filled)
+        scaled = (filled - self.median_.astype(np.float32)) / self.iqr_.astype(np.float32)
+        return scaled.astype(np.float32, copy=False), mask
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "method": "median-iqr",
+            "feature_names": list(self.feature_names or []),
+            "median": self.median_.tolist(),
+            "iqr": self.iqr_.tolist(),
+            "fill": self.fill_.tolist(),
+            "n_fit_stays": self.n_fit_rows_,
+            "mask": "1 = observed in the hour, computed before filling",
+            "fill_rule": "forward fill, then the training-fold median",
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "EHRScaler":
+        scaler = cls(d.get("feature_names") or None)
+        scaler.median_ = np.asarray(d["median"], dtype=np.float64)
+        scaler.iqr_ = np.asarray(d["iqr"], dtype=np.float64)
+        scaler.fill_ = np.asarray(d["fill"], dtype=np.float64)
+        scaler.n_fit_rows_ = int(d.get("n_fit_stays", 0))
+        return scaler
+
+    @classmethod
+    def load(cls, path: Path) -> "EHRScaler":
+        return cls.from_dict(json.loads(Path(path).read_text()))
+
+
+@dataclass
+class Split:
+    """One split on the device: ``rows`` index the cohort; ``batch(idx)`` slices every tensor."""
+
+    name: str
+    rows: np.ndarray
+    inputs: dict[str, torch.Tensor]
+    present: dict[str, torch.Tensor]
+    labels: torch.Tensor
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def batch(self, index: torch.Tensor | slice, present: dict[str, torch.Tensor] | None = None) -> dict[str, Any]:
+        present = self.present if present is None else present
+        return {
+            "inputs": {m: x[index] for m, x in self.inputs.items()},
+            "present": {m: p[index] for m, p in present.items()},
+            "labels": self.labels[index],
+        }
+
+
+def build_split(
+    name: str, rows: np.ndarray, store: StoreData, scaler: EHRScaler, labels: torch.Tensor, device: torch.device
+) -> Split:
+    scaled, mask = scaler.transform(store.values[rows])
+    ehr = torch.from_numpy(np.concatenate([scaled, mask], axis=2))
+    cxr_row = store.cxr_row[rows]
+    present = {"ehr": torch.ones(len(rows), dtype=torch.bool), "cxr": torch.from_numpy(cxr_row >= 0)}
+    inputs = {"ehr": ehr}
+    if store.cxr_embeddings is not None:
+        cxr = np.zeros((len(rows), store.cxr_dim), dtype=np.float32)  # placeholder for absent images
+        cxr[cxr_row >= 0] = store.cxr_embeddings[cxr_row[cxr_row >= 0]]
+        inputs["cxr"] = torch.from_numpy(cxr)
+    return Split(
+        name=name,
+        rows=rows,
+        inputs={m: x.to(device) for m, x in inputs.items()},
+        present={m: p.to(device) for m, p in present.items()},
+        labels=labels[torch.as_tensor(rows, dtype=torch.long)].to(device),
+    )
+
+
+def build_splits(
+    store: StoreData,
+    task: Any,
+    fold: int,
+    device: torch.device,
+    scaler: EHRScaler | None = None,
+    names: tuple[str, ...] = SPLITS,
+) -> tuple[dict[str, Split], EHRScaler]:
+    """Splits for run ``fold``; the scaler is fitted on the training rows unless one is given."""
+    rows = fold_rows(store.cohort["fold"].to_numpy(), fold, store.n_folds)
+    if scaler is None:
+        scaler = EHRScaler(store.feature_names).fit(store.values[rows["train"]])
+    labels = task.label_tensor(store.cohort)
+    splits = {name: build_split(name, rows[name], store, scaler, labels, device) for name in names}
+    return splits, scaler

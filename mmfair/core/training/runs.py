@@ -1,0 +1,308 @@
+"""Run folders (DESIGN §3.3): ``train_run`` trains one config into ``runs/<run_id>/``; ``load_run`` and
+``predict`` recompute predictions, optionally with modalities removed per stay.
+
+``run_id`` = hash of the resolved config without machine fields plus the store fingerprint. Files:
+config.json, model.pt, history.csv, scaling.json, threshold.json, predictions_{val,test}.csv and DONE
+(last). Every file is written atomically; a folder with DONE is skipped, one without is retrained.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+import pandas as pd
+import torch
+
+import mmfair
+from mmfair.core.config import TrainConfig, config_hash
+from mmfair.core.device import resolve_device
+from mmfair.core.errors import ConfigError, InputFileError
+from mmfair.core.evaluation.thresholds import THRESHOLD_RULES, choose_threshold
+from mmfair.core.fusion import FusionModel, FusionSpec
+from mmfair.core.io import atomic_path, write_csv_atomic, write_json_atomic, write_text_atomic
+from mmfair.core.registry import EHR_ENCODERS, FUSIONS, TASKS
+from mmfair.core.training.data import (
+    ATTRIBUTE_COLUMNS,
+    MODALITIES,
+    EHRScaler,
+    Split,
+    StoreData,
+    build_splits,
+    load_store,
+)
+from mmfair.core.training.tasks import Task
+from mmfair.core.training.trainer import (
+    GROUP_ATTRIBUTES,
+    Progress,
+    fit,
+    predict_logits,
+    seed_everything,
+)
+from mmfair.core.workspace import Workspace
+
+log = logging.getLogger(__name__)
+
+SCORE_FORMAT = "%.9g"  # float32 probabilities survive the round trip exactly
+RUN_FILES = ("config.json", "model.pt", "history.csv", "scaling.json", "threshold.json",
+             "predictions_val.csv", "predictions_test.csv", "DONE")
+
+
+@dataclass
+class RunResult:
+    run_id: str
+    run_dir: Path
+    skipped: bool
+    best_epoch: int | None = None
+    train_seconds: float | None = None
+
+
+@dataclass
+class LoadedRun:
+    """A trained run ready to predict: its config, model (eval mode), task, scaler and store."""
+
+    run_dir: Path
+    config: TrainConfig
+    info: dict[str, Any]
+    task: Task
+    model: FusionModel
+    scaler: EHRScaler
+    store: StoreData
+    device: torch.device
+    _splits: dict[str, Split] = field(default_factory=dict, repr=False)
+
+    @property
+    def run_id(self) -> str:
+        return str(self.info["run_id"])
+
+    def split(self, name: str) -> Split:
+        if name not in ("val", "test"):
+            raise ConfigError(f"predict: split must be 'val' or 'test', got '{name}'")
+        if name not in self._splits:
+            splits, _ = build_splits(self.store, self.task, self.config.fold, self.device, self.scaler, names=(name,))
+            self._splits.update(splits)
+        return self._splits[name]
+
+
+# ---- store cache: several runs in one process read the same features.h5 once -----------------------
+_STORE_CACHE: dict[tuple, StoreData] = {}
+
+
+def _cached_store(ws: Workspace, cxr_embedding: str | None) -> StoreData:
+    paths = (ws.cohort_csv, ws.features_h5)
+    stamp = tuple((str(p), p.stat().st_mtime_ns, p.stat().st_size) if p.exists() else (str(p),) for p in paths)
+    if (stamp, cxr_embedding) not in _STORE_CACHE:
+        store = load_store(ws, cxr_embedding)
+        if any(key[0] != stamp for key in _STORE_CACHE):
+            _STORE_CACHE.clear()  # hold one store at a time
+        _STORE_CACHE[(stamp, cxr_embedding)] = store
+        _STORE_CACHE[(stamp, store.encoder_id)] = store  # the resolved id finds the same arrays
+    return _STORE_CACHE[(stamp, cxr_embedding)]
+
+
+# ---- identity ----------------------------------------------------------------------------------
+def resolve_config(config: TrainConfig, store: StoreData) -> TrainConfig:
+    """Fill store-dependent defaults (the CXR embedding id) and check every registered name."""
+    FUSIONS.get(config.fusion)
+    TASKS.get(config.task)
+    EHR_ENCODERS.get(config.ehr_encoder)
+    if config.fold >= store.n_folds:
+        raise ConfigError(f"fold {config.fold} is out of range: the cohort has folds 0-{store.n_folds - 1}")
+    if config.cxr_embedding is None and store.encoder_id is not None:
+        config = config.model_copy(update={"cxr_embedding": store.encoder_id})
+    return config
+
+
+def compute_run_id(config: TrainConfig, store_fingerprint: str) -> str:
+    return config_hash({"config": config.identity(), "store_fingerprint": store_fingerprint})
+
+
+def build_model(config: TrainConfig, task: Task, store: StoreData) -> FusionModel:
+    factory = FUSIONS.get(config.fusion)
+    modalities = getattr(factory, "modalities", ())
+    if "cxr" in modalities and store.cxr_embeddings is None:
+        raise ConfigError(f"fusion '{config.fusion}' needs CXR embeddings, but {store.path} has none under /cxr/embeddings")
+    spec = FusionSpec(
+        n_features=store.values.shape[2],
+        cxr_dim=store.cxr_dim,
+        n_outputs=task.n_outputs(list(store.cohort.columns)),
+        hidden_dim=config.hidden_dim,
+        ehr_encoder=config.ehr_encoder,
+        dropout=config.dropout,
+        output_kind=task.output_kind,
+        seq_len=store.values.shape[1],
+    )
+    return factory(spec)
+
+
+# ---- predictions -------------------------------------------------------------------------------
+def _csv_text(frame: pd.DataFrame) -> str:
+    return frame.to_csv(index=False, float_format=SCORE_FORMAT)
+
+
+def _prediction_frame(run: LoadedRun, split: Split, present: dict[str, torch.Tensor]) -> pd.DataFrame:
+    logits = predict_logits(run.model, split, run.device, present)
+    scorable = run.model.scorable(present).cpu().numpy()
+    probs = run.task.probabilities(logits).double().numpy()
+    probs[~scorable] = np.nan
+    cohort = run.store.cohort.iloc[split.rows].reset_index(drop=True)
+    labels = split.labels.cpu().numpy()
+    labels = labels.reshape(len(labels), -1)
+    scores = run.task.prediction_frame(labels, probs, list(run.store.cohort.columns))
+    frame = pd.concat([cohort[["stay_id", "fold"]], scores, cohort[["subject_id", *ATTRIBUTE_COLUMNS]]], axis=1)
+    for m in MODALITIES:
+        frame[f"present_{m}"] = present[m].cpu().numpy().astype(np.int64) if m in present else 0
+    return frame
+
+
+def predict(
+    run: LoadedRun, split: str, present_override: Mapping[str, np.ndarray] | None = None
+) -> pd.DataFrame:
+    """Predictions for ``split`` ('val' or 'test') in the format of ``predictions_<split>.csv``.
+
+    ``present_override[m]``: bool array aligned with the split's rows; False removes modality ``m`` for
+    that stay (AND-ed with natural presence). Without an override the frame equals the saved CSV read
+    back with ``pd.read_csv(path, keep_default_na=False, na_values=[""])`` (as the evaluation core reads
+    it), on the device that wrote it.
+    """
+    data = run.split(split)
+    present = dict(data.present)
+    for modality, keep in (present_override or {}).items():
+        if modality not in present:
+            raise ConfigError(f"predict: unknown modality '{modality}' (have {', '.join(present)})")
+        keep = torch.as_tensor(np.asarray(keep, dtype=bool), device=run.device)
+        if keep.shape != present[modality].shape:
+            raise ConfigError(
+                f"predict: present_override['{modality}'] has {keep.numel()} values, split '{split}' has {len(data)} stays"
+            )
+        present[modality] = present[modality] & keep
+    frame = _prediction_frame(run, data, present)
+    return read_predictions_text(_csv_text(frame))
+
+
+def read_predictions_text(text_or_path: str | Path) -> pd.DataFrame:
+    """Parse a predictions CSV as the evaluation core does (only an empty field is missing)."""
+    source = io.StringIO(text_or_path) if isinstance(text_or_path, str) else text_or_path
+    return pd.read_csv(source, keep_default_na=False, na_values=[""], low_memory=False)
+
+
+# ---- training ----------------------------------------------------------------------------------
+def _thresholds(task: Task, frame: pd.DataFrame, columns: list[str]) -> dict[str, dict[str, float | None]]:
+    if task.kind == "multiclass":
+        return {}
+    out: dict[str, dict[str, float | None]] = {}
+    names = task.label_names(columns)
+    for rule in THRESHOLD_RULES:
+        out[rule] = {}
+        for name in names:
+            suffix = "" if task.kind == "binary" else f"_{name}"
+            value = choose_threshold(frame[f"label{suffix}"].to_numpy(), frame[f"score{suffix}"].to_numpy(), rule)
+            if not np.isnan(value):  # undefined (one class in validation): the label is left out
+                out[rule][name] = value
+    return out
+
+
+def _save_state_dict(path: Path, state: dict[str, torch.Tensor]) -> None:
+    with atomic_path(path) as tmp:
+        torch.save(state, tmp)
+
+
+def train_run(
+    config: TrainConfig,
+    ws: Workspace,
+    progress: Progress | None = None,
+) -> RunResult:
+    """Train one run into ``ws.runs/<run_id>/``; skip it if that folder already has DONE."""
+    store = _cached_store(ws, config.cxr_embedding)
+    config = resolve_config(config, store)
+    run_id = compute_run_id(config, store.fingerprint)
+    run_dir = ws.runs / run_id
+    if (run_dir / "DONE").exists():
+        log.info("run %s (%s, %s, fold %d) is done; skipping", run_id, config.fusion, config.task, config.fold)
+        return RunResult(run_id=run_id, run_dir=run_dir, skipped=True)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    device = resolve_device(config.device)
+    task: Task = TASKS.get(config.task)
+    log.info("run %s: %s on %s, fold %d, seed %d, device %s", run_id, config.fusion, config.task, config.fold, config.seed, device)
+    columns = list(store.cohort.columns)
+    seed_everything(config.seed)
+    splits, scaler = build_splits(store, task, config.fold, device)
+    model = build_model(config, task, store).to(device)
+    val_rows = splits["val"].rows
+    val_groups = {a: store.cohort[a].to_numpy()[val_rows] for a in GROUP_ATTRIBUTES if a in store.cohort}
+    outcome = fit(
+        model, task, splits, config, device, val_groups=val_groups, progress=progress,
+        description=f"{config.fusion} {config.task} fold {config.fold} seed {config.seed}",
+    )
+    model.load_state_dict(outcome.state_dict)
+    model.eval()
+    run = LoadedRun(run_dir, config, {"run_id": run_id}, task, model, scaler, store, device,
+                    {k: v for k, v in splits.items() if k != "train"})
+    frames = {name: predict(run, name) for name in ("val", "test")}
+
+    write_json_atomic(run_dir / "scaling.json", scaler.to_dict())
+    _save_state_dict(run_dir / "model.pt", outcome.state_dict)
+    write_csv_atomic(run_dir / "history.csv", outcome.history)
+    for name, frame in frames.items():
+        write_text_atomic(run_dir / f"predictions_{name}.csv", _csv_text(frame))
+    write_json_atomic(run_dir / "threshold.json", _thresholds(task, frames["val"], columns))
+    factory = FUSIONS.get(config.fusion)
+    train_split = splits["train"]
+    used = model.scorable(train_split.present).cpu().numpy()
+    has_cxr = train_split.present["cxr"].cpu().numpy()[used]
+    info = {
+        **config.model_dump(mode="json"),
+        "run_id": run_id,
+        "method": config.fusion,
+        "modalities": list(factory.modalities),
+        "handles_missing": bool(factory.handles_missing),
+        "store_fingerprint": store.fingerprint,
+        "mmfair_version": mmfair.__version__,
+        "train_cohort": "full" if factory.handles_missing or factory.modalities == ("ehr",) else "paired",
+        "test_cohort": "full",
+        "train_missing_rate": float(1.0 - has_cxr.mean()) if has_cxr.size else None,
+        "n_params": int(sum(p.numel() for p in model.parameters())),
+        "best_epoch": outcome.best_epoch,
+        "train_seconds": outcome.seconds,
+        "peak_memory_mb": float(outcome.history["peak_memory_mb"].max()),
+        "n_train": int(used.sum()),
+    }
+    write_json_atomic(run_dir / "config.json", info)
+    write_text_atomic(run_dir / "DONE", "")
+    log.info("run %s done: best epoch %d, val selection %.4f, %.1fs", run_id, outcome.best_epoch, outcome.best_score, outcome.seconds)
+    return RunResult(run_id=run_id, run_dir=run_dir, skipped=False, best_epoch=outcome.best_epoch, train_seconds=outcome.seconds)
+
+
+def load_run(run_dir: Path | str, device: str | torch.device = "cpu", ws: Workspace | None = None) -> LoadedRun:
+    """Load a finished run. The workspace defaults to the run folder's grandparent (``<ws>/runs/<id>``)."""
+    run_dir = Path(run_dir)
+    if not (run_dir / "DONE").exists():
+        raise InputFileError(f"{run_dir}: not a finished run (no DONE file)")
+    info = json.loads((run_dir / "config.json").read_text())
+    fields = set(TrainConfig.model_fields)
+    config = TrainConfig(**{k: v for k, v in info.items() if k in fields})
+    ws = ws or Workspace.resolve(run_dir.resolve().parent.parent)
+    store = _cached_store(ws, config.cxr_embedding)
+    if store.fingerprint != info.get("store_fingerprint"):
+        raise InputFileError(
+            f"{run_dir}: trained on store fingerprint {info.get('store_fingerprint')}, but {store.path} has "
+            f"{store.fingerprint}; retrain after a new prep"
+        )
+    device = device if isinstance(device, torch.device) else resolve_device(device)
+    task: Task = TASKS.get(config.task)
+    model = build_model(config, task, store)
+    state = torch.load(run_dir / "model.pt", map_location="cpu", weights_only=True)
+    model.load_state_dict(state)
+    model.to(device).eval()
+    scaler = EHRScaler.load(run_dir / "scaling.json")
+    return LoadedRun(run_dir, config, info, task, model, scaler, store, device)
+
+
+def is_done(run_dir: Path) -> bool:
+    return os.path.exists(Path(run_dir) / "DONE")

@@ -1,0 +1,177 @@
+"""Prediction tasks (registry ``TASKS``): which cohort columns are labels, the loss, the outputs.
+
+A task is resolved against the columns of ``cohort.csv`` (phenotype slugs come from the cohort, in its
+column order). Kinds: ``binary`` (one sigmoid output), ``multilabel`` (one sigmoid output per label,
+e.g. the 25 phenotypes) and ``multiclass`` (softmax over classes, e.g. LOS — a later issue; the kind is
+supported here so it only needs registering).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal, Sequence
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+from scipy.stats import rankdata
+from sklearn.metrics import cohen_kappa_score
+
+from mmfair.core.errors import InputFileError
+from mmfair.core.registry import TASKS
+
+TaskKind = Literal["binary", "multilabel", "multiclass"]
+
+
+def auroc(y: np.ndarray, score: np.ndarray) -> float:
+    """Rank-based AUROC (Mann-Whitney, ties averaged): equals sklearn's roc_auc_score, much faster."""
+    y = np.asarray(y) > 0.5
+    n_pos = int(y.sum())
+    n_neg = y.size - n_pos
+    if n_pos == 0 or n_neg == 0:
+        return float("nan")
+    ranks = rankdata(score)
+    return float((ranks[y].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+
+
+def average_precision(y: np.ndarray, score: np.ndarray) -> float:
+    """Average precision as sklearn computes it (step-wise, one point per distinct score)."""
+    y = np.asarray(y) > 0.5
+    if not y.any():
+        return float("nan")
+    order = np.argsort(-np.asarray(score), kind="mergesort")
+    y_sorted, s_sorted = y[order], np.asarray(score)[order]
+    last_of_value = np.r_[np.flatnonzero(np.diff(s_sorted)), y.size - 1]
+    tps = np.cumsum(y_sorted)[last_of_value]
+    precision = tps / (last_of_value + 1)
+    recall = tps / tps[-1]
+    return float(np.sum(np.diff(np.r_[0.0, recall]) * precision))
+
+
+@dataclass(frozen=True)
+class Task:
+    """A task definition. ``column`` for binary/multiclass, ``column_prefix`` for multilabel."""
+
+    name: str
+    kind: TaskKind
+    column: str | None = None
+    column_prefix: str | None = None
+    n_classes: int = 2
+
+    # ---- labels -------------------------------------------------------------------------------
+    def label_columns(self, columns: Sequence[str]) -> list[str]:
+        """The cohort columns holding the labels, in cohort order."""
+        if self.kind == "multilabel":
+            found = [c for c in columns if c.startswith(self.column_prefix or "")]
+            if not found:
+                raise InputFileError(f"cohort.csv: task '{self.name}' needs columns '{self.column_prefix}*', none found")
+            return found
+        if self.column not in columns:
+            raise InputFileError(f"cohort.csv: task '{self.name}' needs column '{self.column}', not found")
+        return [self.column]
+
+    def label_names(self, columns: Sequence[str]) -> list[str]:
+        """Names used in ``threshold.json`` and the tidy tables: ``all`` or the phenotype slugs."""
+        if self.kind == "multilabel":
+            return [c[len(self.column_prefix or ""):] for c in self.label_columns(columns)]
+        return ["all"]
+
+    def n_outputs(self, columns: Sequence[str]) -> int:
+        if self.kind == "multilabel":
+            return len(self.label_columns(columns))
+        if self.kind == "multiclass":
+            return self.n_classes
+        return 1
+
+    def label_tensor(self, cohort: pd.DataFrame) -> torch.Tensor:
+        """Labels for every cohort row: float [N, L] (binary/multilabel) or long [N] (multiclass)."""
+        cols = self.label_columns(list(cohort.columns))
+        values = np.array(cohort[cols].to_numpy(dtype=float), copy=True)
+        if np.isnan(values).any():
+            bad = cols[int(np.argwhere(np.isnan(values))[0, 1])]
+            raise InputFileError(f"cohort.csv: column '{bad}' has empty labels; task '{self.name}' needs every stay labelled")
+        if self.kind == "multiclass":
+            return torch.as_tensor(values[:, 0], dtype=torch.long)
+        return torch.as_tensor(values, dtype=torch.float32)
+
+    # ---- model outputs ------------------------------------------------------------------------
+    @property
+    def output_kind(self) -> Literal["sigmoid", "softmax"]:
+        return "softmax" if self.kind == "multiclass" else "sigmoid"
+
+    def loss(self, logits: torch.Tensor, labels: torch.Tensor, weight: torch.Tensor | None = None) -> torch.Tensor:
+        """Mean loss over the rows where the bool mask ``weight`` is set (all rows when None); 0 when no
+        row counts. Rows outside the mask are selected out, so their logits may even be NaN."""
+        logits = logits.float()
+        if self.kind == "multiclass":
+            per_row = F.cross_entropy(logits, labels, reduction="none")
+        else:
+            per_row = F.binary_cross_entropy_with_logits(logits, labels, reduction="none").mean(dim=1)
+        if weight is None:
+            return per_row.mean()
+        keep = weight.bool()
+        per_row = torch.where(keep, per_row, torch.zeros((), dtype=per_row.dtype, device=per_row.device))
+        return per_row.sum() / keep.sum().clamp_min(1).to(per_row.dtype)
+
+    def probabilities(self, logits: torch.Tensor) -> torch.Tensor:
+        logits = logits.float()
+        return torch.softmax(logits, dim=1) if self.kind == "multiclass" else torch.sigmoid(logits)
+
+    # ---- predictions table --------------------------------------------------------------------
+    def prediction_frame(self, labels: np.ndarray, probs: np.ndarray, columns: Sequence[str]) -> pd.DataFrame:
+        """``label``/``score`` (binary), ``label_<slug>``/``score_<slug>`` (multilabel) or
+        ``label``/``score_0``… (multiclass). NaN probabilities become empty scores."""
+        out: dict[str, np.ndarray] = {}
+        if self.kind == "binary":
+            out["label"] = labels.reshape(-1).astype(np.int64)
+            out["score"] = probs.reshape(-1).astype(np.float64)
+        elif self.kind == "multilabel":
+            for j, slug in enumerate(self.label_names(columns)):
+                out[f"label_{slug}"] = labels[:, j].astype(np.int64)
+                out[f"score_{slug}"] = probs[:, j].astype(np.float64)
+        else:
+            out["label"] = labels.reshape(-1).astype(np.int64)
+            for k in range(probs.shape[1]):
+                out[f"score_{k}"] = probs[:, k].astype(np.float64)
+        return pd.DataFrame(out)
+
+    # ---- validation metrics -------------------------------------------------------------------
+    def metrics(self, labels: np.ndarray, probs: np.ndarray) -> dict[str, float]:
+        """``auroc``, ``auprc`` (macro over labels with both classes) and ``selection`` (the early
+        stopping criterion: AUPRC; Cohen's kappa for multiclass). Rows with NaN scores are ignored."""
+        if self.kind == "multiclass":
+            keep = ~np.isnan(probs).any(axis=1)
+            y, p = labels.reshape(-1)[keep], probs[keep]
+            if y.size == 0:
+                return {"auroc": float("nan"), "auprc": float("nan"), "selection": float("nan")}
+            kappa = float(cohen_kappa_score(y, p.argmax(axis=1))) if np.unique(y).size > 1 else float("nan")
+            return {"auroc": float("nan"), "auprc": float("nan"), "selection": kappa}
+        labels = labels.reshape(len(labels), -1)
+        probs = probs.reshape(len(probs), -1)
+        aurocs, auprcs = [], []
+        for j in range(labels.shape[1]):
+            keep = ~np.isnan(probs[:, j])
+            y, p = labels[keep, j], probs[keep, j]
+            if np.unique(y).size < 2:
+                continue
+            aurocs.append(auroc(y, p))
+            auprcs.append(average_precision(y, p))
+        macro_auroc = float(np.mean(aurocs)) if aurocs else float("nan")
+        macro_auprc = float(np.mean(auprcs)) if auprcs else float("nan")
+        return {"auroc": macro_auroc, "auprc": macro_auprc, "selection": macro_auprc}
+
+
+def get_task(name: str) -> Task:
+    return TASKS.get(name)
+
+
+TASKS.register("mortality", summary="in-hospital mortality (admissions.hospital_expire_flag)")(
+    Task("mortality", "binary", column="mortality")
+)
+TASKS.register("mortality_icu", summary="ICU mortality (deathtime <= outtime + 6 h)")(
+    Task("mortality_icu", "binary", column="mortality_icu")
+)
+TASKS.register("phenotype", summary="25 CCS phenotypes of the admission, from the first 48 h (multilabel)")(
+    Task("phenotype", "multilabel", column_prefix="pheno_")
+)

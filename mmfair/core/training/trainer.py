@@ -1,0 +1,218 @@
+"""The training loop: AdamW, gradient clipping, early stopping and checkpoint choice on validation.
+
+Batches are index slices of device-resident tensors (no DataLoader). AMP (bfloat16 autocast where the GPU
+supports it, else float16 with a gradient scaler) on CUDA; float32 on CPU, where every kernel the
+built-in methods use is deterministic, so CPU runs with the same seed are bit-identical (tested;
+``torch.use_deterministic_algorithms`` is not switched on: it is process-global and its first call
+imports torch._inductor, ~2 s). The selection criterion is the task's
+(validation AUPRC, macro over labels for multilabel tasks); the best epoch's weights are kept.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import random
+import resource
+import time
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import numpy as np
+import pandas as pd
+import torch
+
+from mmfair.core.config import TrainConfig
+from mmfair.core.fusion import FusionModel
+from mmfair.core.training.data import Split
+
+log = logging.getLogger(__name__)
+
+Progress = Callable[[str, int, int], None]
+EVAL_BATCH_SIZE = 1024
+GROUP_ATTRIBUTES = ("race_group", "gender", "age_group", "insurance_group")
+
+
+@dataclass
+class TrainOutcome:
+    state_dict: dict[str, torch.Tensor]
+    history: pd.DataFrame
+    best_epoch: int
+    best_score: float
+    seconds: float
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def amp_dtype(device: torch.device) -> torch.dtype | None:
+    if device.type != "cuda":
+        return None
+    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+
+
+def autocast(device: torch.device) -> contextlib.AbstractContextManager:
+    dtype = amp_dtype(device)
+    if dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+@torch.no_grad()
+def predict_logits(
+    model: FusionModel,
+    split: Split,
+    device: torch.device,
+    present: dict[str, torch.Tensor] | None = None,
+    batch_size: int = EVAL_BATCH_SIZE,
+) -> torch.Tensor:
+    """Float32 logits [n, K] on the CPU for every row of ``split`` (eval mode, fixed batch size)."""
+    was_training = model.training
+    model.eval()
+    chunks = []
+    for start in range(0, len(split), batch_size):
+        batch = split.batch(slice(start, start + batch_size), present)
+        with autocast(device):
+            chunks.append(model(batch).logits.float().cpu())
+    model.train(was_training)
+    if not chunks:
+        return torch.zeros(0, 0)
+    return torch.cat(chunks)
+
+
+def peak_memory_mb(device: torch.device) -> float:
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
+
+
+def _label_array(labels: torch.Tensor) -> np.ndarray:
+    return labels.cpu().numpy()
+
+
+def group_aurocs(task: Any, labels: np.ndarray, probs: np.ndarray, groups: dict[str, np.ndarray]) -> dict[str, float]:
+    """``val_auroc[<attribute>=<group>]`` for every group whose AUROC is defined (both classes present)."""
+    out: dict[str, float] = {}
+    for attribute, values in groups.items():
+        values = pd.Series(values, dtype="object")
+        known = values.notna().to_numpy()
+        text = values.astype(str).to_numpy()
+        for group in sorted(set(text[known])):
+            rows = known & (text == group)
+            value = task.metrics(labels[rows], probs[rows])["auroc"]
+            if not math.isnan(value):
+                out[f"val_auroc[{attribute}={group}]"] = value
+    return out
+
+
+def evaluate_split(
+    model: FusionModel, task: Any, split: Split, device: torch.device
+) -> tuple[float, dict[str, float], np.ndarray, np.ndarray]:
+    """Loss over scorable rows, task metrics, labels and probabilities (NaN where not scorable)."""
+    logits = predict_logits(model, split, device)
+    scorable = model.scorable(split.present).cpu()
+    labels = split.labels.cpu()
+    loss = float(task.loss(logits, labels, scorable)) if len(split) else float("nan")
+    probs = task.probabilities(logits).double().numpy()
+    probs[~scorable.numpy()] = np.nan
+    return loss, task.metrics(_label_array(labels), probs), _label_array(labels), probs
+
+
+def fit(
+    model: FusionModel,
+    task: Any,
+    splits: dict[str, Split],
+    config: TrainConfig,
+    device: torch.device,
+    val_groups: dict[str, np.ndarray] | None = None,
+    progress: Progress | None = None,
+    description: str = "train",
+) -> TrainOutcome:
+    """Train ``model`` on ``splits['train']``, select on ``splits['val']``; returns the best weights."""
+    train, val = splits["train"], splits["val"]
+    optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    dtype = amp_dtype(device)
+    scaler = torch.amp.GradScaler("cuda") if dtype == torch.float16 else None
+    train_rows = torch.nonzero(model.scorable(train.present).cpu()).flatten()
+    if len(train_rows) == 0:
+        raise ValueError(f"no training stay has every modality that '{config.fusion}' needs")
+    generator = torch.Generator().manual_seed(config.seed)
+    history: list[dict[str, float]] = []
+    best_state: dict[str, torch.Tensor] | None = None
+    best_score, best_epoch, stale = -math.inf, 0, 0
+    started = time.perf_counter()
+    if progress:
+        progress(description, 0, config.epochs)
+    for epoch in range(1, config.epochs + 1):
+        t0 = time.perf_counter()
+        if device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(device)
+        model.train()
+        order = train_rows[torch.randperm(len(train_rows), generator=generator)].to(device)
+        loss_sum = torch.zeros((), device=device)
+        for start in range(0, len(order), config.batch_size):
+            index = order[start : start + config.batch_size]
+            batch = train.batch(index)
+            with autocast(device):
+                output = model(batch)
+                loss = model.training_loss(output, batch, task)
+            optimizer.zero_grad(set_to_none=True)
+            if scaler is not None:
+                scaler.scale(loss).backward()
+                scaler.unscale_(optimizer)
+            else:
+                loss.backward()
+            if config.grad_clip is not None:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
+            if scaler is not None:
+                scaler.step(optimizer)
+                scaler.update()
+            else:
+                optimizer.step()
+            loss_sum += loss.detach().float() * len(index)
+        train_loss = float(loss_sum) / len(order)
+        val_loss, metrics, labels, probs = evaluate_split(model, task, val, device)
+        row = {
+            "epoch": epoch,
+            "train_loss": train_loss,
+            "val_loss": val_loss,
+            "val_auroc": metrics["auroc"],
+            "val_auprc": metrics["auprc"],
+            "seconds": time.perf_counter() - t0,
+            "peak_memory_mb": peak_memory_mb(device),
+        }
+        if task.kind == "multiclass":
+            row["val_kappa"] = metrics["selection"]
+        if val_groups:
+            row.update(group_aurocs(task, labels, probs, val_groups))
+        history.append(row)
+        score = metrics["selection"]
+        score = -math.inf if math.isnan(score) else score
+        improved = best_state is None or score > best_score
+        if improved:
+            best_score, best_epoch, stale = score, epoch, 0
+            best_state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+        else:
+            stale += 1
+        log.info(
+            "%s epoch %d/%d: train_loss %.4f val_loss %.4f val_auroc %.4f val_auprc %.4f (%.2fs)%s",
+            description, epoch, config.epochs, train_loss, val_loss, metrics["auroc"], metrics["auprc"],
+            row["seconds"], " *" if improved else "",
+        )
+        if progress:
+            progress(description, epoch, config.epochs)
+        if stale >= config.patience:
+            log.info("%s: early stop after epoch %d (best epoch %d)", description, epoch, best_epoch)
+            break
+    assert best_state is not None
+    return TrainOutcome(
+        state_dict=best_state,
+        history=pd.DataFrame(history),
+        best_epoch=best_epoch,
+        best_score=best_score,
+        seconds=time.perf_counter() - started,
+    )

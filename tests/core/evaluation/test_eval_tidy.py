@@ -1,0 +1,52 @@
+"""The tidy schema and the idempotent upsert."""
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from mmfair.core.config import EvalMissingConfig
+from mmfair.core.evaluation import TIDY_COLUMNS, evaluate_clean, evaluate_missing, upsert_results
+from mmfair.core.evaluation.tidy import KEY_COLUMNS, make_row, read_results
+
+DESIGN_ORDER = (
+    "run_id, method, modalities, task, label, fold, seed, train_cohort, test_cohort, selection, "
+    "scenario, scenario_params, missing_rate, train_missing_rate, draw, draw_seed, threshold_rule, "
+    "attribute, group, metric, value, higher_is_better, n, n_pos, defined, ci_low, ci_high"
+)
+
+
+def test_columns_in_design_order():
+    assert TIDY_COLUMNS == tuple(c.strip() for c in DESIGN_ORDER.split(","))
+    assert set(KEY_COLUMNS) == set(TIDY_COLUMNS) - {"value", "higher_is_better", "n", "n_pos", "defined", "ci_low", "ci_high"}
+
+
+def test_defaults_and_direction():
+    row = make_row(run_id="x", metric="equalized_odds_difference", value=0.1)
+    assert row["selection"] == "overall" and row["threshold_rule"] == "val-youden"
+    assert row["scenario"] == "none" and row["group"] == "all" and row["label"] == "all"
+    assert row["higher_is_better"] is False
+    undefined = make_row(run_id="x", metric="auroc", value=0.0, defined=False)
+    assert np.isnan(undefined["value"])  # undefined is never written as a number
+    with pytest.raises(KeyError, match="add it there first"):
+        make_row(metric="not_a_metric", value=1.0)
+
+
+def test_upsert_replaces_instead_of_duplicating(tmp_path, make_run, fake_predict):
+    path = tmp_path / "results" / "metrics.csv"
+    runs = [make_run("a"), make_run("b", data_seed=1)]
+    first = upsert_results(path, evaluate_clean(runs, bootstrap=5))
+    again = upsert_results(path, evaluate_clean(runs, bootstrap=5, seed=9))  # same keys, new CIs
+    assert len(again) == len(first)
+    assert list(pd.read_csv(path).columns) == list(TIDY_COLUMNS)
+    only_a = upsert_results(path, evaluate_clean(runs[:1], bootstrap=0))
+    assert len(only_a) == len(first)
+    back = read_results(path)
+    a_auroc = back[(back.run_id == "a") & (back.metric == "auroc")]
+    assert len(a_auroc) == 1 and np.isnan(a_auroc.ci_low.iloc[0])
+    # float keys (missing_rate) and draw seeds survive the CSV round trip
+    mpath = tmp_path / "results" / "missing.csv"
+    cfg = EvalMissingConfig(rates=(0.2,), draws=2, bootstrap=0)
+    m1 = upsert_results(mpath, evaluate_missing(runs[:1], cfg, fake_predict()))
+    m2 = upsert_results(mpath, evaluate_missing(runs[:1], cfg, fake_predict()))
+    assert len(m1) == len(m2)
+    assert not list((tmp_path / "results").glob("*.tmp"))

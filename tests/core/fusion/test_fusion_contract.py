@@ -1,0 +1,162 @@
+"""The model contract (DESIGN §5) for every registered fusion method, incl. the placeholder rule."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import mmfair.core.fusion  # noqa: F401  (registers the methods)
+from mmfair.core.fusion import FusionSpec, Output
+from mmfair.core.registry import FUSIONS
+
+F, D, T, B = 4, 12, 48, 10
+
+
+def make_spec(n_outputs: int = 1, output_kind: str = "sigmoid", encoder: str = "lstm") -> FusionSpec:
+    return FusionSpec(n_features=F, cxr_dim=D, n_outputs=n_outputs, hidden_dim=16, ehr_encoder=encoder,
+                      dropout=0.1, output_kind=output_kind, seq_len=T)
+
+
+def make_batch(cxr_present: torch.Tensor, n_outputs: int = 1, seed: int = 0) -> dict:
+    g = torch.Generator().manual_seed(seed)
+    cxr = torch.randn(B, D, generator=g)
+    cxr[~cxr_present] = 0.0  # the store's placeholder
+    return {
+        "inputs": {"ehr": torch.randn(B, T, 2 * F, generator=g), "cxr": cxr},
+        "present": {"ehr": torch.ones(B, dtype=torch.bool), "cxr": cxr_present.clone()},
+        "labels": (torch.rand(B, n_outputs, generator=g) > 0.5).float(),
+    }
+
+
+PRESENCE = {
+    "some_absent": torch.tensor([True, False] * (B // 2)),
+    "all_absent": torch.zeros(B, dtype=torch.bool),
+    "all_present": torch.ones(B, dtype=torch.bool),
+}
+
+
+class _BinaryTask:
+    kind = "binary"
+
+    @staticmethod
+    def loss(logits, labels, weight=None):
+        per_row = torch.nn.functional.binary_cross_entropy_with_logits(logits, labels, reduction="none").mean(1)
+        w = torch.ones_like(per_row) if weight is None else weight.float()
+        return (per_row * w).sum() / w.sum().clamp_min(1.0)
+
+
+@pytest.fixture(params=sorted(FUSIONS.names()))
+def method(request):
+    return request.param
+
+
+def test_registry_entries_document_their_paper(method):
+    entry = FUSIONS.entry(method)
+    assert entry.summary and entry.paper
+    assert isinstance(entry.obj.handles_missing, bool)
+    assert set(entry.obj.modalities) <= {"ehr", "cxr", "static"}
+    import importlib
+
+    doc = importlib.import_module(entry.obj.__module__).__doc__ or ""
+    assert "deviation" in doc.lower() and ("et al" in doc)
+
+
+@pytest.mark.parametrize("n_outputs", [1, 3])
+@pytest.mark.parametrize("presence", sorted(PRESENCE))
+def test_forward_backward_shapes_and_groups(method, n_outputs, presence):
+    torch.manual_seed(0)
+    model = FUSIONS.get(method)(make_spec(n_outputs))
+    batch = make_batch(PRESENCE[presence], n_outputs)
+    out = model(batch)
+    assert isinstance(out, Output)
+    assert out.logits.shape == (B, n_outputs)
+    probs = torch.sigmoid(out.logits)
+    scorable = model.scorable(batch["present"])
+    assert torch.isfinite(out.logits[scorable]).all()
+    assert ((probs[scorable] >= 0) & (probs[scorable] <= 1)).all()
+    for m, emb in out.embeddings.items():
+        assert m in model.modalities and emb.shape[0] == B
+    loss = model.training_loss(out, batch, _BinaryTask())
+    assert loss.dim() == 0 and torch.isfinite(loss)
+    loss.backward()
+    groups = model.param_groups()
+    allowed = {f"encoder:{m}" for m in model.modalities} | {"fusion", "head"}
+    assert set(groups) <= allowed and "head" in groups
+    assert {f"encoder:{m}" for m in model.modalities} <= set(groups)
+    grouped = [id(p) for ps in groups.values() for p in ps]
+    assert sorted(grouped) == sorted(id(p) for p in model.parameters())  # a partition of every parameter
+
+
+@pytest.mark.parametrize("presence", ["some_absent", "all_absent"])
+@pytest.mark.parametrize("placeholder", ["random", "huge", "nan"])
+def test_placeholders_of_absent_modality_never_change_predictions(method, presence, placeholder):
+    torch.manual_seed(0)
+    model = FUSIONS.get(method)(make_spec(2)).eval()
+    batch = make_batch(PRESENCE[presence], 2)
+    absent = ~batch["present"]["cxr"]
+    scrambled = {**batch, "inputs": dict(batch["inputs"])}
+    cxr = batch["inputs"]["cxr"].clone()
+    fill = {"random": torch.randn(int(absent.sum()), D), "huge": torch.full((int(absent.sum()), D), 1e6),
+            "nan": torch.full((int(absent.sum()), D), float("nan"))}[placeholder]
+    cxr[absent] = fill
+    scrambled["inputs"]["cxr"] = cxr
+    with torch.no_grad():
+        reference, other = model(batch).logits, model(scrambled).logits
+    scorable = model.scorable(batch["present"])
+    assert torch.equal(reference[scorable], other[scorable])
+
+
+def test_cxr_only_cannot_score_without_an_image():
+    model = FUSIONS.get("cxr")(make_spec())
+    present = {"ehr": torch.ones(4, dtype=torch.bool), "cxr": torch.tensor([True, False, True, False])}
+    assert model.scorable(present).tolist() == [True, False, True, False]
+    assert FUSIONS.get("cxr").handles_missing is False
+
+
+def test_late_averages_probabilities_and_falls_back_to_ehr():
+    torch.manual_seed(0)
+    model = FUSIONS.get("late")(make_spec(3)).eval()
+    batch = make_batch(PRESENCE["some_absent"], 3)
+    with torch.no_grad():
+        out = model(batch)
+    p_ehr = torch.sigmoid(out.unimodal_logits["ehr"])
+    p_cxr = torch.sigmoid(out.unimodal_logits["cxr"])
+    expected = torch.where(batch["present"]["cxr"][:, None], (p_ehr + p_cxr) / 2, p_ehr)
+    torch.testing.assert_close(torch.sigmoid(out.logits), expected, rtol=1e-5, atol=1e-6)
+    absent = ~batch["present"]["cxr"]
+    torch.testing.assert_close(out.logits[absent], out.unimodal_logits["ehr"][absent], rtol=1e-5, atol=1e-5)
+
+
+def test_late_softmax_averages_class_probabilities():
+    torch.manual_seed(0)
+    model = FUSIONS.get("late")(make_spec(4, "softmax")).eval()
+    batch = make_batch(PRESENCE["some_absent"], 4)
+    with torch.no_grad():
+        out = model(batch)
+    p = {m: torch.softmax(z, dim=1) for m, z in out.unimodal_logits.items()}
+    expected = torch.where(batch["present"]["cxr"][:, None], (p["ehr"] + p["cxr"]) / 2, p["ehr"])
+    torch.testing.assert_close(torch.softmax(out.logits, dim=1), expected, rtol=1e-5, atol=1e-6)
+
+
+def test_late_loss_is_the_sum_of_unimodal_losses_on_present_stays():
+    torch.manual_seed(0)
+    model = FUSIONS.get("late")(make_spec())
+    batch = make_batch(PRESENCE["some_absent"])
+    out = model(batch)
+    task = _BinaryTask()
+    expected = task.loss(out.unimodal_logits["ehr"], batch["labels"]) + task.loss(
+        out.unimodal_logits["cxr"], batch["labels"], batch["present"]["cxr"]
+    )
+    torch.testing.assert_close(model.training_loss(out, batch, task), expected)
+    model.training_loss(out, batch, task).backward()
+    # the CXR branch learns only from stays with a CXR: zero loss weight elsewhere → no gradient from them
+    assert all(p.grad is not None for p in model.encoders["cxr"].parameters())
+
+
+def test_early_uses_presence_indicator():
+    torch.manual_seed(0)
+    model = FUSIONS.get("early")(make_spec()).eval()
+    batch = make_batch(PRESENCE["all_present"])
+    no_cxr = {**batch, "present": {"ehr": batch["present"]["ehr"], "cxr": torch.zeros(B, dtype=torch.bool)}}
+    with torch.no_grad():
+        assert not torch.equal(model(batch).logits, model(no_cxr).logits)
