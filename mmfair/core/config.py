@@ -100,8 +100,10 @@ class TrainConfig(_Frozen):
     # machine-specific: excluded from the run id
     device: str = "auto"
     workers: int = 0
+    threads: int = Field(1, ge=0, description="CPU threads while training/predicting (0 = torch's default); "
+                         "small recurrent models run fastest, and most robustly on a busy machine, on 1")
 
-    MACHINE_FIELDS: ClassVar[frozenset[str]] = frozenset({"device", "workers"})
+    MACHINE_FIELDS: ClassVar[frozenset[str]] = frozenset({"device", "workers", "threads"})
 
     def identity(self) -> dict[str, Any]:
         d = self.model_dump(mode="json")

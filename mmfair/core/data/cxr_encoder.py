@@ -118,6 +118,7 @@ def fit_and_embed(
 
     with _cpu_threads(config.workers if dev.type == "cpu" else None), _seeded(seed, dev):
         if config.cxr_weights is not None:
+            backbone = build_cxr_backbone(model_name, config.cxr_weights, size)  # checks the file first
             weights_sha = file_sha256(config.cxr_weights)
             logger.warning(
                 "loading CXR encoder weights from %s (sha256 %s…): weights trained on MIMIC-CXR may have seen "
@@ -125,7 +126,6 @@ def fit_and_embed(
                 config.cxr_weights,
                 weights_sha[:12],
             )
-            backbone = build_cxr_backbone(model_name, config.cxr_weights, size)
             cfg = getattr(backbone.model, "pretrained_cfg", {}) or {}
             mean = float(np.mean(cfg.get("mean", (IMAGENET_GRAY_MEAN,))))
             std = float(np.mean(cfg.get("std", (IMAGENET_GRAY_STD,))))
@@ -266,8 +266,9 @@ def _train(
     all_imgs = resize_uint8(torch.from_numpy(images), size)
     fit_idx, held_idx = np.flatnonzero(~held), np.flatnonzero(held)
     x_fit, x_held = all_imgs[fit_idx], all_imgs[held_idx]
-    mean = float(x_fit.float().mean() / 255.0)
-    std = max(float(x_fit.float().std() / 255.0), 1e-3)
+    sample = x_fit[:: max(1, len(x_fit) // 2000)].float()  # pixel statistics from ≤ ~2000 images
+    mean = float(sample.mean() / 255.0)
+    std = max(float(sample.std() / 255.0), 1e-3)
     y_fit, m_fit = torch.from_numpy(target[fit_idx]), torch.from_numpy(mask[fit_idx])
     if dev.type == "cuda":  # the uint8 set is small: keep it on the GPU, augment there
         x_fit, y_fit, m_fit = x_fit.to(dev), y_fit.to(dev), m_fit.to(dev)
@@ -290,7 +291,6 @@ def _train(
 
     n = len(fit_idx)
     steps_per_epoch = max(1, n // BATCH_SIZE)  # the last partial batch is dropped: BatchNorm and speed
-    planned_epochs = max_epochs
     fit = _Fit(
         source="trained-on-noncohort", weights="trained-on-noncohort", mean=mean, std=std, trained=True,
         findings_trained=used, n_fit_images=n, n_heldout_images=len(held_idx),
@@ -319,30 +319,33 @@ def _train(
             best_score, best_auroc, fit.best_epoch = score, auroc, epoch
             best_state = copy.deepcopy(backbone.state_dict())
 
-    def over_budget() -> bool:
-        # Leave room for one held-out evaluation and for embedding the cohort afterwards.
+    def reserve_s() -> float:
+        # Room for one held-out evaluation and for embedding the cohort afterwards, with a margin.
         rate = embed_rate or (BATCH_SIZE / max(batch_s, 1e-6)) * 3.0
-        reserve = (eval_s if eval_s is not None else len(x_held) / rate) + n_cohort / rate
-        return time.perf_counter() - t0 + 1.25 * reserve + 0.5 > budget
+        return 1.25 * ((eval_s if eval_s is not None else len(x_held) / rate) + n_cohort / rate) + 0.5
 
+    def plan(step_s: float) -> int:
+        """Total steps that fit the budget at ``step_s`` seconds a step (evaluations included)."""
+        left = budget - (time.perf_counter() - t0) - reserve_s()
+        return int(min(max_steps, max(step + 1, step + math.floor(left / max(step_s, 1e-9)))))
+
+    max_steps = max_epochs * steps_per_epoch
+    planned = max_steps  # the cosine runs over the steps that fit, so the LR has decayed when time runs out
     batch_s = 0.0
-    epoch = 0
-    evaluated_at = -1
-    while epoch < planned_epochs:
+    epoch, evaluated_at = 0, -1
+    while step < planned:
         net.train()
         perm = torch.from_numpy(rng.permutation(n)).to(x_fit.device)
         te = time.perf_counter()
         for b in range(steps_per_epoch):
-            if over_budget():
-                stopped = "time_budget"
+            if step >= planned or time.perf_counter() - t0 + reserve_s() > budget:
                 break
             tb = time.perf_counter()
             idx = perm[b * BATCH_SIZE : (b + 1) * BATCH_SIZE]
             x = _augment(x_fit[idx], gen, mean, std).to(dev, non_blocking=True)
             y, m = y_fit[idx].to(dev), m_fit[idx].to(dev)
-            lr = _lr(step, planned_epochs * steps_per_epoch)
             for g in opt.param_groups:
-                g["lr"] = lr
+                g["lr"] = _lr(step, planned)
             with torch.autocast(dev.type, dtype=amp_dtype, enabled=amp_dtype is not None):
                 logits = net(x)
             loss = (F.binary_cross_entropy_with_logits(logits.float(), y, reduction="none") * m).sum()
@@ -356,25 +359,26 @@ def _train(
                 loss.backward()
                 opt.step()
             step += 1
-            batch_s = 0.8 * batch_s + 0.2 * (time.perf_counter() - tb) if batch_s else time.perf_counter() - tb
+            dt = time.perf_counter() - tb
+            batch_s = 0.8 * batch_s + 0.2 * dt if step > 3 else dt  # the first steps are warm-up
+            if step == 10 and epoch == 0:
+                # a first guess, before an epoch has been timed; evaluations not yet included
+                planned = plan(batch_s * (1.0 + 3.0 / max(steps_per_epoch, 1)))
             if progress is not None:
-                progress("CXR encoder: training", step, planned_epochs * steps_per_epoch)
+                progress("CXR encoder: training", step, planned)
         else:
             epoch += 1
             evaluate(epoch)
             evaluated_at = step
-            if epoch <= 2 and max_epochs > 1:
-                # Cosine over the epochs that fit the budget, so the LR has decayed when time runs out.
-                # Planned after epoch 1 and again after epoch 2, whose time no longer includes warm-up.
-                epoch_s = time.perf_counter() - te
-                left = budget - (time.perf_counter() - t0) - 1.25 * n_cohort / (embed_rate or 1.0) - 0.5
-                planned_epochs = int(min(max_epochs, max(epoch + 1, epoch + math.floor(left / max(epoch_s, 1e-6)))))
-                if planned_epochs < max_epochs:
-                    logger.info("CXR encoder: about %d epochs fit the %.0f s budget", planned_epochs, budget)
+            if epoch <= 2:  # epoch 2's time no longer includes warm-up
+                planned = plan((time.perf_counter() - te) / steps_per_epoch)
+                if planned < max_steps:
+                    logger.info("CXR encoder: about %.1f epochs fit the %.0f s budget", planned / steps_per_epoch,
+                                budget)
             continue
         break
-    if epoch < max_epochs:
-        stopped = "time_budget"  # cut mid-epoch, or fewer epochs planned to fit the budget
+    if step < max_steps:
+        stopped = "time_budget"
     if step != evaluated_at:
         evaluate(epoch + 1 if step else 0)
     train_s = time.perf_counter() - t_train

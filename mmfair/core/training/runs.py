@@ -3,7 +3,8 @@
 
 ``run_id`` = hash of the resolved config without machine fields plus the store fingerprint. Files:
 config.json, model.pt, history.csv, scaling.json, threshold.json, predictions_{val,test}.csv and DONE
-(last). Every file is written atomically; a folder with DONE is skipped, one without is retrained.
+(last). Every file is written atomically; a folder with DONE is skipped; one without resumes from its
+``checkpoint.pt`` (written after every epoch) or starts afresh.
 """
 
 from __future__ import annotations
@@ -11,7 +12,6 @@ from __future__ import annotations
 import io
 import json
 import logging
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
@@ -41,6 +41,7 @@ from mmfair.core.training.tasks import Task
 from mmfair.core.training.trainer import (
     GROUP_ATTRIBUTES,
     Progress,
+    cpu_threads,
     fit,
     predict_logits,
     seed_everything,
@@ -49,6 +50,7 @@ from mmfair.core.workspace import Workspace
 
 log = logging.getLogger(__name__)
 
+CHECKPOINT = "checkpoint.pt"  # training state after the last finished epoch; removed before DONE
 SCORE_FORMAT = "%.9g"  # float32 probabilities survive the round trip exactly
 RUN_FILES = ("config.json", "model.pt", "history.csv", "scaling.json", "threshold.json",
              "predictions_val.csv", "predictions_test.csv", "DONE")
@@ -182,7 +184,8 @@ def predict(
                 f"predict: present_override['{modality}'] has {keep.numel()} values, split '{split}' has {len(data)} stays"
             )
         present[modality] = present[modality] & keep
-    frame = _prediction_frame(run, data, present)
+    with cpu_threads(run.config.threads):
+        frame = _prediction_frame(run, data, present)
     return read_predictions_text(_csv_text(frame))
 
 
@@ -231,20 +234,22 @@ def train_run(
     task: Task = TASKS.get(config.task)
     log.info("run %s: %s on %s, fold %d, seed %d, device %s", run_id, config.fusion, config.task, config.fold, config.seed, device)
     columns = list(store.cohort.columns)
-    seed_everything(config.seed)
-    splits, scaler = build_splits(store, task, config.fold, device)
-    model = build_model(config, task, store).to(device)
-    val_rows = splits["val"].rows
-    val_groups = {a: store.cohort[a].to_numpy()[val_rows] for a in GROUP_ATTRIBUTES if a in store.cohort}
-    outcome = fit(
-        model, task, splits, config, device, val_groups=val_groups, progress=progress,
-        description=f"{config.fusion} {config.task} fold {config.fold} seed {config.seed}",
-    )
-    model.load_state_dict(outcome.state_dict)
-    model.eval()
-    run = LoadedRun(run_dir, config, {"run_id": run_id}, task, model, scaler, store, device,
-                    {k: v for k, v in splits.items() if k != "train"})
-    frames = {name: predict(run, name) for name in ("val", "test")}
+    with cpu_threads(config.threads):
+        seed_everything(config.seed)
+        splits, scaler = build_splits(store, task, config.fold, device)
+        model = build_model(config, task, store).to(device)
+        val_rows = splits["val"].rows
+        val_groups = {a: store.cohort[a].to_numpy()[val_rows] for a in GROUP_ATTRIBUTES if a in store.cohort}
+        outcome = fit(
+            model, task, splits, config, device, val_groups=val_groups, progress=progress,
+            description=f"{config.fusion} {config.task} fold {config.fold} seed {config.seed}",
+            checkpoint=run_dir / CHECKPOINT,
+        )
+        model.load_state_dict(outcome.state_dict)
+        model.eval()
+        run = LoadedRun(run_dir, config, {"run_id": run_id}, task, model, scaler, store, device,
+                        {k: v for k, v in splits.items() if k != "train"})
+        frames = {name: predict(run, name) for name in ("val", "test")}
 
     write_json_atomic(run_dir / "scaling.json", scaler.to_dict())
     _save_state_dict(run_dir / "model.pt", outcome.state_dict)
@@ -274,6 +279,7 @@ def train_run(
         "n_train": int(used.sum()),
     }
     write_json_atomic(run_dir / "config.json", info)
+    (run_dir / CHECKPOINT).unlink(missing_ok=True)
     write_text_atomic(run_dir / "DONE", "")
     log.info("run %s done: best epoch %d, val selection %.4f, %.1fs", run_id, outcome.best_epoch, outcome.best_score, outcome.seconds)
     return RunResult(run_id=run_id, run_dir=run_dir, skipped=False, best_epoch=outcome.best_epoch, train_seconds=outcome.seconds)
@@ -302,7 +308,3 @@ def load_run(run_dir: Path | str, device: str | torch.device = "cpu", ws: Worksp
     model.to(device).eval()
     scaler = EHRScaler.load(run_dir / "scaling.json")
     return LoadedRun(run_dir, config, info, task, model, scaler, store, device)
-
-
-def is_done(run_dir: Path) -> bool:
-    return os.path.exists(Path(run_dir) / "DONE")

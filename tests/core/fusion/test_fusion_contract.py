@@ -45,6 +45,14 @@ class _BinaryTask:
         return (per_row * w).sum() / w.sum().clamp_min(1.0)
 
 
+@pytest.fixture(autouse=True)
+def _one_thread():
+    from mmfair.core.training.trainer import cpu_threads
+
+    with cpu_threads(1):  # tiny models: one thread is fastest, and robust on a busy machine
+        yield
+
+
 @pytest.fixture(params=sorted(FUSIONS.names()))
 def method(request):
     return request.param

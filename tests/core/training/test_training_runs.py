@@ -165,3 +165,33 @@ def test_cuda_run_with_amp_matches_its_saved_predictions(tiny_ws):
     run = load_run(result.run_dir, device="cuda")
     saved = read_predictions_text(result.run_dir / "predictions_test.csv")
     pd.testing.assert_frame_equal(predict(run, "test"), saved)
+
+
+class _Interrupt(Exception):
+    pass
+
+
+def test_interrupted_run_resumes_to_the_same_result(tiny_ws, tmp_path):
+    from conftest import build_tiny_workspace
+
+    other = build_tiny_workspace(tmp_path / "other")
+    reference = train_run(config(fusion="late", epochs=4, patience=10), other)
+
+    def stop_after_two(description, done, total):
+        if done == 2:
+            raise _Interrupt
+
+    with pytest.raises(_Interrupt):
+        train_run(config(fusion="late", epochs=4, patience=10), tiny_ws, progress=stop_after_two)
+    run_dir = tiny_ws.runs / reference.run_id
+    assert (run_dir / "checkpoint.pt").exists() and not (run_dir / "DONE").exists()
+    done = []
+    resumed = train_run(config(fusion="late", epochs=4, patience=10), tiny_ws, progress=lambda d, i, n: done.append(i))
+    assert done == [2, 3, 4] and not (run_dir / "checkpoint.pt").exists()
+    pd.testing.assert_frame_equal(
+        pd.read_csv(resumed.run_dir / "predictions_test.csv"), pd.read_csv(reference.run_dir / "predictions_test.csv")
+    )
+    hist_a = pd.read_csv(resumed.run_dir / "history.csv")
+    hist_b = pd.read_csv(reference.run_dir / "history.csv")
+    pd.testing.assert_frame_equal(hist_a[["epoch", "train_loss", "val_loss", "val_auprc"]],
+                                  hist_b[["epoch", "train_loss", "val_loss", "val_auprc"]])

@@ -182,3 +182,22 @@ def test_cuda_mixed_precision(toy_set):
     res = fit_and_embed(imgs, labels, subjects, FINDINGS, _cohort(), _cfg(encoder_max_epochs=10), device="cuda")
     assert res.embeddings.dtype == np.float16 and np.isfinite(res.embeddings).all()
     assert res.heldout_auroc["Support Devices"] > 0.8, res.heldout_auroc
+
+
+def test_missing_weights_file_is_an_input_error(tmp_path, toy_set):
+    from mmfair.core.errors import InputFileError
+
+    imgs, labels, subjects = toy_set
+    with pytest.raises(InputFileError, match="not found"):
+        fit_and_embed(imgs, labels, subjects, FINDINGS, _cohort(), _cfg(cxr_weights=tmp_path / "none.pth"),
+                      device="cpu")
+
+
+@pytest.mark.slow
+def test_default_encoder_meets_the_demo_target():
+    # the demo's scale: ~1,500 non-cohort images at 128 px, the default model, a 120 s budget on 2 threads
+    imgs, labels, subjects = make_toy_cxr(1500, size=128, seed=11, noise=0.1)
+    cfg = PrepConfig(workers=2)
+    res = fit_and_embed(imgs, labels, subjects, FINDINGS, _cohort(64, size=256), cfg, device="cpu")
+    assert res.seconds < cfg.encoder_time_budget_s + 10
+    assert all(res.heldout_auroc[f] >= 0.75 for f in FINDINGS), res.heldout_auroc
