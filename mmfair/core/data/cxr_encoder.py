@@ -9,8 +9,11 @@ CheXpert labels, "U-Ignore": 1 is positive, 0 and blank (NaN, "not mentioned") a
 
 Three paths:
 
-* **trained** (the default): enough non-cohort images → fine-tuned from random init within
-  ``encoder_time_budget_s`` / ``encoder_max_epochs``;
+* **trained** (the default): enough non-cohort images → trained from random init, multi-label BCE over the
+  findings with 10+ positives, AdamW with a cosine LR over the steps that fit ``encoder_time_budget_s``
+  (or ``encoder_max_epochs``), keeping the epoch with the best held-out mean AUROC. The budget covers the
+  whole stage: training, held-out evaluations and embedding the cohort. The held-out part both picks the
+  epoch and reports the AUROC, so the reported value is slightly optimistic;
 * **random-init** fallback: fewer than ``MIN_TRAIN_IMAGES`` images, fewer than two subjects, or no finding
   with enough positives → a seeded random network, with a warning, recorded in the attrs;
 * **external weights** (``cxr_weights``): loaded and used as is, embed only (no fine-tuning, so the
@@ -292,8 +295,8 @@ def _train(
     n = len(fit_idx)
     steps_per_epoch = max(1, n // BATCH_SIZE)  # the last partial batch is dropped: BatchNorm and speed
     fit = _Fit(
-        source="trained-on-noncohort", weights="trained-on-noncohort", mean=mean, std=std, trained=True,
-        findings_trained=used, n_fit_images=n, n_heldout_images=len(held_idx),
+        source=f"trained-on-noncohort-seed{seed}", weights="trained-on-noncohort", mean=mean, std=std,
+        trained=True, findings_trained=used, n_fit_images=n, n_heldout_images=len(held_idx),
         n_heldout_subjects=len(np.unique(subjects[held_idx])),
     )
     best_score, best_state, best_auroc = -math.inf, None, {}

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import FINDINGS, make_toy_cxr
+from toy_cxr import FINDINGS, make_toy_cxr
 from mmfair.core.config import PrepConfig
 from mmfair.core.data.cxr_encoder import EncoderResult, fit_and_embed
 from mmfair.core.encoders.cxr import build_cxr_backbone, resize_uint8, to_input
