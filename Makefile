@@ -32,9 +32,9 @@ test: venv
 test-all: venv
 	$(BIN)/python -m pytest -q -m "slow or not slow"
 
-# Reuses the demo's workspace (prep and fold-0 runs) and trains the other folds.
+# Its own larger synthetic workspace (see tests/test_planted.py for why); reused when run again.
 check-planted: venv
-	MMFAIR_PLANTED_WORKSPACE=$(WORKSPACE) $(BIN)/python -m pytest -q -s -m slow tests/test_planted.py
+	MMFAIR_PLANTED_WORKSPACE=$(WORKSPACE)-planted $(BIN)/python -m pytest -q -s -m slow tests/test_planted.py
 
 clean-workspace:
 	rm -rf $(WORKSPACE)

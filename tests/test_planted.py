@@ -5,6 +5,13 @@ EHR and partly only in the CXR. Trained on all five folds, `late` and `early` fu
 both `ehr` and `cxr` on the stays that have both modalities, with a paired patient-level bootstrap CI of
 the AUROC difference above 0 — shown next to the generator's oracle AUROCs. If this fails, find out
 whether the generator or the pipeline is wrong; don't tune the numbers.
+
+Sample size: the generator plants a modest fusion gain (oracle AUROC EHR ≈ 0.77, both ≈ 0.83), and a
+learned CXR encoder recovers only part of the image's share, so the realised gain of late fusion over
+the EHR model is ≈ 0.03 AUROC. On the demo preset (≈ 1,200 paired stays, ≈ 160 deaths) the paired 95 %
+CI is about ±0.035 wide — a coin flip. The check therefore draws its own synthetic source with 5,000
+cohort stays (≈ 2,900 paired stays), where the same gain is resolved; the planted effects themselves are
+the demo's (same generator, same switches).
 """
 
 import os
@@ -23,13 +30,14 @@ pytestmark = pytest.mark.slow
 
 METHODS = ("ehr", "cxr", "late", "early")
 FOLDS = range(5)
+N_STAYS = 5000
 
 
 @pytest.fixture(scope="module")
 def workspace(tmp_path_factory):
     root = os.environ.get("MMFAIR_PLANTED_WORKSPACE")
     ws = Workspace.resolve(root or tmp_path_factory.mktemp("planted") / "ws")
-    pipeline.prep(PrepConfig(image_size=128), ws, synthetic=SyntheticConfig())
+    pipeline.prep(PrepConfig(image_size=128), ws, synthetic=SyntheticConfig(n_stays=N_STAYS))
     configs = [TrainConfig(fusion=m, task="mortality", fold=k) for m in METHODS for k in FOLDS]
     outcome = pipeline.train(configs, ws, bootstrap=0)
     return ws, [(cfg.fusion, run.run_dir) for cfg, run in zip(configs, outcome.runs)]

@@ -31,6 +31,8 @@ def metric_summary(rows: pd.DataFrame, metrics=("auroc", "auprc"), by=("method",
     lines = []
     for key, part in keep.groupby(list(by) + ["run_id"], sort=True, dropna=False):
         line = dict(zip(list(by) + ["run_id"], key))
+        line["run_id"] = str(line["run_id"])
+        line["n"] = ""
         for m in metrics:
             hit = part[part["metric"] == m]
             if hit.empty:

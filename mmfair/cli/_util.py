@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 from pathlib import Path
 from typing import Any, Iterator, TypeVar
 
@@ -18,6 +19,9 @@ from mmfair.core.errors import MmfairError
 from mmfair.core.workspace import Workspace
 
 out = Console()
+if not out.is_terminal:
+    # Rich falls back to 80 columns when piped, which folds the wide comparison tables; COLUMNS still wins.
+    out = Console(width=int(os.environ.get("COLUMNS", 160)))
 err = Console(stderr=True)
 
 M = TypeVar("M", bound=BaseModel)

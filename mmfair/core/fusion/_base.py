@@ -82,6 +82,9 @@ class FusionModel(nn.Module):
 
     modalities: ClassVar[tuple[str, ...]] = ("ehr", "cxr")
     handles_missing: ClassVar[bool] = True
+    # Modalities whose branch (``encoders.<m>``, ``heads.<m>``) shares no parameter with another and has
+    # its own unimodal logits: the trainer then chooses each branch's epoch on its own validation score.
+    independent_branches: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, spec: FusionSpec) -> None:
         super().__init__()

@@ -8,11 +8,12 @@ trained with its own loss, and an aggregation rule (here the mean) over their pr
 Mechanism and deviations:
 * one unimodal model per modality (EHR encoder + linear head; CXR embedding MLP + linear head), the
   same architectures as ``ehr`` and ``cxr``;
-* they are trained **jointly, in one optimiser, on the sum of the unimodal losses**; the CXR loss
-  counts only stays with a CXR. The fused prediction does not enter the loss, so no gradient crosses
-  between the branches: this equals separate training except that both branches share the batch
-  order and one early-stopping/checkpoint choice (on the fused validation AUPRC), where separately
-  trained models would each stop on their own validation score;
+* they are trained **in one loop, on the sum of the unimodal losses**; the CXR loss counts only stays
+  with a CXR. The fused prediction does not enter the loss, gradients are clipped per branch and AdamW
+  is per parameter, so nothing crosses between the branches; each branch keeps the weights of its own
+  best validation epoch and stops on its own patience (``independent_branches``). This equals separate
+  training except that the branches share the batch order (the CXR branch sees only the stays with a
+  CXR in each batch);
 * prediction = mean of the **probabilities** of the modalities present (EHR alone when the CXR is
   absent; softmax probabilities for a multiclass task), returned as ``logits = logit(mean p)``
   (log-mean-exp of log-probabilities for multiclass) so that sigmoid/softmax gives the probability
@@ -53,6 +54,7 @@ def average_probability_logits(
 class LateFusion(FusionModel):
     modalities = ("ehr", "cxr")
     handles_missing = True
+    independent_branches = ("ehr", "cxr")
 
     def __init__(self, spec: FusionSpec) -> None:
         super().__init__(spec)

@@ -212,6 +212,74 @@ class EHRScaler:
         return cls.from_dict(json.loads(Path(path).read_text()))
 
 
+class EmbeddingScaler:
+    """Per-dimension standardisation of the cached CXR embeddings, fitted on training-fold images only.
+
+    ``fit`` sets ``mean_`` and ``std_`` (1 where a dimension is constant); ``transform`` maps
+    ``(x − mean) / std``. The frozen encoder's features have large shared offsets and scales, which a
+    small head learns slowly from; standardising them is the usual linear-probe practice.
+    """
+
+    def fit(self, embeddings: np.ndarray) -> "EmbeddingScaler":
+        x = np.asarray(embeddings, dtype=np.float64)
+        if x.shape[0] == 0:
+            raise ValueError("no CXR embeddings in the training fold to fit the embedding scaler on")
+        std = x.std(axis=0)
+        self.mean_ = x.mean(axis=0)
+        self.std_ = np.where(std > 1e-8, std, 1.0)
+        self.n_fit_images_ = int(x.shape[0])
+        return self
+
+    def transform(self, embeddings: np.ndarray) -> np.ndarray:
+        return ((embeddings - self.mean_) / self.std_).astype(np.float32)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"method": "mean-std", "mean": self.mean_.tolist(), "std": self.std_.tolist(),
+                "n_fit_images": self.n_fit_images_}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "EmbeddingScaler":
+        scaler = cls()
+        scaler.mean_ = np.asarray(d["mean"], dtype=np.float64)
+        scaler.std_ = np.asarray(d["std"], dtype=np.float64)
+        scaler.n_fit_images_ = int(d.get("n_fit_images", 0))
+        return scaler
+
+
+class FoldScaler:
+    """Every modality's statistics for one run fold, fitted on the training rows only (``scaling.json``)."""
+
+    def __init__(self, feature_names: list[str] | None = None) -> None:
+        self.ehr = EHRScaler(feature_names)
+        self.cxr: EmbeddingScaler | None = None
+
+    def fit(self, store: "StoreData", rows: np.ndarray) -> "FoldScaler":
+        self.ehr.fit(store.values[rows])
+        if store.cxr_embeddings is not None:
+            cxr_rows = store.cxr_row[rows]
+            cxr_rows = cxr_rows[cxr_rows >= 0]
+            if cxr_rows.size:
+                self.cxr = EmbeddingScaler().fit(store.cxr_embeddings[cxr_rows])
+        return self
+
+    def transform_cxr(self, embeddings: np.ndarray) -> np.ndarray:
+        return embeddings if self.cxr is None else self.cxr.transform(embeddings)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"ehr": self.ehr.to_dict(), "cxr": None if self.cxr is None else self.cxr.to_dict()}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "FoldScaler":
+        scaler = cls()
+        scaler.ehr = EHRScaler.from_dict(d["ehr"])
+        scaler.cxr = None if d.get("cxr") is None else EmbeddingScaler.from_dict(d["cxr"])
+        return scaler
+
+    @classmethod
+    def load(cls, path: Path) -> "FoldScaler":
+        return cls.from_dict(json.loads(Path(path).read_text()))
+
+
 @dataclass
 class Split:
     """One split on the device: ``rows`` index the cohort; ``batch(idx)`` slices every tensor."""
@@ -235,16 +303,16 @@ class Split:
 
 
 def build_split(
-    name: str, rows: np.ndarray, store: StoreData, scaler: EHRScaler, labels: torch.Tensor, device: torch.device
+    name: str, rows: np.ndarray, store: StoreData, scaler: FoldScaler, labels: torch.Tensor, device: torch.device
 ) -> Split:
-    scaled, mask = scaler.transform(store.values[rows])
+    scaled, mask = scaler.ehr.transform(store.values[rows])
     ehr = torch.from_numpy(np.concatenate([scaled, mask], axis=2))
     cxr_row = store.cxr_row[rows]
     present = {"ehr": torch.ones(len(rows), dtype=torch.bool), "cxr": torch.from_numpy(cxr_row >= 0)}
     inputs = {"ehr": ehr}
     if store.cxr_embeddings is not None:
         cxr = np.zeros((len(rows), store.cxr_dim), dtype=np.float32)  # placeholder for absent images
-        cxr[cxr_row >= 0] = store.cxr_embeddings[cxr_row[cxr_row >= 0]]
+        cxr[cxr_row >= 0] = scaler.transform_cxr(store.cxr_embeddings[cxr_row[cxr_row >= 0]])
         inputs["cxr"] = torch.from_numpy(cxr)
     return Split(
         name=name,
@@ -260,13 +328,13 @@ def build_splits(
     task: Any,
     fold: int,
     device: torch.device,
-    scaler: EHRScaler | None = None,
+    scaler: FoldScaler | None = None,
     names: tuple[str, ...] = SPLITS,
-) -> tuple[dict[str, Split], EHRScaler]:
-    """Splits for run ``fold``; the scaler is fitted on the training rows unless one is given."""
+) -> tuple[dict[str, Split], FoldScaler]:
+    """Splits for run ``fold``; the scalers are fitted on the training rows unless given."""
     rows = fold_rows(store.cohort["fold"].to_numpy(), fold, store.n_folds)
     if scaler is None:
-        scaler = EHRScaler(store.feature_names).fit(store.values[rows["train"]])
+        scaler = FoldScaler(store.feature_names).fit(store, rows["train"])
     labels = task.label_tensor(store.cohort)
     splits = {name: build_split(name, rows[name], store, scaler, labels, device) for name in names}
     return splits, scaler

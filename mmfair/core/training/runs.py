@@ -31,7 +31,7 @@ from mmfair.core.registry import EHR_ENCODERS, FUSIONS, TASKS
 from mmfair.core.training.data import (
     ATTRIBUTE_COLUMNS,
     MODALITIES,
-    EHRScaler,
+    FoldScaler,
     Split,
     StoreData,
     build_splits,
@@ -74,7 +74,7 @@ class LoadedRun:
     info: dict[str, Any]
     task: Task
     model: FusionModel
-    scaler: EHRScaler
+    scaler: FoldScaler
     store: StoreData
     device: torch.device
     _splits: dict[str, Split] = field(default_factory=dict, repr=False)
@@ -306,5 +306,5 @@ def load_run(run_dir: Path | str, device: str | torch.device = "cpu", ws: Worksp
     state = torch.load(run_dir / "model.pt", map_location="cpu", weights_only=True)
     model.load_state_dict(state)
     model.to(device).eval()
-    scaler = EHRScaler.load(run_dir / "scaling.json")
+    scaler = FoldScaler.load(run_dir / "scaling.json")
     return LoadedRun(run_dir, config, info, task, model, scaler, store, device)

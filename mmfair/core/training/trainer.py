@@ -142,6 +142,55 @@ def evaluate_split(
     return loss, task.metrics(_label_array(labels), probs), _label_array(labels), probs
 
 
+def _stopped(stale: int, branch_best: dict[str, dict[str, Any]], patience: int) -> bool:
+    if branch_best:
+        return all(entry["stale"] >= patience for entry in branch_best.values())
+    return stale >= patience
+
+
+def metrics_selection(metrics: dict[str, float]) -> float:
+    score = metrics["selection"]
+    return -math.inf if math.isnan(score) else score
+
+
+@torch.no_grad()
+def branch_scores(model: FusionModel, task: Any, split: Split, device: torch.device) -> dict[str, float]:
+    """Each independent branch's own selection score on ``split``, over the stays with its modality."""
+    was_training = model.training
+    model.eval()
+    chunks: dict[str, list[torch.Tensor]] = {m: [] for m in model.independent_branches}
+    for start in range(0, len(split), EVAL_BATCH_SIZE):
+        batch = split.batch(slice(start, start + EVAL_BATCH_SIZE))
+        with autocast(device):
+            unimodal = model(batch).unimodal_logits
+        for m in chunks:
+            chunks[m].append(unimodal[m].float().cpu())
+    model.train(was_training)
+    labels = _label_array(split.labels)
+    scores = {}
+    for m, parts in chunks.items():
+        probs = task.probabilities(torch.cat(parts)).double().numpy()
+        probs[~split.present[m].cpu().numpy()] = np.nan
+        score = task.metrics(labels, probs)["selection"]
+        scores[m] = -math.inf if math.isnan(score) else score
+    return scores
+
+
+def _branch_keys(model: FusionModel, branch: str) -> list[str]:
+    prefixes = tuple(f"{part}.{branch}." for part in ("encoders", "heads"))
+    return [k for k in model.state_dict() if k.startswith(prefixes)]
+
+
+def _clip_gradients(model: FusionModel, max_norm: float) -> None:
+    """Clip jointly, or per branch when branches are independent (so one branch never scales another)."""
+    if not model.independent_branches:
+        torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm)
+        return
+    named = dict(model.named_parameters())
+    for branch in model.independent_branches:
+        torch.nn.utils.clip_grad_norm_([named[k] for k in _branch_keys(model, branch) if k in named], max_norm)
+
+
 def _save_checkpoint(path: Path, state: dict[str, Any]) -> None:
     with atomic_path(path) as tmp:
         torch.save(state, tmp)
@@ -176,6 +225,12 @@ def fit(
     history: list[dict[str, float]] = []
     best_state: dict[str, torch.Tensor] | None = None
     best_score, best_epoch, stale = -math.inf, 0, 0
+    # Late fusion's branches share no parameter: each keeps the weights of its own best validation epoch
+    # and stops on its own patience, as separately trained unimodal models would.
+    branches = tuple(model.independent_branches)
+    branch_best: dict[str, dict[str, Any]] = {
+        m: {"score": -math.inf, "epoch": 0, "stale": 0, "state": {}} for m in branches
+    }
     started = time.perf_counter()
     first_epoch = 1
     if checkpoint is not None and Path(checkpoint).exists():
@@ -190,9 +245,10 @@ def fit(
             torch.cuda.set_rng_state(state["cuda_rng"], device)
         history, best_state = state["history"], state["best_state"]
         best_score, best_epoch, stale = state["best_score"], state["best_epoch"], state["stale"]
+        branch_best = state.get("branch_best") or branch_best
         first_epoch = len(history) + 1
         started -= state["seconds"]
-        if stale >= config.patience:
+        if _stopped(stale, branch_best, config.patience):
             first_epoch = config.epochs + 1  # it had already stopped early
         log.info("%s: resuming after epoch %d from %s", description, len(history), checkpoint)
     if progress:
@@ -217,7 +273,7 @@ def fit(
             else:
                 loss.backward()
             if config.grad_clip is not None:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
+                _clip_gradients(model, config.grad_clip)
             if scaler is not None:
                 scaler.step(optimizer)
                 scaler.update()
@@ -239,6 +295,16 @@ def fit(
             row["val_kappa"] = metrics["selection"]
         if val_groups:
             row.update(group_aurocs(task, labels, probs, val_groups))
+        if branches:
+            current = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+            for m, value in branch_scores(model, task, val, device).items():
+                row[f"val_selection[branch={m}]"] = value
+                entry = branch_best[m]
+                if value > entry["score"] or not entry["state"]:
+                    keys = _branch_keys(model, m)
+                    entry.update(score=value, epoch=epoch, stale=0, state={k: current[k] for k in keys})
+                else:
+                    entry["stale"] += 1
         history.append(row)
         score = metrics["selection"]
         score = -math.inf if math.isnan(score) else score
@@ -261,13 +327,25 @@ def fit(
                 "cuda_rng": torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
                 "history": history, "best_state": best_state, "best_score": best_score,
                 "best_epoch": best_epoch, "stale": stale, "seconds": time.perf_counter() - started,
+                "branch_best": branch_best,
             })  # fmt: skip
         if progress:
             progress(description, epoch, config.epochs)
-        if stale >= config.patience:
+        if _stopped(stale, branch_best, config.patience):
             log.info("%s: early stop after epoch %d (best epoch %d)", description, epoch, best_epoch)
             break
     assert best_state is not None
+    if branches:
+        best_state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+        for entry in branch_best.values():
+            best_state.update(entry["state"])
+        model.load_state_dict(best_state)
+        best_score = metrics_selection(evaluate_split(model, task, val, device)[1])
+        best_epoch = max(entry["epoch"] for entry in branch_best.values())
+        log.info(
+            "%s: branches kept at their own best epochs (%s); fused validation selection %.4f",
+            description, ", ".join(f"{m} {e['epoch']}" for m, e in branch_best.items()), best_score,
+        )
     return TrainOutcome(
         state_dict=best_state,
         history=pd.DataFrame(history),

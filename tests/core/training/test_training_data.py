@@ -54,13 +54,19 @@ def test_scaler_uses_training_rows_only(tiny_ws):
     _, scaler = build_splits(store, task, 0, torch.device("cpu"))
     rows = fold_rows(store.cohort["fold"].to_numpy(), 0, 5)
     held_out = np.concatenate([rows["val"], rows["test"]])
+    train_images = store.cxr_row[rows["train"]]
+    original_train_embeddings = store.cxr_embeddings[train_images[train_images >= 0]].copy()
     store.values[held_out] = store.values[held_out] * 100 + 1e4  # change everything outside training
+    store.cxr_embeddings[:] = store.cxr_embeddings * 0 + 7.0  # and every embedding
+    train_images = store.cxr_row[rows["train"]]
+    store.cxr_embeddings[train_images[train_images >= 0]] = original_train_embeddings
     _, scaler2 = build_splits(store, task, 0, torch.device("cpu"))
-    np.testing.assert_array_equal(scaler.median_, scaler2.median_)
-    np.testing.assert_array_equal(scaler.iqr_, scaler2.iqr_)
-    np.testing.assert_array_equal(scaler.fill_, scaler2.fill_)
+    for name in ("median_", "iqr_", "fill_"):
+        np.testing.assert_array_equal(getattr(scaler.ehr, name), getattr(scaler2.ehr, name))
+    for name in ("mean_", "std_"):
+        np.testing.assert_array_equal(getattr(scaler.cxr, name), getattr(scaler2.cxr, name))
     expected = EHRScaler().fit(store.values[rows["train"]])
-    np.testing.assert_array_equal(scaler.median_, expected.median_)
+    np.testing.assert_array_equal(scaler.ehr.median_, expected.median_)
 
 
 def test_splits_hold_values_mask_and_presence(tiny_ws):

@@ -195,3 +195,17 @@ def test_interrupted_run_resumes_to_the_same_result(tiny_ws, tmp_path):
     hist_b = pd.read_csv(reference.run_dir / "history.csv")
     pd.testing.assert_frame_equal(hist_a[["epoch", "train_loss", "val_loss", "val_auprc"]],
                                   hist_b[["epoch", "train_loss", "val_loss", "val_auprc"]])
+
+
+def test_late_fusion_keeps_each_branch_at_its_own_best_epoch(tiny_ws):
+    from mmfair.core.training.trainer import branch_scores
+
+    result = train_run(config(fusion="late", epochs=8, patience=8), tiny_ws)
+    history = pd.read_csv(result.run_dir / "history.csv")
+    run = load_run(result.run_dir, device="cpu")
+    val = run.split("val")
+    final = branch_scores(run.model, run.task, val, torch.device("cpu"))
+    for branch in ("ehr", "cxr"):
+        column = history[f"val_selection[branch={branch}]"]
+        # the saved weights of each branch score exactly its best epoch's validation value
+        assert final[branch] == pytest.approx(column.max(), abs=1e-9)
