@@ -27,6 +27,8 @@ def train_cmd(
     weight_decay: Annotated[Optional[float], typer.Option(help="AdamW weight decay.")] = None,
     hidden_dim: Annotated[Optional[int], typer.Option(help="Hidden size of encoders and heads.")] = None,
     device: Annotated[Optional[str], typer.Option(help="auto | cpu | cuda | cuda:N.")] = None,
+    modulator: Annotated[Optional[str], typer.Option(help="Training strategy changing losses/gradients (ogm-ge, cggm, multifair, group-dro, fairgrad); see `mmfair list modulators`. Its hyperparameters: modulator_params in --config.")] = None,
+    fair_attr: Annotated[Optional[str], typer.Option(help="Sensitive attribute whose groups group-aware modulators use in training (default race_group); never a model input.")] = None,
     bootstrap: Annotated[int, typer.Option(help="Bootstrap replicates for the metrics' confidence intervals.")] = 200,
 ) -> None:
     """Train models on the prepared data (early stopping and thresholds on validation, never test).
@@ -45,6 +47,8 @@ def train_cmd(
             registry.FUSIONS.get(name)
         for name in task or []:
             registry.TASKS.get(name)
+        if modulator is not None:
+            registry.MODULATORS.get(modulator)
         configs = [
             _util.build_config(
                 TrainConfig,
@@ -61,6 +65,8 @@ def train_cmd(
                 weight_decay=weight_decay,
                 hidden_dim=hidden_dim,
                 device=device,
+                modulator=modulator,
+                fair_attr=fair_attr,
             )
             for f, t, k, s in itertools.product(fusions, tasks, fold or [None], seed or [None])
         ]

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, ClassVar, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from mmfair.core.errors import ConfigError
 
@@ -97,6 +97,12 @@ class TrainConfig(_Frozen):
     lr: float = Field(1e-3, gt=0)
     weight_decay: float = Field(1e-4, ge=0)
     grad_clip: float | None = Field(1.0, gt=0)
+    modulator: str | None = Field(None, description="training strategy changing losses/gradients (registry MODULATORS); "
+                                  "a preset fusion name (e.g. multifair) fills it in")
+    modulator_params: dict[str, Any] = Field(default_factory=dict, description="the modulator's hyperparameters; "
+                                             "unset ones take the modulator's defaults (all resolved into config.json)")
+    fair_attr: str = Field("race_group", description="sensitive attribute whose groups group-aware modulators use "
+                           "in training (never a model input)")
     # machine-specific: excluded from the run id
     device: str = "auto"
     workers: int = 0
@@ -113,27 +119,132 @@ class TrainConfig(_Frozen):
 
 
 class EvalMissingConfig(_Frozen):
-    rates: tuple[float, ...] = (0.2, 0.5, 1.0)
+    """``eval-missing``: the mechanism and its grid (``mmfair.core.evaluation.scenarios``), draws, bootstrap.
+
+    ``rates`` is the grid of ``mcar`` (default 0.2, 0.5, 1.0; rate 0 is always added). ``group`` and
+    ``label`` take per-level profiles instead (``level_rates``; CLI ``--rates WHITE=0.1,BLACK=0.4``,
+    repeatable; ``group`` also needs ``by``); ``natural`` takes neither.
+    """
+
+    DEFAULT_RATES: ClassVar[tuple[float, ...]] = (0.2, 0.5, 1.0)
+
+    mechanism: str = "mcar"
+    rates: tuple[float, ...] | None = None
+    by: str | None = Field(None, description="group mechanism: the attribute column, e.g. race_group")
+    level_rates: tuple[dict[str, float], ...] = ()
     draws: int = Field(1, gt=0)
     seed: int = 0
-    modality: Literal["cxr"] = "cxr"
+    modality: Literal["cxr", "ehr"] = "cxr"
     bootstrap: int = Field(200, ge=0)
     device: str = "auto"
+    reference: str = Field("late", description="method whose curve effective robustness is measured against")
+    attributes: tuple[str, ...] = Field((), description="per-group AUROC and AUROC-gap rows for these attributes")
+    shapley_attributes: tuple[str, ...] = Field(
+        ("race_group", "gender", "age_group", "insurance_group"),
+        description="attributes of the per-group modality Shapley values (from the modality-subset runs)",
+    )
+
+    @field_validator("level_rates", mode="before")
+    @classmethod
+    def _parse_profiles(cls, value: Any) -> Any:
+        if value is None:
+            return ()
+        if isinstance(value, (str, dict)):
+            value = [value]
+        out = []
+        for item in value:
+            if isinstance(item, str):
+                profile: dict[str, Any] = {}
+                for part in filter(None, (s.strip() for s in item.split(","))):
+                    level, sep, rate = part.rpartition("=")
+                    if not sep or not level.strip():
+                        raise ValueError(f"'{item}': give LEVEL=RATE pairs separated by commas, e.g. WHITE=0.1,BLACK=0.4")
+                    try:
+                        profile[level.strip()] = float(rate)
+                    except ValueError:
+                        raise ValueError(f"'{item}': rate '{rate}' of '{level.strip()}' is not a number") from None
+                if not profile:
+                    raise ValueError(f"'{item}': an empty profile")
+                item = profile
+            elif isinstance(item, dict):  # YAML reads `1: 0.6` with an integer key
+                item = {str(k): v for k, v in item.items()}
+            out.append(item)
+        return tuple(out)
 
     @model_validator(mode="after")
-    def _rates_in_range(self) -> "EvalMissingConfig":
-        bad = [r for r in self.rates if not 0.0 <= r <= 1.0]
+    def _check(self) -> "EvalMissingConfig":
+        bad = [r for r in (self.rates or ()) if not 0.0 <= r <= 1.0]
+        bad += [r for p in self.level_rates for r in p.values() if not 0.0 <= r <= 1.0]
         if bad:
             raise ValueError(f"missing rates must lie in [0, 1], got {bad}")
+        m = self.mechanism
+        if m in ("group", "label", "natural") and self.rates is not None:
+            raise ValueError(f"--rate sets the mcar grid; the {m} mechanism takes "
+                             + ("no rates" if m == "natural" else "--rates LEVEL=RATE,... profiles"))  # fmt: skip
+        if m in ("mcar", "natural") and self.level_rates:
+            raise ValueError(f"--rates LEVEL=RATE profiles belong to the group and label mechanisms, not {m}")
+        if m in ("group", "label") and not self.level_rates:
+            raise ValueError(f"the {m} mechanism needs at least one --rates profile, e.g. "
+                             + ("WHITE=0.1,BLACK=0.4" if m == "group" else "1=0.6,0=0.2"))  # fmt: skip
+        if m == "group" and not self.by:
+            raise ValueError("the group mechanism needs --by ATTRIBUTE (e.g. race_group)")
+        if m != "group" and self.by:
+            raise ValueError(f"--by belongs to the group mechanism, not {m}")
         return self
+
+    def group_attributes(self) -> tuple[str, ...]:
+        """Attributes of the per-group rows: ``attributes``, or the ``by`` attribute of ``group``."""
+        if self.attributes:
+            return self.attributes
+        return (self.by,) if self.mechanism == "group" and self.by else ()
+
+    def rate_grid(self) -> tuple[float, ...]:
+        """The ``mcar`` rates requested (the default grid when none were given); 0 is added by the scenario."""
+        return self.DEFAULT_RATES if self.rates is None else self.rates
 
 
 class EvalFairConfig(_Frozen):
+    """``eval-fair``: attributes (or intersections ``a*b`` of two), the validation operating point, an
+    optional recalibration fitted on validation, the small-cell minimum and the bootstrap."""
+
+    #: Attributes the evaluator knows; any other prediction column is accepted too.
+    KNOWN_ATTRIBUTES: ClassVar[tuple[str, ...]] = (
+        "race_group", "gender", "age_group", "insurance_group", "language_group", "marital_status",
+        "admission_type", "has_cxr",
+    )  # fmt: skip
+
     attributes: tuple[str, ...] = ("race_group", "gender", "age_group", "insurance_group")
     threshold_rule: str = "val-youden"
+    recalibrate: Literal["none", "platt", "isotonic"] = "none"
     min_group_size: int = Field(10, ge=1)
     bootstrap: int = Field(200, ge=0)
     seed: int = 0
+
+    @model_validator(mode="after")
+    def _check(self) -> "EvalFairConfig":
+        import re
+
+        if not self.attributes:
+            raise ValueError("at least one attribute is needed")
+        for a in self.attributes:
+            parts = a.split("*")
+            if len(parts) > 2 or any(not p.strip() or p != p.strip() for p in parts) or len(set(parts)) < len(parts):
+                raise ValueError(f"attribute '{a}': give one attribute or an intersection of two distinct ones, "
+                                 "e.g. race_group*gender")  # fmt: skip
+        rule = self.threshold_rule
+        if rule in ("val-youden", "val-prevalence"):
+            return self
+        m = re.fullmatch(r"val-(sens|spec)-(0?\.\d+)", rule)
+        if m:
+            return self
+        try:
+            value = float(rule)
+        except ValueError:
+            raise ValueError(f"unknown threshold rule '{rule}'. Available: val-youden, val-sens-0.8, val-spec-0.8, "
+                             "val-prevalence, 0.5, val-sens-X, val-spec-X or a number in (0, 1)") from None  # fmt: skip
+        if not 0.0 < value < 1.0:
+            raise ValueError(f"a numeric threshold must lie in (0, 1), got {rule}")
+        return self
 
 
 class ReportConfig(_Frozen):

@@ -8,7 +8,14 @@ Every encoder is built as ``cls(input_dim, hidden_dim, dropout, seq_len=48)`` an
   Deviations: one layer with hidden size ``hidden_dim`` (default 64; MedFuse uses 256); inputs are
   median/IQR-scaled values plus observed-mask channels (the benchmark discretiser uses mean/std and
   one-hot categorical channels); dropout is applied to the final hidden state only.
-* ``gru`` — the same with a GRU cell (Cho et al. 2014).
+* ``bilstm`` — one bidirectional LSTM layer (Schuster & Paliwal 1997; the first layer of the
+  Harutyunyan et al. 2019 LSTM baseline and CareBench's ``lstm``), ``hidden_dim // 2`` units per
+  direction; the output joins the forward direction's last state (after hour T) and the backward
+  direction's last state (after reading back to hour 1), so it has the width of ``lstm`` (for an even ``hidden_dim``).
+  Deviations: CareBench projects the input to 256 first and the joined states back to 256; here the
+  raw 2F channels (scaled values ‖ observed mask, the mask is an input exactly as for ``lstm``) feed the
+  LSTM and no projection follows; dropout on the joined state only.
+* ``gru`` — the same as ``lstm`` with a GRU cell (Cho et al. 2014).
 * ``transformer`` — linear projection to ``hidden_dim``, fixed sinusoidal positional encoding
   (Vaswani et al. 2017), one pre-norm encoder layer (4 heads when ``hidden_dim`` allows, feed-forward
   4×), mean pooling over the hours. CareBench uses a learned positional encoding and d = 256.
@@ -42,6 +49,24 @@ class _RecurrentEncoder(nn.Module):
 @EHR_ENCODERS.register("lstm", summary="unidirectional LSTM, last hidden state", paper="Hayat et al. 2022 (MedFuse)")
 class LSTMEncoder(_RecurrentEncoder):
     rnn_class = nn.LSTM
+
+
+@EHR_ENCODERS.register(
+    "bilstm",
+    summary="bidirectional LSTM, last forward ‖ last backward state",
+    paper="Schuster & Paliwal 1997; Harutyunyan et al. 2019",
+)
+class BiLSTMEncoder(nn.Module):
+    def __init__(self, input_dim: int, hidden_dim: int, dropout: float = 0.0, seq_len: int = 48) -> None:
+        super().__init__()
+        per_direction = max(1, hidden_dim // 2)
+        self.rnn = nn.LSTM(input_dim, per_direction, num_layers=1, batch_first=True, bidirectional=True)
+        self.dropout = nn.Dropout(dropout)
+        self.out_dim = 2 * per_direction
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        _, (h_n, _) = self.rnn(x)  # h_n: [2, B, H/2] — forward after the last hour, backward after the first
+        return self.dropout(torch.cat([h_n[0], h_n[1]], dim=1))
 
 
 @EHR_ENCODERS.register("gru", summary="unidirectional GRU, last hidden state", paper="Cho et al. 2014")

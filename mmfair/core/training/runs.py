@@ -27,7 +27,7 @@ from mmfair.core.errors import ConfigError, InputFileError
 from mmfair.core.evaluation.thresholds import THRESHOLD_RULES, choose_threshold
 from mmfair.core.fusion import FusionModel, FusionSpec
 from mmfair.core.io import atomic_path, write_csv_atomic, write_json_atomic, write_text_atomic
-from mmfair.core.registry import EHR_ENCODERS, FUSIONS, TASKS
+from mmfair.core.registry import EHR_ENCODERS, FUSIONS, MODULATORS, TASKS
 from mmfair.core.training.data import (
     ATTRIBUTE_COLUMNS,
     MODALITIES,
@@ -37,6 +37,7 @@ from mmfair.core.training.data import (
     build_splits,
     load_store,
 )
+from mmfair.core.training.modulators import Groups, build_modulator, group_codes, method_name, resolve_modulator
 from mmfair.core.training.tasks import Task
 from mmfair.core.training.trainer import (
     GROUP_ATTRIBUTES,
@@ -110,8 +111,12 @@ def _cached_store(ws: Workspace, cxr_embedding: str | None) -> StoreData:
 
 # ---- identity ----------------------------------------------------------------------------------
 def resolve_config(config: TrainConfig, store: StoreData) -> TrainConfig:
-    """Fill store-dependent defaults (the CXR embedding id) and check every registered name."""
+    """Fill store-dependent defaults (the CXR embedding id), expand a preset into its base method +
+    modulator with every modulator hyperparameter, and check every registered name."""
     FUSIONS.get(config.fusion)
+    config = resolve_modulator(config)
+    if config.modulator is not None and config.fair_attr not in store.cohort.columns:
+        raise ConfigError(f"fair_attr '{config.fair_attr}' is not a column of cohort.csv")
     TASKS.get(config.task)
     EHR_ENCODERS.get(config.ehr_encoder)
     if config.fold >= store.n_folds:
@@ -122,7 +127,19 @@ def resolve_config(config: TrainConfig, store: StoreData) -> TrainConfig:
 
 
 def compute_run_id(config: TrainConfig, store_fingerprint: str) -> str:
-    return config_hash({"config": config.identity(), "store_fingerprint": store_fingerprint})
+    identity = config.identity()
+    if identity.get("modulator") is None:  # no modulator: the run id of a run trained before modulators existed
+        for key in ("modulator", "modulator_params", "fair_attr"):
+            identity.pop(key, None)
+    elif not MODULATORS.get(identity["modulator"]).needs_groups:
+        identity.pop("fair_attr", None)  # unused by this modulator: changing it must not retrain
+    return config_hash({"config": identity, "store_fingerprint": store_fingerprint})
+
+
+def training_groups(config: TrainConfig, store: StoreData, rows: np.ndarray, device: torch.device) -> Groups:
+    """Codes of ``config.fair_attr`` for the training rows (for group-aware modulators only, never a model input)."""
+    names, codes = group_codes(store.cohort[config.fair_attr].to_numpy()[rows], config.fair_attr)
+    return Groups(config.fair_attr, names, torch.as_tensor(codes, dtype=torch.long, device=device))
 
 
 def build_model(config: TrainConfig, task: Task, store: StoreData) -> FusionModel:
@@ -240,10 +257,15 @@ def train_run(
         model = build_model(config, task, store).to(device)
         val_rows = splits["val"].rows
         val_groups = {a: store.cohort[a].to_numpy()[val_rows] for a in GROUP_ATTRIBUTES if a in store.cohort}
+        modulator = groups = None
+        if config.modulator is not None:
+            modulator = build_modulator(config.modulator, config.modulator_params)
+            if modulator.needs_groups:
+                groups = training_groups(config, store, splits["train"].rows, device)
         outcome = fit(
             model, task, splits, config, device, val_groups=val_groups, progress=progress,
-            description=f"{config.fusion} {config.task} fold {config.fold} seed {config.seed}",
-            checkpoint=run_dir / CHECKPOINT,
+            description=f"{method_name(config)} {config.task} fold {config.fold} seed {config.seed}",
+            checkpoint=run_dir / CHECKPOINT, modulator=modulator, groups=groups,
         )
         model.load_state_dict(outcome.state_dict)
         model.eval()
@@ -264,7 +286,7 @@ def train_run(
     info = {
         **config.model_dump(mode="json"),
         "run_id": run_id,
-        "method": config.fusion,
+        "method": method_name(config),
         "modalities": list(factory.modalities),
         "handles_missing": bool(factory.handles_missing),
         "store_fingerprint": store.fingerprint,
@@ -278,6 +300,8 @@ def train_run(
         "peak_memory_mb": float(outcome.history["peak_memory_mb"].max()),
         "n_train": int(used.sum()),
     }
+    if config.modulator is not None:
+        info["fair_groups"] = list(groups.names) if groups is not None else None
     write_json_atomic(run_dir / "config.json", info)
     (run_dir / CHECKPOINT).unlink(missing_ok=True)
     write_text_atomic(run_dir / "DONE", "")

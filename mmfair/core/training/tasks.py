@@ -2,8 +2,9 @@
 
 A task is resolved against the columns of ``cohort.csv`` (phenotype slugs come from the cohort, in its
 column order). Kinds: ``binary`` (one sigmoid output), ``multilabel`` (one sigmoid output per label,
-e.g. the 25 phenotypes) and ``multiclass`` (softmax over classes, e.g. LOS — a later issue; the kind is
-supported here so it only needs registering).
+e.g. the 25 phenotypes) and ``multiclass`` (softmax over ordered classes: ``los``, 7 classes of
+``los_class``; metrics accuracy, macro-F1, linear-weighted Cohen's kappa — the selection criterion — and
+macro one-vs-rest AUROC).
 """
 
 from __future__ import annotations
@@ -47,6 +48,49 @@ def average_precision(y: np.ndarray, score: np.ndarray) -> float:
     precision = tps / (last_of_value + 1)
     recall = tps / tps[-1]
     return float(np.sum(np.diff(np.r_[0.0, recall]) * precision))
+
+
+def macro_f1(y: np.ndarray, pred: np.ndarray) -> float:
+    """Macro F1 over the classes seen in ``y`` or ``pred`` (sklearn's ``f1_score(average="macro")``);
+    per class 2·TP / (2·TP + FP + FN), which is never 0/0 for a class that occurs. No warnings."""
+    classes = np.union1d(y, pred)
+    if classes.size == 0:
+        return float("nan")
+    scores = []
+    for k in classes:
+        tp = np.sum((y == k) & (pred == k))
+        fp = np.sum((y != k) & (pred == k))
+        fn = np.sum((y == k) & (pred != k))
+        scores.append(2 * tp / (2 * tp + fp + fn))
+    return float(np.mean(scores))
+
+
+def multiclass_metrics(y: np.ndarray, probs: np.ndarray, n_classes: int) -> dict[str, float]:
+    """Metrics of an ordered multiclass task (LOS) from labels [N] and class probabilities [N, K].
+
+    ``accuracy`` and ``macro_f1`` of the arg-max class; ``kappa``: Cohen's kappa with linear weights over
+    the class *indices* 0…K−1 (``labels=range(K)``, so an unseen class still counts in the distance);
+    ``auroc``: macro one-vs-rest AUROC over the classes that have both positives and negatives in ``y``
+    (sklearn's ``roc_auc_score(multi_class="ovr")`` when every class occurs); ``auprc`` is not defined
+    for this task (NaN); ``selection`` = kappa. NaN when there are no rows (kappa: when labels and
+    predictions all fall in one class)."""
+    nan = float("nan")
+    if y.size == 0:
+        return {"accuracy": nan, "macro_f1": nan, "kappa": nan, "auroc": nan, "auprc": nan, "selection": nan}
+    pred = probs.argmax(axis=1)
+    if np.union1d(y, pred).size > 1:
+        kappa = float(cohen_kappa_score(y, pred, labels=np.arange(n_classes), weights="linear"))
+    else:
+        kappa = nan
+    per_class = [auroc(y == k, probs[:, k]) for k in range(probs.shape[1]) if 0 < np.sum(y == k) < y.size]
+    return {
+        "accuracy": float(np.mean(pred == y)),
+        "macro_f1": macro_f1(y, pred),
+        "kappa": kappa,
+        "auroc": float(np.mean(per_class)) if per_class else nan,
+        "auprc": nan,
+        "selection": kappa,
+    }
 
 
 @dataclass(frozen=True)
@@ -139,14 +183,11 @@ class Task:
     # ---- validation metrics -------------------------------------------------------------------
     def metrics(self, labels: np.ndarray, probs: np.ndarray) -> dict[str, float]:
         """``auroc``, ``auprc`` (macro over labels with both classes) and ``selection`` (the early
-        stopping criterion: AUPRC; Cohen's kappa for multiclass). Rows with NaN scores are ignored."""
+        stopping criterion: AUPRC). Multiclass: see :func:`multiclass_metrics` (selection = linear-weighted
+        kappa). Rows with NaN scores are ignored."""
         if self.kind == "multiclass":
             keep = ~np.isnan(probs).any(axis=1)
-            y, p = labels.reshape(-1)[keep], probs[keep]
-            if y.size == 0:
-                return {"auroc": float("nan"), "auprc": float("nan"), "selection": float("nan")}
-            kappa = float(cohen_kappa_score(y, p.argmax(axis=1))) if np.unique(y).size > 1 else float("nan")
-            return {"auroc": float("nan"), "auprc": float("nan"), "selection": kappa}
+            return multiclass_metrics(labels.reshape(-1)[keep].astype(np.int64), probs[keep], self.n_classes)
         labels = labels.reshape(len(labels), -1)
         probs = probs.reshape(len(probs), -1)
         aurocs, auprcs = [], []
@@ -174,4 +215,7 @@ TASKS.register("mortality_icu", summary="ICU mortality (deathtime <= outtime + 6
 )
 TASKS.register("phenotype", summary="25 CCS phenotypes of the admission, from the first 48 h (multilabel)")(
     Task("phenotype", "multilabel", column_prefix="pheno_")
+)
+TASKS.register("los", summary="length of stay, 7 classes of los_class (multiclass; selection on linear kappa)")(
+    Task("los", "multiclass", column="los_class", n_classes=7)
 )

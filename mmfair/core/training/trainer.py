@@ -206,6 +206,8 @@ def fit(
     progress: Progress | None = None,
     description: str = "train",
     checkpoint: Path | None = None,
+    modulator: Any | None = None,
+    groups: Any | None = None,
 ) -> TrainOutcome:
     """Train ``model`` on ``splits['train']``, select on ``splits['val']``; returns the best weights.
 
@@ -213,6 +215,10 @@ def fit(
     is saved there after every epoch and, when the file exists, training resumes from it: an
     interrupted run continues where it stopped and ends as an uninterrupted one would (bit-identical
     on CPU).
+
+    ``modulator`` (see ``training/modulators/_base.py``) gets its hooks called around the loss, backward
+    and epoch; ``groups`` (the sensitive group codes of the training rows) is added to each batch as
+    ``batch["groups"]`` only when the modulator asks for it. Without a modulator nothing changes.
     """
     train, val = splits["train"], splits["val"]
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
@@ -231,6 +237,11 @@ def fit(
     branch_best: dict[str, dict[str, Any]] = {
         m: {"score": -math.inf, "epoch": 0, "stale": 0, "state": {}} for m in branches
     }
+    group_codes = None
+    if modulator is not None:
+        modulator.setup(model, task, train, config, groups, device)
+        if modulator.needs_groups and groups is not None:
+            group_codes = groups.codes.to(device)
     started = time.perf_counter()
     first_epoch = 1
     if checkpoint is not None and Path(checkpoint).exists():
@@ -246,6 +257,8 @@ def fit(
         history, best_state = state["history"], state["best_state"]
         best_score, best_epoch, stale = state["best_score"], state["best_epoch"], state["stale"]
         branch_best = state.get("branch_best") or branch_best
+        if modulator is not None and state.get("modulator") is not None:
+            modulator.load_state_dict(state["modulator"])
         first_epoch = len(history) + 1
         started -= state["seconds"]
         if _stopped(stale, branch_best, config.patience):
@@ -258,20 +271,29 @@ def fit(
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(device)
         model.train()
+        if modulator is not None:
+            modulator.on_epoch_start(epoch)
         order = train_rows[torch.randperm(len(train_rows), generator=generator)].to(device)
         loss_sum = torch.zeros((), device=device)
         for start in range(0, len(order), config.batch_size):
             index = order[start : start + config.batch_size]
             batch = train.batch(index)
+            if group_codes is not None:
+                batch["groups"] = group_codes[index]
             with autocast(device):
                 output = model(batch)
-                loss = model.training_loss(output, batch, task)
+                if modulator is None:
+                    loss = model.training_loss(output, batch, task)
+                else:
+                    loss = modulator.loss(model, output, batch, task)
             optimizer.zero_grad(set_to_none=True)
             if scaler is not None:
                 scaler.scale(loss).backward()
                 scaler.unscale_(optimizer)
             else:
                 loss.backward()
+            if modulator is not None:
+                modulator.after_backward(model, output, batch)
             if config.grad_clip is not None:
                 _clip_gradients(model, config.grad_clip)
             if scaler is not None:
@@ -293,6 +315,8 @@ def fit(
         }
         if task.kind == "multiclass":
             row["val_kappa"] = metrics["selection"]
+        if modulator is not None:
+            row.update(modulator.on_epoch_end(epoch))
         if val_groups:
             row.update(group_aurocs(task, labels, probs, val_groups))
         if branches:
@@ -328,6 +352,7 @@ def fit(
                 "history": history, "best_state": best_state, "best_score": best_score,
                 "best_epoch": best_epoch, "stale": stale, "seconds": time.perf_counter() - started,
                 "branch_best": branch_best,
+                "modulator": modulator.state_dict() if modulator is not None else None,
             })  # fmt: skip
         if progress:
             progress(description, epoch, config.epochs)

@@ -1,0 +1,229 @@
+"""The modulator hook protocol (DESIGN §5): training strategies that change losses or gradients.
+
+A modulator is registered in ``MODULATORS`` as a subclass of :class:`Modulator`; the trainer builds one
+per run (``build_modulator(name, params)``) and calls its hooks when ``TrainConfig.modulator`` is set::
+
+    setup(model, task, train, config, groups, device)   # once, before the first epoch (and before a resume)
+    for each epoch:
+        on_epoch_start(epoch)                           # 1-based epoch number
+        for each batch:
+            output = model(batch)                       # batch["groups"]: int codes of config.fair_attr,
+            loss = loss(model, output, batch, task)     #   present only for group-aware modulators
+            backward (+ GradScaler.unscale_ on AMP)
+            after_backward(model, output, batch)        # may rescale / perturb gradients per group
+            gradient clipping, optimizer step
+        on_epoch_end(epoch) -> dict[str, float]          # diagnostics, added to history.csv as modulator_*
+    state_dict() / load_state_dict(state)               # in checkpoint.pt, so a resumed run continues exactly
+
+``loss`` defaults to the model's own ``training_loss`` (so a modulator that only touches gradients keeps
+every method's loss, aux losses included). ``after_backward`` runs after the AMP unscale and before
+clipping, so coefficients act on true gradients. The sensitive group of each stay (``batch["groups"]``,
+long [B], codes ``0..n_groups-1`` in the order of ``groups.names``) is given to modulators with
+``needs_groups = True`` only, and never to the model as an input (models ignore the key).
+
+Parameter groups come from ``model.param_groups()`` (``encoder:<modality>``, ``fusion``, ``head``);
+modulators resolve the groups they need explicitly and raise :class:`ConfigError` when one is missing or
+empty — silent name matching is what disabled the direction term of MultiFair's public code.
+
+Helpers for reweighting: :class:`RowWeightedTask` wraps a task so that the model's ``training_loss``
+(whatever masks it applies: scorable stays, present modalities) becomes a per-row weighted mean, so a
+reweighting modulator composes with any method without knowing its loss.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from mmfair.core.errors import ConfigError
+from mmfair.core.registry import MODULATORS
+
+
+class ModulatorParams(BaseModel):
+    """Base of every modulator's hyperparameters (frozen, unknown keys rejected)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+@dataclass(frozen=True)
+class Groups:
+    """The sensitive attribute used in training: codes per training row and the group names."""
+
+    attribute: str
+    names: tuple[str, ...]
+    codes: torch.Tensor  # long [n_train_rows], aligned with the training split's rows
+
+    @property
+    def n_groups(self) -> int:
+        return len(self.names)
+
+
+MISSING_GROUP = "(missing)"
+
+
+def group_codes(values: Any, attribute: str) -> tuple[tuple[str, ...], np.ndarray]:
+    """Sorted group names and int codes for ``values`` (NaN/empty → its own group ``(missing)``)."""
+    text = np.array(["" if v is None or (isinstance(v, float) and np.isnan(v)) else str(v) for v in values], dtype=object)
+    text[text == ""] = MISSING_GROUP
+    names = tuple(sorted(set(text.tolist())))
+    index = {n: i for i, n in enumerate(names)}
+    return names, np.array([index[t] for t in text], dtype=np.int64)
+
+
+class Modulator:
+    """Base class: no-op hooks; subclasses override what they change."""
+
+    Params: ClassVar[type[ModulatorParams]] = ModulatorParams
+    needs_groups: ClassVar[bool] = False
+    name: ClassVar[str] = ""
+
+    def __init__(self, params: ModulatorParams) -> None:
+        self.params = params
+        self._epoch_log: dict[str, list[float]] = {}
+
+    # ---- hooks ---------------------------------------------------------------------------------
+    def setup(self, model: Any, task: Any, train: Any, config: Any, groups: Groups | None, device: torch.device) -> None:
+        if self.needs_groups and groups is None:
+            raise ConfigError(f"modulator '{self.name}' needs the sensitive groups of the training stays (fair_attr)")
+
+    def on_epoch_start(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def loss(self, model: Any, output: Any, batch: dict[str, Any], task: Any) -> torch.Tensor:
+        return model.training_loss(output, batch, task)
+
+    def after_backward(self, model: Any, output: Any, batch: dict[str, Any]) -> None:
+        return None
+
+    def on_epoch_end(self, epoch: int) -> dict[str, float]:
+        out = {f"modulator_{k}": float(np.mean(v)) for k, v in sorted(self._epoch_log.items()) if v}
+        self._epoch_log = {}
+        return out
+
+    def state_dict(self) -> dict[str, Any]:
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        return None
+
+    # ---- helpers -------------------------------------------------------------------------------
+    def log_value(self, key: str, value: float) -> None:
+        self._epoch_log.setdefault(key, []).append(float(value))
+
+
+def resolve_params(name: str, params: dict[str, Any] | None) -> dict[str, Any]:
+    """Every hyperparameter of modulator ``name`` with defaults filled in (JSON-ready, for config.json)."""
+    cls = MODULATORS.get(name)
+    try:
+        return cls.Params(**(params or {})).model_dump(mode="json")
+    except ValidationError as exc:
+        msg = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+        raise ConfigError(f"modulator '{name}': invalid modulator_params ({msg})") from None
+
+
+def build_modulator(name: str, params: dict[str, Any] | None = None) -> Modulator:
+    cls = MODULATORS.get(name)
+    return cls(cls.Params(**resolve_params(name, params)))
+
+
+# ---- shared pieces ----------------------------------------------------------------------------
+def encoder_groups(model: Any, modalities: tuple[str, ...] | None = None) -> dict[str, list[torch.nn.Parameter]]:
+    """``{modality: parameters of encoder:<modality>}``; a missing or empty group is a ConfigError."""
+    groups = model.param_groups()
+    out = {}
+    for m in modalities or tuple(model.modalities):
+        params = groups.get(f"encoder:{m}", [])
+        if not params:
+            raise ConfigError(f"model {type(model).__name__} has no parameters in group 'encoder:{m}'")
+        out[m] = params
+    return out
+
+
+def per_row_loss(task: Any, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """The task's loss per row, unreduced (mirrors ``Task.loss``: CE for multiclass, mean BCE over labels)."""
+    logits = logits.float()
+    if task.kind == "multiclass":
+        return F.cross_entropy(logits, labels, reduction="none")
+    return F.binary_cross_entropy_with_logits(logits, labels.float(), reduction="none").mean(dim=1)
+
+
+class RowWeightedTask:
+    """A task whose ``loss(logits, labels, mask)`` is ``Σ w_i ℓ_i over the mask / |mask ∩ keep|``.
+
+    ``row_weight`` (float [B], may be None = 1) multiplies each row's loss; ``keep`` (bool [B], may be
+    None) restricts the rows further (e.g. one group). Every other attribute is the wrapped task's, so
+    ``model.training_loss(output, batch, RowWeightedTask(task, w))`` reweights any method's loss terms
+    that go through ``task.loss`` while leaving its auxiliary losses as they are.
+    """
+
+    def __init__(self, task: Any, row_weight: torch.Tensor | None = None, keep: torch.Tensor | None = None) -> None:
+        self._task = task
+        self._weight = row_weight
+        self._keep = keep
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._task, name)
+
+    def loss(self, logits: torch.Tensor, labels: torch.Tensor, weight: torch.Tensor | None = None) -> torch.Tensor:
+        per_row = per_row_loss(self._task, logits, labels)
+        keep = torch.ones_like(per_row, dtype=torch.bool) if weight is None else weight.bool()
+        if self._keep is not None:
+            keep = keep & self._keep
+        if self._weight is not None:
+            per_row = per_row * self._weight.to(per_row.dtype)
+        per_row = torch.where(keep, per_row, torch.zeros((), dtype=per_row.dtype, device=per_row.device))
+        return per_row.sum() / keep.sum().clamp_min(1).to(per_row.dtype)
+
+
+def aux_total(output: Any, like: torch.Tensor) -> torch.Tensor:
+    total = like.new_zeros(())
+    for aux in output.aux_losses.values():
+        total = total + aux
+    return total
+
+
+def label_matrix(task: Any, labels: torch.Tensor, n_outputs: int) -> torch.Tensor:
+    """Labels as a float one-vs-rest matrix [B, K] (multiclass → one-hot; binary/multilabel as is)."""
+    if task.kind == "multiclass":
+        return F.one_hot(labels.long(), n_outputs).float()
+    return labels.float().reshape(len(labels), -1)
+
+
+def score_matrix(task: Any, logits: torch.Tensor) -> torch.Tensor:
+    """Scores per one-vs-rest column: log-softmax for multiclass, the logits otherwise (monotone in p)."""
+    logits = logits.float()
+    return torch.log_softmax(logits, dim=1) if task.kind == "multiclass" else logits
+
+
+def exact_auc(y: torch.Tensor, s: torch.Tensor) -> float:
+    """Macro ROC-AUC over the columns with both classes (Mann-Whitney, ties averaged); NaN if none."""
+    from mmfair.core.training.tasks import auroc
+
+    y_np = y.detach().cpu().double().numpy()
+    s_np = s.detach().cpu().double().numpy()
+    y_np = y_np[:, None] if y_np.ndim == 1 else y_np
+    s_np = s_np[:, None] if s_np.ndim == 1 else s_np
+    values = [auroc(y_np[:, j], s_np[:, j]) for j in range(y_np.shape[1])]
+    values = [v for v in values if not np.isnan(v)]
+    return float(np.mean(values)) if values else float("nan")
+
+
+def surrogate_auc(y: torch.Tensor, s: torch.Tensor) -> torch.Tensor | None:
+    """Differentiable pairwise-logistic AUC: ``1 − mean_{pos i, neg j} log(1 + exp(−(s_i − s_j)))``,
+    macro over the columns with both classes; None when no column has both (undefined, never 0.5)."""
+    y = y[:, None] if y.dim() == 1 else y
+    s = s[:, None] if s.dim() == 1 else s
+    values = []
+    for j in range(y.shape[1]):
+        pos, neg = s[y[:, j] > 0.5, j], s[y[:, j] <= 0.5, j]
+        if len(pos) == 0 or len(neg) == 0:
+            continue
+        values.append(1.0 - F.softplus(-(pos[:, None] - neg[None, :])).mean())
+    if not values:
+        return None
+    return torch.stack(values).mean()
