@@ -13,8 +13,10 @@ from mmfair.core.config import EvalFairConfig, ReportConfig
 
 def eval_fair_cmd(
     ctx: typer.Context,
-    attr: Annotated[Optional[list[str]], typer.Option("--attr", "-a", help="Sensitive attribute (repeatable): race_group, gender, age_group, insurance_group, …")] = None,
-    threshold: Annotated[Optional[str], typer.Option(help="Operating point chosen on validation: val-youden (default), 0.5, or a number.")] = None,
+    attr: Annotated[Optional[list[str]], typer.Option("--attr", "-a", help="Sensitive attribute (repeatable): race_group, gender, age_group, insurance_group, language_group, marital_status, admission_type, has_cxr, or an intersection of two such as race_group*gender.")] = None,
+    threshold: Annotated[Optional[str], typer.Option(help="Operating point chosen on validation predictions: val-youden (default), val-sens-0.8, val-spec-0.8, val-prevalence, 0.5, or a number in (0, 1).")] = None,
+    recalibrate: Annotated[Optional[str], typer.Option(help="Post-hoc recalibration fitted on validation before thresholds are chosen: none (default), platt, isotonic.")] = None,
+    seed: Annotated[Optional[int], typer.Option(help="Bootstrap seed (the same for every run, so runs on one fold are paired).")] = None,
     min_group_size: Annotated[Optional[int], typer.Option(help="Suppress subgroup cells with n, n_pos or n − n_pos below this.")] = None,
     bootstrap: Annotated[Optional[int], typer.Option(help="Bootstrap replicates for confidence intervals.")] = None,
     run: Annotated[Optional[list[str]], typer.Option("--run", help="Only these run ids (repeatable).")] = None,
@@ -22,8 +24,10 @@ def eval_fair_cmd(
 ) -> None:
     """Subgroup metrics and fairness gaps of every finished run, at a threshold chosen on validation.
 
-    Per group: AUROC, AUPRC, TPR and FPR with n, n_pos and whether each is defined; gaps: demographic
-    parity, equalized odds and equal opportunity differences. Rows go to <workspace>/results/fairness.csv.
+    Per group: prevalence, AUROC, AUPRC, TPR, FPR, PPV, selection rate, Brier, ECE with n, n_pos and whether
+    each is defined; gaps: demographic parity difference and ratio, equalized odds (worst case and mean) with
+    its TPR-gap / FPR-gap split, equal opportunity, AUROC gap, worst-group AUROC, ES-AUC, ECE and Brier gaps,
+    all with patient-level bootstrap intervals. Rows go to <workspace>/results/fairness.csv.
     """
     ws = _util.workspace(ctx)
     with _util.user_errors():
@@ -34,6 +38,8 @@ def eval_fair_cmd(
             config,
             attributes=tuple(attr) if attr else None,
             threshold_rule=threshold,
+            recalibrate=recalibrate,
+            seed=seed,
             min_group_size=min_group_size,
             bootstrap=bootstrap,
         )

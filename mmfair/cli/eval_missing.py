@@ -1,4 +1,4 @@
-"""`mmfair eval-missing`: performance as the CXR goes missing from a growing share of test stays."""
+"""`mmfair eval-missing`: performance as a modality goes missing from test stays, and its robustness summaries."""
 
 from __future__ import annotations
 
@@ -13,19 +13,30 @@ from mmfair.core.config import EvalMissingConfig, ReportConfig
 
 def eval_missing_cmd(
     ctx: typer.Context,
-    rate: Annotated[Optional[list[float]], typer.Option("--rate", "-r", help="Share of test stays with a CXR that lose it (repeatable; 0 is always added).")] = None,
+    mechanism: Annotated[Optional[str], typer.Option("--mechanism", "-m", help="mcar | group | label | natural (see `mmfair list`).")] = None,
+    rate: Annotated[Optional[list[float]], typer.Option("--rate", "-r", help="mcar: share of test stays with the modality that lose it (repeatable; 0 is always added; default 0.2, 0.5, 1).")] = None,
+    rates: Annotated[Optional[list[str]], typer.Option("--rates", help="group/label: per-level shares, e.g. WHITE=0.1,BLACK=0.4 or 1=0.6,0=0.2; '*' = every other level (repeatable: one curve point each).")] = None,
+    by: Annotated[Optional[str], typer.Option("--by", help="group: the attribute column, e.g. race_group.")] = None,
+    attribute: Annotated[Optional[list[str]], typer.Option("--attribute", "-a", help="Also per-group AUROC and the AUROC gap for this attribute (repeatable; group: --by by default).")] = None,
+    modality: Annotated[Optional[str], typer.Option("--modality", help="cxr | ehr (the whole EHR, through the presence flags).")] = None,
     draws: Annotated[Optional[int], typer.Option(help="Random draws per rate (each recorded with its seed).")] = None,
     seed: Annotated[Optional[int], typer.Option(help="Base seed of the draws.")] = None,
     bootstrap: Annotated[Optional[int], typer.Option(help="Bootstrap replicates for confidence intervals.")] = None,
+    reference: Annotated[Optional[str], typer.Option(help="Reference method of effective robustness (default late).")] = None,
     run: Annotated[Optional[list[str]], typer.Option("--run", help="Only these run ids (repeatable); default every finished run.")] = None,
     device: Annotated[Optional[str], typer.Option(help="auto | cpu | cuda.")] = None,
     config: Annotated[Optional[Path], typer.Option("--config", "-c", help="YAML/TOML file with these options.")] = None,
 ) -> None:
-    """Re-score every finished run with the CXR removed from a share of the test stays that have one.
+    """Re-score every finished run with a modality removed from test stays, under one mechanism.
 
-    Exactly round(rate × n) stays lose their CXR, stratified on the label, through the presence flags —
-    never a blank image pushed through a network. Rows go to <workspace>/results/missing.csv (replaced,
-    not appended, on a rerun).
+    mcar: exactly round(rate × n) of the stays that have the modality lose it, stratified on the label.
+    group: exactly round(r_g × n_g) within each listed group (--by race_group --rates WHITE=0.1,BLACK=0.4).
+    label: the rate depends on the outcome (--rates 1=0.6,0=0.2). natural: the full test fold as it is.
+    Removal goes through the presence flags — never a blank image pushed through a network. Rows go to
+    <workspace>/results/missing.csv (replaced, not appended, on a rerun), followed by the robustness
+    summaries (relative and effective robustness, r*) recomputed from every curve in that file, and
+    the modality Shapley values of every fusion run whose modality-subset runs (same task, fold, seed)
+    are finished, overall and per group (`shapley_attributes` in a --config file).
     """
     ws = _util.workspace(ctx)
     with _util.user_errors():
@@ -34,16 +45,22 @@ def eval_missing_cmd(
         cfg = _util.build_config(
             EvalMissingConfig,
             config,
+            mechanism=mechanism,
             rates=tuple(rate) if rate else None,
+            level_rates=tuple(rates) if rates else None,
+            by=by,
+            attributes=tuple(attribute) if attribute else None,
+            modality=modality,
             draws=draws,
             seed=seed,
             bootstrap=bootstrap,
+            reference=reference,
             device=device,
         )
         pipeline.eval_missing(cfg, ws, run_ids=run)
         tables = pipeline.report_tables(ReportConfig(), ws)
     from mmfair.core.reporting import render_rich
 
-    for table in render_rich({k: v for k, v in tables.items() if k.startswith("missing")}):
+    for table in render_rich({k: v for k, v in tables.items() if k.startswith(("missing", "robustness", "shapley"))}):
         _util.out.print(table)
     _util.out.print(f"rows in {ws.missing_csv}")

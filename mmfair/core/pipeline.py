@@ -120,13 +120,28 @@ def make_predict_fn(device: str = "auto") -> Callable:
 
 
 def eval_missing(config: EvalMissingConfig, workspace: Workspace, run_ids: Iterable[str] | None = None) -> pd.DataFrame:
-    """Score every finished run with the CXR removed from a share of test stays; rows → results/missing.csv."""
+    """Score every finished run with a modality removed under one mechanism; rows → results/missing.csv.
+
+    The robustness summaries and modality Shapley values are then recomputed into the same file.
+    """
     _require_data(workspace)
     runs = _finished_runs(workspace, run_ids)
     from mmfair.core.evaluation import evaluate_missing, upsert_results
+    from mmfair.core.evaluation.robustness import update_summaries
+    from mmfair.core.evaluation.shapley import update_shapley
 
     rows = evaluate_missing(runs, config, make_predict_fn(config.device))
     upsert_results(workspace.missing_csv, rows)
+    # Summaries and Shapley values depend on every curve and subset run in the workspace, not only on
+    # this call's runs, so both are recomputed from the whole table.
+    update_summaries(workspace.missing_csv, reference=config.reference)
+    update_shapley(
+        workspace.missing_csv,
+        workspace.finished_runs(),
+        attributes=config.shapley_attributes,
+        bootstrap=config.bootstrap,
+        seed=config.seed,
+    )
     return rows
 
 

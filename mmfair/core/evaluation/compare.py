@@ -23,6 +23,7 @@ class PairedDifference:
     ci: BootstrapCI
     n: int
     n_pos: int
+    p_value: float = float("nan")  #: two-sided paired permutation p-value (``n_perm > 0``), else NaN
 
 
 def paired_difference(
@@ -34,12 +35,15 @@ def paired_difference(
     metric: Callable = auroc,
     n_boot: int = 1000,
     seed: int = 0,
+    n_perm: int = 0,
 ) -> PairedDifference:
     """Difference of a metric between two methods, bootstrapped by patient with the *same* replicates.
 
     Both methods are evaluated on every replicate's resample, so the interval is that of the paired
     difference (the correlation between the two methods' errors is kept), not of two independent CIs.
-    Stays where either score is missing are left out of both.
+    Stays where either score is missing are left out of both. With ``n_perm > 0`` a paired permutation test
+    (:func:`mmfair.core.evaluation.stats.paired_permutation_test`, method labels swapped per patient) adds a
+    two-sided p-value.
 
     Examples
     --------
@@ -61,7 +65,20 @@ def paired_difference(
         diffs = metric(y, a, weights=boot.weights) - metric(y, b, weights=boot.weights)
     else:
         diffs = np.array([])
+    p_value = float("nan")
+    if n_perm:
+        from mmfair.core.evaluation import stats
+
+        if metric is auroc:
+            statistic = stats.auroc_rows
+        else:
+
+            def statistic(yy, xx):
+                return np.array([metric(yy, row) for row in xx])
+
+        p_value = stats.paired_permutation_test(y, a, b, subjects, statistic=statistic, n_perm=n_perm, seed=seed).p_value
     return PairedDifference(
+        p_value=p_value,
         value=value_a - value_b,
         value_a=value_a,
         value_b=value_b,

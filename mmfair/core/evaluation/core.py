@@ -28,6 +28,7 @@ from typing import Callable, Sequence
 import numpy as np
 import pandas as pd
 from fairlearn.metrics import MetricFrame
+from threadpoolctl import threadpool_limits
 
 from mmfair.core.config import EvalFairConfig, EvalMissingConfig
 from mmfair.core.errors import InputFileError
@@ -46,8 +47,9 @@ from mmfair.core.evaluation.runs import (
     task_spec,
     thresholds_for,
 )
-from mmfair.core.evaluation.scenarios import draw_seed, stratified_removal
-from mmfair.core.evaluation.tidy import make_row, to_frame
+from mmfair.core.evaluation.scenarios import StayContext, draw_seed, get_scenario, level_text
+from mmfair.core.evaluation.thresholds import choose_threshold, fit_recalibrator
+from mmfair.core.evaluation.tidy import HIGHER_IS_BETTER, make_row, to_frame
 
 log = logging.getLogger(__name__)
 
@@ -232,32 +234,72 @@ def _strata(pred: pd.DataFrame, spec: TaskSpec) -> tuple[np.ndarray, str]:
     return pred[col].to_numpy(), col
 
 
+def _missing_group_rows(scored: pd.DataFrame, spec: TaskSpec, evaluated: np.ndarray, boot: PatientBootstrap,
+                        base: dict, levels_by_attribute: dict[str, np.ndarray]) -> list[dict]:
+    """Per-group ``auroc`` rows and the ``auroc_gap`` row (group ``all``) of one scenario draw.
+
+    Groups are those with an evaluated stay; each group's AUROC follows the coverage rule on its own
+    evaluated stays. The gap is max − min over the groups whose AUROC is defined (fewer than two:
+    undefined); a replicate in which a used group's AUROC is undefined is dropped.
+    """
+    rows: list[dict] = []
+    if spec.kind == "multiclass":
+        return rows
+    for attribute, levels in levels_by_attribute.items():
+        groups = sorted(set(levels[evaluated].tolist()))
+        for label, label_col, score_col in spec.targets:
+            y = scored[label_col].to_numpy(dtype=float)
+            s = scored[score_col].to_numpy(dtype=float)
+            stats = {}
+            for g in groups:
+                stats[g] = _score_target(y, s, evaluated & (levels == g), boot, ("auroc",))["auroc"]
+                rows.append(_row(base, boot, "auroc", stats[g], label=label, attribute=attribute, group=g))
+            used = [g for g in groups if stats[g].defined]
+            n = sum(stats[g].n or 0 for g in used)
+            n_pos = sum(stats[g].n_pos or 0 for g in used)
+            if len(used) < 2:
+                gap = _Stat(float("nan"), np.full(boot.n_boot, np.nan), n, n_pos, False)
+            else:
+                values = np.array([stats[g].value for g in used])
+                reps = np.stack([stats[g].reps for g in used], axis=1) if boot.n_boot else np.empty((0, len(used)))
+                gap = _Stat(float(values.max() - values.min()), reps.max(axis=1) - reps.min(axis=1), n, n_pos, True)
+            rows.append(_row(base, boot, "auroc_gap", gap, label=label, attribute=attribute, group="all"))
+    return rows
+
+
 def evaluate_missing(
     run_dirs: Sequence[Path], config: EvalMissingConfig, predict_fn: PredictFn, *, progress: Progress = None
 ) -> pd.DataFrame:
-    """Test metrics when the CXR is removed from a share of the test stays that have one.
+    """Test metrics when a modality goes missing under the scenario ``config.mechanism``.
 
-    For each run, each rate in ``{0} ∪ config.rates`` and each draw (one draw at rate 0), the scenario
-    ``mcar`` (:func:`~mmfair.core.evaluation.scenarios.stratified_removal`) removes the CXR from exactly
-    ``round(rate × n)`` of the ``n`` test stays with ``present_cxr == 1``, the same share from each label
-    stratum (phenotypes: the first phenotype label). The run is re-scored with
-    ``predict_fn(run_dir, "test", {"cxr": keep})`` (``keep`` aligned with the rows of
-    ``predictions_test.csv``; results are cached per run and mask within the call). The evaluated stays
-    are those that had a CXR; stays without one naturally are outside the evaluated set.
+    Scenarios (:mod:`~mmfair.core.evaluation.scenarios`, registry ``SCENARIOS``): ``mcar`` (a
+    label-stratified random share of the stays that have the modality), ``group`` (per-group shares,
+    ``config.by`` and ``config.level_rates``), ``label`` (per-label shares: missing not at random) and
+    ``natural`` (the full test fold as it is). For each run, each point of the scenario's grid (the
+    clean point — rate 0 — always included) and each draw (one at the clean point), the scenario gives
+    a keep-mask and the evaluated stays; the run is re-scored with
+    ``predict_fn(run_dir, "test", {modality: keep})`` (``keep`` aligned with the rows of
+    ``predictions_test.csv``; results are cached per run and mask within the call). Synthetic mechanisms
+    evaluate the stays that had the modality; ``natural`` evaluates every test stay.
 
-    Rows: ``scenario=mcar``, ``scenario_params`` JSON (modality, requested rate, stratification column),
-    ``missing_rate`` = removed / evaluated (the final share without the modality), ``draw``,
-    ``draw_seed`` (from ``config.seed``, rate, draw: reproducible and shared by runs on the same fold),
-    metrics ``auroc`` and ``auprc`` (length of stay: ``accuracy``, ``kappa``, ``macro_f1``) with
-    intervals from the patient-level bootstrap (seed ``config.seed``) and the coverage rule of this
-    module.
+    Rows: ``scenario`` = the mechanism, ``scenario_params`` JSON (modality, the point's requested rate or
+    per-level profile ``rates`` with ``by``, the stratification column), ``missing_rate`` = the share of
+    evaluated stays without the modality after removal (the final share), ``draw``, ``draw_seed`` (from
+    ``config.seed``, the point and the draw: reproducible and shared by runs on the same fold; empty
+    for ``natural``), metrics ``auroc`` and ``auprc`` (length of stay: ``accuracy``, ``kappa``,
+    ``macro_f1``) with intervals from the patient-level bootstrap (seed ``config.seed``) and the
+    coverage rule of this module. With ``config.attributes`` (for ``group``: its ``by`` attribute by
+    default), also per-group ``auroc`` rows (``attribute``/``group``, on the group's evaluated stays)
+    and the ``auroc_gap`` row (``group=all``: max − min over the groups where AUROC is defined), per
+    label, for every point and draw — so the gap's curve over the missing rate is in the table too.
     """
     modality = config.modality
-    rates = sorted({0.0, *(float(r) for r in config.rates)})
+    scenario = get_scenario(config.mechanism)
+    points = scenario.points(config)
     rows: list[dict] = []
     cache: dict[tuple, pd.DataFrame] = {}
     run_dirs = list(run_dirs)
-    total = len(run_dirs) * sum(1 if r == 0 else config.draws for r in rates)
+    total = len(run_dirs) * sum(p.draws for p in points)
     done = 0
     for run_dir in run_dirs:
         info = load_run_info(run_dir)
@@ -266,13 +308,19 @@ def evaluate_missing(
         spec = task_spec(pred, source)
         present = presence(pred, modality, source)
         strata, strata_col = _strata(pred, spec)
+        ctx = StayContext(pred, present, strata, strata_col, str(source))
         boot = PatientBootstrap(subject_ids(pred, source), config.bootstrap, config.seed)
-        n_eval = int(present.sum())
         names = ("auroc", "auprc")
-        for rate in rates:
-            for draw in range(1 if rate == 0 else config.draws):
-                dseed = draw_seed(config.seed, rate, draw)
-                keep = stratified_removal(present, strata, rate, dseed)
+        levels_by_attribute = {}
+        for attribute in config.group_attributes():
+            if attribute not in pred.columns:
+                raise InputFileError(_MISSING_ATTRIBUTE.format(source, attribute))
+            levels_by_attribute[attribute] = level_text(pred[attribute].to_numpy())
+        for point in points:
+            for draw in range(point.draws):
+                dseed = None if point.seed_key is None else draw_seed(config.seed, point.seed_key, draw)
+                removal = scenario.apply(point, ctx, dseed)
+                keep = removal.keep
                 key = _mask_key(run_dir, "test", modality, keep)
                 if key not in cache:
                     out = predict_fn(Path(run_dir), "test", {modality: keep.copy()})
@@ -283,13 +331,16 @@ def evaluate_missing(
                     scored[label_col] = pred[label_col].to_numpy()
                 if spec.kind == "multiclass":
                     scored["label"] = pred["label"].to_numpy()
-                removed = int((present & ~keep).sum())
-                params = {"modality": modality, "requested_rate": rate, "stratified_on": strata_col}
+                evaluated = removal.evaluated
+                n_eval = int(evaluated.sum())
+                without = int((evaluated & ~(present & keep)).sum())
+                params = {"modality": modality, **point.params, **removal.params}
                 base = {
-                    **info.row_base(), "scenario": "mcar", "scenario_params": json.dumps(params, sort_keys=True),
-                    "missing_rate": removed / n_eval if n_eval else float("nan"), "draw": draw, "draw_seed": dseed,
+                    **info.row_base(), "scenario": scenario.name, "scenario_params": json.dumps(params, sort_keys=True),
+                    "missing_rate": without / n_eval if n_eval else float("nan"), "draw": draw, "draw_seed": dseed,
                 }  # fmt: skip
-                rows += _task_rows(scored, spec, present, boot, base, names)
+                rows += _task_rows(scored, spec, evaluated, boot, base, names)
+                rows += _missing_group_rows(scored, spec, evaluated, boot, base, levels_by_attribute)
                 done += 1
                 if progress:
                     progress("missing-modality scenarios", done, total)
@@ -304,47 +355,94 @@ def _group_frame(y, s, thr: float, groups: pd.Series) -> pd.DataFrame:
     """fairlearn's disaggregation of the score metrics and, at threshold ``thr``, the rate metrics.
 
     The rate metrics receive hard predictions (``score >= thr``): fairlearn's rates silently count
-    ``y_pred == 1`` and would be wrong on probabilities.
+    ``y_pred == 1`` and would be wrong on probabilities. These are the *point* values; the bootstrap
+    replicates are computed by the vectorised functions of :mod:`.metrics` (MetricFrame is far too slow
+    row by row for a thousand replicates).
     """
 
-    def auroc(y_true, y_pred):
-        return M.auroc(y_true, y_pred)
+    def hard(y_pred):
+        return (np.asarray(y_pred) >= thr).astype(float)
 
-    def auprc(y_true, y_pred):
-        return M.auprc(y_true, y_pred)
+    metrics = {
+        "prevalence": lambda y_true, y_pred: M.prevalence(y_true),
+        "auroc": lambda y_true, y_pred: M.auroc(y_true, y_pred),
+        "auprc": lambda y_true, y_pred: M.auprc(y_true, y_pred),
+        "tpr": lambda y_true, y_pred: M.tpr(y_true, hard(y_pred)),
+        "fpr": lambda y_true, y_pred: M.fpr(y_true, hard(y_pred)),
+        "ppv": lambda y_true, y_pred: M.ppv(y_true, hard(y_pred)),
+        "selection_rate": lambda y_true, y_pred: M.selection_rate(y_true, hard(y_pred)),
+        "brier": lambda y_true, y_pred: M.brier(y_true, y_pred),
+        "ece": lambda y_true, y_pred: M.ece(y_true, y_pred),
+    }
 
-    def tpr(y_true, y_pred):
-        return M.tpr(y_true, (y_pred >= thr).astype(float))
+    def all_metrics(y_true, y_pred):
+        # one metric function returning every value: MetricFrame converts its inputs element by element
+        # for each metric function, so one function instead of nine makes the point values ~9x cheaper
+        return tuple(fn(y_true, y_pred) for fn in metrics.values())
 
-    def fpr(y_true, y_pred):
-        return M.fpr(y_true, (y_pred >= thr).astype(float))
-
-    def selection_rate(y_true, y_pred):
-        return M.selection_rate(y_true, (y_pred >= thr).astype(float))
-
-    frame = MetricFrame(
-        metrics={"auroc": auroc, "auprc": auprc, "tpr": tpr, "fpr": fpr, "selection_rate": selection_rate},
-        y_true=y, y_pred=s, sensitive_features=groups,
-    )  # fmt: skip
-    by_group = frame.by_group
-    by_group.index = [str(v) for v in by_group.index]
+    frame = MetricFrame(metrics={"all": all_metrics}, y_true=y, y_pred=s, sensitive_features=groups)
+    packed = frame.by_group["all"]
+    by_group = pd.DataFrame([list(v) for v in packed], index=[str(v) for v in packed.index], columns=list(metrics))
     return by_group
 
 
-_GROUP_METRICS = ("prevalence", "auroc", "auprc", "tpr", "fpr", "selection_rate")
+#: Per-group metrics of ``eval-fair`` (tidy names), in row order.
+FAIR_GROUP_METRICS = ("prevalence", "auroc", "auprc", "tpr", "fpr", "ppv", "selection_rate", "brier", "ece")
+#: Gap rows (``group=all``) of ``eval-fair``; names outside the tidy schema are emitted once registered there.
+FAIR_GAP_METRICS = (
+    "demographic_parity_difference", "demographic_parity_ratio", "equalized_odds_difference",
+    "equalized_odds_mean", "tpr_gap", "fpr_gap", "equal_opportunity_difference", "auroc_gap",
+    "worst_group_auroc", "es_auc", "ece_gap", "brier_gap",
+)  # fmt: skip
+#: Separator of an intersection of two attributes (``race_group*gender``) and of its group values.
+INTERSECTION = "*"
+#: Attribute computed from ``present_cxr`` when the predictions have no ``has_cxr`` column.
+HAS_CXR = "has_cxr"
+
+_SCORE_INPUT = {"auroc", "auprc", "brier", "ece"}
+_HARD_INPUT = {"tpr", "fpr", "ppv", "selection_rate"}
 
 
-def _group_labels(pred: pd.DataFrame, attribute: str, source: object) -> np.ndarray:
+def _one_attribute(pred: pd.DataFrame, attribute: str, source: object) -> np.ndarray:
+    if attribute not in pred.columns and attribute == HAS_CXR:
+        return presence(pred, "cxr", source).astype(int).astype(str).astype(object)
     if attribute not in pred.columns:
         raise InputFileError(_MISSING_ATTRIBUTE.format(source, attribute))
     col = pred[attribute]
-    return np.asarray([MISSING_GROUP if pd.isna(v) or str(v) == "" else str(v) for v in col], dtype=object)
+    return np.asarray([MISSING_GROUP if pd.isna(v) or str(v) == "" else _plain(v) for v in col], dtype=object)
 
 
-def _fairness_target(y, s, thr, groups, boot: PatientBootstrap, base: dict, attribute: str, label: str) -> list[dict]:
+def _plain(v: object) -> str:
+    """A group value as text; ``1.0`` read from a CSV column with gaps is ``1``."""
+    if isinstance(v, float) and v.is_integer():
+        return str(int(v))
+    return str(v)
+
+
+def _group_labels(pred: pd.DataFrame, attribute: str, source: object) -> np.ndarray:
+    """Group of each stay for an attribute or an intersection ``a*b`` (groups ``A*B``); empty → ``unknown``."""
+    parts = attribute.split(INTERSECTION)
+    labels = [_one_attribute(pred, a, source) for a in parts]
+    if len(labels) == 1:
+        return labels[0]
+    return np.asarray([INTERSECTION.join(t) for t in zip(*labels)], dtype=object)
+
+
+def _metric_reps(name: str, y, s, hard, w) -> np.ndarray:
+    if name == "prevalence":
+        return M.prevalence(y, w)
+    fn = getattr(M, name)
+    return fn(y, hard if name in _HARD_INPUT else s, w)
+
+
+def _fairness_target(y, s, thr, groups, boot: PatientBootstrap, base: dict, attribute: str, label: str,
+                     weight_cache: dict | None = None) -> list[dict]:  # fmt: skip
+    """Per-group rows and gap rows of one label and one attribute (see :func:`evaluate_fairness`)."""
     scored = np.isfinite(s)
     n_all = int(scored.size)
-    y, s, g, w = y[scored], s[scored], groups[scored], boot.weights[:, scored]
+    all_scored = bool(scored.all())
+    y, s, g = y[scored], s[scored], groups[scored]
+    w = boot.weights if all_scored else boot.weights[:, scored]
     hard = (s >= thr).astype(float)  # positive at or above the validation threshold (roc_curve's convention)
     rows: list[dict] = []
     if not _covered(int(scored.sum()), n_all):
@@ -352,131 +450,217 @@ def _fairness_target(y, s, thr, groups, boot: PatientBootstrap, base: dict, attr
         return rows
     by_group = _group_frame(y, s, thr, pd.Series(g, name=attribute))
     counts = pd.DataFrame({"g": g, "y": y}).groupby("g")["y"].agg(["size", "sum"])
-    by_group["n"] = counts["size"].reindex(by_group.index).to_numpy()
-    by_group["n_pos"] = counts["sum"].reindex(by_group.index).to_numpy()
-    by_group["prevalence"] = by_group["n_pos"] / by_group["n"]
+    n_of = counts["size"].reindex(by_group.index).astype(int).to_dict()
+    pos_of = counts["sum"].reindex(by_group.index).astype(int).to_dict()
     groups_sorted = list(by_group.index)
     fields = {"label": label, "attribute": attribute}
-    xs = {"prevalence": y, "auroc": s, "auprc": s, "tpr": hard, "fpr": hard, "selection_rate": hard}
-    fns = {"prevalence": lambda yy, xx, ww: M.prevalence(yy, ww), "auroc": M.auroc, "auprc": M.auprc,
-           "tpr": M.tpr, "fpr": M.fpr, "selection_rate": M.selection_rate}  # fmt: skip
     group_reps: dict[tuple[str, str], np.ndarray] = {}
     for grp in groups_sorted:
-        r = by_group.loc[grp]
-        n, n_pos = int(r["n"]), int(r["n_pos"])
+        n, n_pos = n_of[grp], pos_of[grp]
         m = g == grp
-        for name in _GROUP_METRICS:
-            value = float(r[name])
-            reps = fns[name](y[m], xs[name][m], w[:, m]) if boot.n_boot else np.empty(0)
-            group_reps[(name, grp)] = reps
-            stat = _Stat(value, reps, n, n_pos, bool(np.isfinite(value)))
+        ranked: dict[str, np.ndarray] = {}
+        wg = None
+        if boot.n_boot:
+            key = (attribute, grp)
+            if all_scored and weight_cache is not None and key in weight_cache:
+                wg = weight_cache[key]
+            else:
+                wg = w[:, m]
+                if all_scored and weight_cache is not None:
+                    weight_cache[key] = wg
+            ranked = dict(zip(("auroc", "auprc"), M.auroc_auprc(y[m], s[m], wg)))  # one sort for both
+        for name in FAIR_GROUP_METRICS:
+            value = float(by_group.loc[grp, name])
+            if not boot.n_boot:
+                values = np.empty(0)
+            elif name in ranked:
+                values = ranked[name]
+            else:
+                values = _metric_reps(name, y[m], s[m], hard[m], wg)
+            group_reps[(name, grp)] = values
+            stat = _Stat(value, values, n, n_pos, bool(np.isfinite(value)))
             rows.append(_row(base, boot, name, stat, group=grp, **fields))
 
-    n_of = {grp: int(by_group.loc[grp, "n"]) for grp in groups_sorted}
-    pos_of = {grp: int(by_group.loc[grp, "n_pos"]) for grp in groups_sorted}
     has_pos = [grp for grp in groups_sorted if pos_of[grp] > 0]
     both = [grp for grp in has_pos if n_of[grp] - pos_of[grp] > 0]
+    overall_auroc = M.auroc(y, s)
+    overall_reps = M.auroc(y, s, w) if boot.n_boot and both else np.empty(0)
 
-    def gap_stat(members, value_fn, reps_fn) -> _Stat:
-        n = sum(n_of[m] for m in members)
-        n_pos = sum(pos_of[m] for m in members)
-        if len(members) < 2:
-            return _Stat(float("nan"), np.full(boot.n_boot, np.nan), n, n_pos, False)
-        value = float(value_fn())
-        reps = reps_fn(members) if boot.n_boot else np.empty(0)
-        return _Stat(value, reps, n, n_pos, bool(np.isfinite(value)))
+    def point(metric: str, members: list[str]) -> np.ndarray:
+        return by_group.loc[members, metric].to_numpy(dtype=float)
 
-    def reps_of(metric: str, members: list[str]) -> np.ndarray:
+    def replicates(metric: str, members: list[str]) -> np.ndarray:
         """``[B, G]`` replicate values of a group metric for the groups in ``members``."""
         return np.stack([group_reps[(metric, m)] for m in members], axis=1)
 
-    def spread(a: np.ndarray) -> np.ndarray:
-        return a.max(axis=1) - a.min(axis=1)  # NaN in any group propagates: that replicate is dropped
-
-    def between(metric: str, members: list[str]) -> float:
-        """fairlearn's ``between_groups`` difference (max − min), over ``members`` only."""
-        col = by_group.loc[members, metric].to_numpy(dtype=float)
-        return float(np.max(col) - np.min(col))  # a NaN is never skipped (unlike MetricFrame.difference)
-
-    gaps = {
-        "demographic_parity_difference": gap_stat(
-            groups_sorted,
-            lambda: between("selection_rate", groups_sorted),
-            lambda mem: spread(reps_of("selection_rate", mem)),
-        ),
-        "equalized_odds_difference": gap_stat(
-            both,
-            lambda: max(between("tpr", both), between("fpr", both)),
-            lambda mem: np.maximum(spread(reps_of("tpr", mem)),
-                                   spread(reps_of("fpr", mem))),
-        ),  # fmt: skip
-        "equal_opportunity_difference": gap_stat(
-            has_pos,
-            lambda: between("tpr", has_pos),
-            lambda mem: spread(reps_of("tpr", mem)),
-        ),
-        "auroc_gap": gap_stat(
-            both,
-            lambda: between("auroc", both),
-            lambda mem: spread(reps_of("auroc", mem)),
-        ),
-        "worst_group_auroc": gap_stat(
-            both,
-            lambda: float(np.min(by_group.loc[both, "auroc"].to_numpy(dtype=float))),
-            lambda mem: reps_of("auroc", mem).min(axis=1),
-        ),
-    }
-    for name, stat in gaps.items():
+    # name -> (groups used, statistic of per-group values {metric: [..., G]} and overall AUROC)
+    specs: dict[str, tuple[list[str], tuple[str, ...], Callable]] = {
+        "demographic_parity_difference": (groups_sorted, ("selection_rate",), lambda v, a: M.group_difference(v[0])),
+        "demographic_parity_ratio": (groups_sorted, ("selection_rate",), lambda v, a: M.group_ratio(v[0])),
+        "equalized_odds_difference": (both, ("tpr", "fpr"), lambda v, a: M.equalized_odds(v[0], v[1], "worst_case")),
+        "equalized_odds_mean": (both, ("tpr", "fpr"), lambda v, a: M.equalized_odds(v[0], v[1], "mean")),
+        "tpr_gap": (both, ("tpr",), lambda v, a: M.group_difference(v[0])),
+        "fpr_gap": (both, ("fpr",), lambda v, a: M.group_difference(v[0])),
+        "equal_opportunity_difference": (has_pos, ("tpr",), lambda v, a: M.group_difference(v[0])),
+        "auroc_gap": (both, ("auroc",), lambda v, a: M.group_difference(v[0])),
+        "worst_group_auroc": (both, ("auroc",), lambda v, a: M.group_min(v[0])),
+        "es_auc": (both, ("auroc",), lambda v, a: M.es_auc(a, v[0])),
+        "ece_gap": (groups_sorted, ("ece",), lambda v, a: M.group_difference(v[0])),
+        "brier_gap": (groups_sorted, ("brier",), lambda v, a: M.group_difference(v[0])),
+    }  # fmt: skip
+    for name in FAIR_GAP_METRICS:
+        if name not in HIGHER_IS_BETTER:  # not yet in the tidy schema (DESIGN §3.4): not written
+            continue
+        members, inputs, fn = specs[name]
+        n = sum(n_of[m] for m in members)
+        n_pos = sum(pos_of[m] for m in members)
+        if len(members) < 2:
+            stat = _Stat(float("nan"), np.full(boot.n_boot, np.nan), n, n_pos, False)
+        else:
+            value = float(fn([point(k, members) for k in inputs], overall_auroc))
+            r = fn([replicates(k, members) for k in inputs], overall_reps) if boot.n_boot else np.empty(0)
+            stat = _Stat(value, np.asarray(r, dtype=float), n, n_pos, bool(np.isfinite(value)))
         rows.append(_row(base, boot, name, stat, group="all", **fields))
     return rows
+
+
+def _one_vs_rest(pred: pd.DataFrame, spec: TaskSpec) -> tuple[pd.DataFrame, TaskSpec]:
+    """Length of stay as one binary target per class ``class_<c>``: label ``y == c``, score ``score_<c>``."""
+    cols: dict[str, np.ndarray] = {}
+    targets = []
+    y = pd.to_numeric(pred["label"], errors="coerce").to_numpy()
+    for col in spec.class_columns:
+        c = int(col.rsplit("_", 1)[1])
+        cols[f"label_class_{c}"] = (y == c).astype(int)
+        cols[f"score_class_{c}"] = pred[col].to_numpy(dtype=float)
+        targets.append((f"class_{c}", f"label_class_{c}", f"score_class_{c}"))
+    return pred.assign(**cols), TaskSpec("multilabel", targets=tuple(targets))
+
+
+def _recalibrated(run_dir: Path, spec: TaskSpec, pred: pd.DataFrame, config: EvalFairConfig,
+                  val: pd.DataFrame | None = None) -> tuple[pd.DataFrame, dict[str, float]]:  # fmt: skip
+    """Test predictions with recalibrated scores and thresholds chosen on recalibrated validation scores
+    (``config.recalibrate == "none"``: the scores as they are, thresholds chosen on validation)."""
+    val = read_predictions(run_dir, "val") if val is None else val
+    pred = pred.copy()
+    thresholds: dict[str, float] = {}
+    for label, label_col, score_col in spec.targets:
+        yv, sv = val[label_col].to_numpy(dtype=float), val[score_col].to_numpy(dtype=float)
+        try:
+            calib = fit_recalibrator(yv, sv, config.recalibrate)
+        except ValueError as exc:
+            raise InputFileError(f"{predictions_path(run_dir, 'val')}: label '{label}': {exc}") from None
+        pred[score_col] = calib(pred[score_col].to_numpy(dtype=float))
+        t = choose_threshold(yv, calib(sv), config.threshold_rule)
+        if not np.isfinite(t):
+            raise InputFileError(f"{run_dir}: the '{config.threshold_rule}' threshold for label '{label}' is "
+                                 "undefined (validation had one class)")  # fmt: skip
+        thresholds[label] = t
+    return pred, thresholds
+
+
+def _accuracy_by_group(pred: pd.DataFrame, spec: TaskSpec, groups, boot: PatientBootstrap, base: dict,
+                       attribute: str) -> list[dict]:  # fmt: skip
+    """Arg-max accuracy of a multiclass task per group (``label=all``), with replicates."""
+    scores = pred[list(spec.class_columns)].to_numpy(dtype=float)
+    scored = np.isfinite(scores).all(axis=1)
+    if not _covered(int(scored.sum()), scored.size):
+        return []
+    y = pd.to_numeric(pred["label"], errors="coerce").to_numpy()[scored].astype(int)
+    yhat = np.argmax(scores[scored], axis=1)
+    g, w = groups[scored], boot.weights[:, scored]
+    k = len(spec.class_columns)
+    rows = []
+    for grp in sorted(set(g)):
+        m = g == grp
+        value = float(M.accuracy_from_confusion(M.confusion(y[m], yhat[m], k))[0])
+        reps = M.accuracy_from_confusion(M.confusion(y[m], yhat[m], k, w[:, m])) if boot.n_boot else np.empty(0)
+        stat = _Stat(value, reps, int(m.sum()), None, bool(np.isfinite(value)))
+        rows.append(_row(base, boot, "accuracy", stat, label="all", attribute=attribute, group=grp))
+    return rows
+
+
+def threshold_rule_name(config: EvalFairConfig) -> str:
+    """The ``threshold_rule`` written in the tidy table: the rule, plus ``+platt``/``+isotonic`` if recalibrated."""
+    return config.threshold_rule if config.recalibrate == "none" else f"{config.threshold_rule}+{config.recalibrate}"
 
 
 def evaluate_fairness(run_dirs: Sequence[Path], config: EvalFairConfig, *, progress: Progress = None) -> pd.DataFrame:
     """Per-group test metrics and fairness gaps of each run, for each attribute in ``config.attributes``.
 
-    Hard predictions use the threshold of ``config.threshold_rule`` chosen on **validation** (read from
-    ``threshold.json``; if the rule is not stored, chosen on ``predictions_val.csv``), never on test: a
-    stay is predicted positive when its score is at or above it.
+    Attributes are prediction columns (``race_group``, ``gender``, ``age_group``, ``insurance_group``,
+    ``language_group``, ``marital_status``, ``admission_type``, ...), ``has_cxr`` (from ``present_cxr``
+    when there is no such column; groups ``0``/``1``), or an intersection of two, ``race_group*gender``
+    (groups such as ``BLACK*F``). An empty value is the group ``unknown``.
 
-    Per group (``group=<value>``; an empty value is the group ``unknown``): ``prevalence``, ``auroc``,
-    ``auprc``, ``tpr``, ``fpr``, ``selection_rate``, each with the group's ``n`` and ``n_pos``;
-    ``defined=false`` where the group lacks the class the metric needs (AUROC/AUPRC: both classes).
+    Operating point: the threshold of ``config.threshold_rule`` (:mod:`.thresholds`) chosen on
+    **validation** — read from ``threshold.json`` or, when the rule is not stored there, chosen on
+    ``predictions_val.csv`` — never on test; a stay is predicted positive when its score is at or above
+    it. With ``config.recalibrate`` (``platt``/``isotonic``) the scores are first recalibrated by a map
+    fitted on validation, the threshold is chosen on the recalibrated validation scores, and rows carry
+    ``threshold_rule = "<rule>+<method>"``.
 
-    Gap rows (``group=all``) on the hard predictions, from the same MetricFrame disaggregation, as
-    fairlearn defines them (``between_groups``: max − min) but over the groups where the underlying
-    rates are defined — never letting an undefined group drop out silently, as
-    ``MetricFrame.difference`` would (tests check equality with fairlearn's own functions):
+    Per group (``group=<value>``), each with the group's ``n`` and ``n_pos``: ``prevalence``, ``auroc``,
+    ``auprc``, ``tpr``, ``fpr``, ``ppv``, ``selection_rate``, ``brier``, ``ece`` (10 equal-width bins,
+    :func:`~.metrics.ece`). ``defined=false`` where the group lacks what the metric needs (AUROC/AUPRC:
+    both classes; TPR: a positive; FPR: a negative; PPV: a predicted positive) — never 0.
 
-    * ``demographic_parity_difference``: max − min selection rate (all groups);
-    * ``equalized_odds_difference``: max of the TPR and FPR spreads (groups with both classes);
-    * ``equal_opportunity_difference``: TPR spread (groups with a positive);
-    * ``auroc_gap`` and ``worst_group_auroc``: max − min and min of the group AUROCs (groups with both
-      classes).
+    Gap rows (``group=all``), from the same MetricFrame disaggregation, as fairlearn defines them
+    (``between_groups``) but over the groups where the underlying rates are defined — never letting an
+    undefined group drop out silently, as ``MetricFrame.difference`` would:
+
+    * ``demographic_parity_difference`` / ``_ratio``: max − min and min / max selection rate (all groups);
+    * ``equalized_odds_difference``: the larger of ``tpr_gap`` and ``fpr_gap``; ``equalized_odds_mean``:
+      their mean (fairlearn's ``agg="mean"``); ``tpr_gap`` (unequal sensitivity) and ``fpr_gap``
+      (unequal false alarms) themselves (all four over the groups with both classes);
+    * ``equal_opportunity_difference``: TPR spread over the groups with a positive;
+    * ``auroc_gap``, ``worst_group_auroc``, ``es_auc`` (AUROC / (1 + Σ_g |AUROC − AUROC_g|), the
+      overall AUROC being that of all evaluated stays): groups with both classes;
+    * ``ece_gap``, ``brier_gap``: max − min over all groups.
 
     A gap with fewer than two such groups is ``defined=false``; ``n``/``n_pos`` count the stays of the
-    groups used. Binary and phenotype tasks (per label); length of stay is skipped in this version.
-    Intervals: patient-level bootstrap (seed ``config.seed``); a replicate in which a used group loses
-    a class is dropped.
+    groups used. Gap names not yet in the tidy schema (:data:`~.tidy.HIGHER_IS_BETTER`) are not written.
+    Binary and phenotype tasks per label; length of stay one-vs-rest per class (``label=class_<c>``: label
+    ``y == c``, score ``score_<c>``, the threshold always chosen on validation) plus the arg-max
+    ``accuracy`` per group (``label=all``). Intervals:
+    patient-level bootstrap (seed ``config.seed``), the same replicates for groups and gaps, so a gap's
+    interval is that of the gap; a replicate in which a used group loses a class is dropped.
     """
+    # the replicates are many small matrix products: BLAS threads only add overhead (10x on a busy machine)
+    with threadpool_limits(limits=1, user_api="blas"):
+        return _evaluate_fairness(run_dirs, config, progress)
+
+
+def _evaluate_fairness(run_dirs: Sequence[Path], config: EvalFairConfig, progress: Progress) -> pd.DataFrame:
     rows: list[dict] = []
     run_dirs = list(run_dirs)
+    rule_name = threshold_rule_name(config)
     for i, run_dir in enumerate(run_dirs):
         info: RunInfo = load_run_info(run_dir)
         pred = read_predictions(run_dir, "test")
         source = predictions_path(run_dir, "test")
         spec = task_spec(pred, source)
-        if spec.kind == "multiclass":
-            log.warning("%s: fairness rows for multiclass tasks are not implemented; skipped", run_dir)
-            continue
-        thresholds = thresholds_for(run_dir, spec, config.threshold_rule)
+        multiclass = spec.kind == "multiclass"
+        if multiclass:  # one-vs-rest per class, thresholds always chosen on validation (none are stored)
+            class_spec = spec
+            pred, spec = _one_vs_rest(pred, class_spec)
+            val, _ = _one_vs_rest(read_predictions(run_dir, "val"), class_spec)
+            pred, thresholds = _recalibrated(Path(run_dir), spec, pred, config, val=val)
+        elif config.recalibrate != "none":
+            pred, thresholds = _recalibrated(Path(run_dir), spec, pred, config)
+        else:
+            thresholds = thresholds_for(run_dir, spec, config.threshold_rule)
         boot = PatientBootstrap(subject_ids(pred, source), config.bootstrap, config.seed)
-        base = {**info.row_base(), "missing_rate": _natural_missing_rate(pred), "threshold_rule": config.threshold_rule}
+        base = {**info.row_base(), "missing_rate": _natural_missing_rate(pred), "threshold_rule": rule_name}
         attrs = {a: _group_labels(pred, a, source) for a in config.attributes}
-        for label, label_col, score_col in spec.targets:
-            y = pred[label_col].to_numpy(dtype=float)
-            s = pred[score_col].to_numpy(dtype=float)
-            for attribute, groups in attrs.items():
-                rows += _fairness_target(y, s, thresholds[label], groups, boot, base, attribute, label)
+        for attribute, groups in attrs.items():
+            cache: dict = {}  # group weight slices, shared by the labels of this attribute
+            if multiclass:
+                rows += _accuracy_by_group(pred, class_spec, groups, boot, base, attribute)
+            for label, label_col, score_col in spec.targets:
+                y = pred[label_col].to_numpy(dtype=float)
+                s = pred[score_col].to_numpy(dtype=float)
+                rows += _fairness_target(y, s, thresholds[label], groups, boot, base, attribute, label, cache)
         if progress:
             progress("fairness", i + 1, len(run_dirs))
     return to_frame(rows)

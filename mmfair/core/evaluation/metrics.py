@@ -73,8 +73,40 @@ def _grouped_counts(y: np.ndarray, s: np.ndarray, w: np.ndarray, descending: boo
     ys, ss, ws = y[order], s[order], w[:, order]
     starts = _tie_starts(ss)
     pos = np.add.reduceat(ws * ys, starts, axis=1)
-    neg = np.add.reduceat(ws * (1.0 - ys), starts, axis=1)
+    neg = np.add.reduceat(ws, starts, axis=1) - pos  # weights are integer counts: exact
     return pos, neg
+
+
+def _auroc_from_counts(pos: np.ndarray, neg: np.ndarray) -> np.ndarray:
+    """AUROC from ascending-score grouped counts."""
+    neg_below = np.cumsum(neg, axis=1) - neg
+    u = (pos * (neg_below + 0.5 * neg)).sum(axis=1)
+    return _ratio(u, pos.sum(axis=1) * neg.sum(axis=1))
+
+
+def _auprc_from_counts(pos: np.ndarray, neg: np.ndarray) -> np.ndarray:
+    """Average precision from descending-score grouped counts."""
+    tp = np.cumsum(pos, axis=1)
+    fp = np.cumsum(neg, axis=1)
+    denom = tp + fp
+    precision = np.divide(tp, denom, out=np.zeros_like(tp), where=denom > 0)
+    n_pos, n_neg = pos.sum(axis=1), neg.sum(axis=1)
+    ap = _ratio((pos * precision).sum(axis=1), n_pos)
+    ap[n_neg == 0] = np.nan
+    return ap
+
+
+def auroc_auprc(y_true, y_score, weights=None):
+    """``(auroc, auprc)`` from one sort of the scores (the bootstrap's hot path); same values as the two
+    functions called separately."""
+    y, s, w, scalar = _prepare(y_true, y_score, "y_score", weights)
+    if y.size == 0:
+        nan = np.full(w.shape[0], np.nan)
+        return _out(nan, scalar), _out(nan.copy(), scalar)
+    pos, neg = _grouped_counts(y, s, w, descending=False)
+    a = _auroc_from_counts(pos, neg)
+    p = _auprc_from_counts(pos[:, ::-1], neg[:, ::-1])
+    return _out(a, scalar), _out(p, scalar)
 
 
 def auroc(y_true, y_score, weights=None):
@@ -98,9 +130,7 @@ def auroc(y_true, y_score, weights=None):
     if y.size == 0:
         return _out(np.full(w.shape[0], np.nan), scalar)
     pos, neg = _grouped_counts(y, s, w, descending=False)
-    neg_below = np.cumsum(neg, axis=1) - neg
-    u = (pos * (neg_below + 0.5 * neg)).sum(axis=1)
-    return _out(_ratio(u, pos.sum(axis=1) * neg.sum(axis=1)), scalar)
+    return _out(_auroc_from_counts(pos, neg), scalar)
 
 
 def auprc(y_true, y_score, weights=None):
@@ -117,26 +147,19 @@ def auprc(y_true, y_score, weights=None):
     if y.size == 0:
         return _out(np.full(w.shape[0], np.nan), scalar)
     pos, neg = _grouped_counts(y, s, w, descending=True)
-    tp = np.cumsum(pos, axis=1)
-    fp = np.cumsum(neg, axis=1)
-    denom = tp + fp
-    precision = np.divide(tp, denom, out=np.zeros_like(tp), where=denom > 0)
-    n_pos, n_neg = pos.sum(axis=1), neg.sum(axis=1)
-    ap = _ratio((pos * precision).sum(axis=1), n_pos)
-    ap[n_neg == 0] = np.nan
-    return _out(ap, scalar)
+    return _out(_auprc_from_counts(pos, neg), scalar)
 
 
 def brier(y_true, y_score, weights=None):
     """Brier score: the (weighted) mean of ``(score − y)²``; lower is better. NaN on an empty sample."""
     y, s, w, scalar = _prepare(y_true, y_score, "y_score", weights)
-    return _out(_ratio((w * (s - y) ** 2).sum(axis=1), w.sum(axis=1)), scalar)
+    return _out(_ratio(w @ ((s - y) ** 2), w.sum(axis=1)), scalar)
 
 
 def prevalence(y_true, weights=None):
     """Share of positives, ``W+ / W``. NaN on an empty sample."""
     y, _, w, scalar = _prepare(y_true, y_true, "y_true", weights)
-    return _out(_ratio((w * y).sum(axis=1), w.sum(axis=1)), scalar)
+    return _out(_ratio(w @ y, w.sum(axis=1)), scalar)
 
 
 def _check_hard(y_pred) -> None:
@@ -152,7 +175,7 @@ def tpr(y_true, y_pred, weights=None):
     """True positive rate (sensitivity) of hard 0/1 predictions: ``TP / (TP + FN)``. NaN with no positive."""
     _check_hard(y_pred)
     y, p, w, scalar = _prepare(y_true, y_pred, "y_pred", weights)
-    return _out(_ratio((w * y * p).sum(axis=1), (w * y).sum(axis=1)), scalar)
+    return _out(_ratio(w @ (y * p), w @ y), scalar)
 
 
 def fpr(y_true, y_pred, weights=None):
@@ -160,14 +183,14 @@ def fpr(y_true, y_pred, weights=None):
     _check_hard(y_pred)
     y, p, w, scalar = _prepare(y_true, y_pred, "y_pred", weights)
     neg = 1.0 - y
-    return _out(_ratio((w * neg * p).sum(axis=1), (w * neg).sum(axis=1)), scalar)
+    return _out(_ratio(w @ (neg * p), w @ neg), scalar)
 
 
 def selection_rate(y_true, y_pred, weights=None):
     """Share predicted positive, ``(TP + FP) / n``, of hard 0/1 predictions. NaN on an empty sample."""
     _check_hard(y_pred)
     y, p, w, scalar = _prepare(y_true, y_pred, "y_pred", weights)
-    return _out(_ratio((w * p).sum(axis=1), w.sum(axis=1)), scalar)
+    return _out(_ratio(w @ p, w.sum(axis=1)), scalar)
 
 
 # --- multiclass (length-of-stay classes) -----------------------------------------------------------
@@ -209,3 +232,119 @@ def macro_f1_from_confusion(cm: np.ndarray) -> np.ndarray:
     f1 = np.divide(2 * tp, denom, out=np.zeros_like(tp), where=denom > 0)
     present = denom > 0
     return _ratio((f1 * present).sum(axis=1), present.sum(axis=1).astype(float))
+
+
+def ppv(y_true, y_pred, weights=None):
+    """Positive predictive value (precision) of hard 0/1 predictions: ``TP / (TP + FP)``.
+
+    NaN when nothing is predicted positive (scikit-learn would warn and return 0; 0 would read as a fact).
+    """
+    _check_hard(y_pred)
+    y, p, w, scalar = _prepare(y_true, y_pred, "y_pred", weights)
+    return _out(_ratio(w @ (y * p), w @ p), scalar)
+
+
+#: Number of equal-width bins of :func:`ece`.
+ECE_BINS = 10
+
+
+def calibration_bins(y_score, n_bins: int = ECE_BINS) -> np.ndarray:
+    """Bin index (0 … n_bins−1) of each score on ``n_bins`` equal-width bins of [0, 1].
+
+    Bins are right-closed, ``[0, 0.1], (0.1, 0.2], …, (0.9, 1]``, exactly as
+    :func:`sklearn.calibration.calibration_curve` (``strategy="uniform"``) assigns them: a score on an
+    inner edge goes to the lower bin.
+    """
+    s = np.asarray(y_score, dtype=float).ravel()
+    if s.size and (np.nanmin(s) < 0.0 or np.nanmax(s) > 1.0):
+        raise ValueError("calibration needs probabilities in [0, 1]")
+    edges = np.linspace(0.0, 1.0, n_bins + 1)
+    return np.searchsorted(edges[1:-1], s, side="left")
+
+
+def ece(y_true, y_score, weights=None, n_bins: int = ECE_BINS):
+    """Expected calibration error on ``n_bins`` (default 10) equal-width bins of [0, 1]; lower is better.
+
+    .. math:: \\mathrm{ECE} = \\sum_b \\frac{W_b}{W} \\left| \\bar y_b - \\bar s_b \\right|
+
+    where ``ȳ_b`` is the (weighted) share of positives and ``s̄_b`` the mean score in bin ``b``; empty
+    bins contribute nothing. Binning as :func:`calibration_bins` (scikit-learn's ``calibration_curve``).
+    NaN on an empty sample.
+    """
+    y, s, w, scalar = _prepare(y_true, y_score, "y_score", weights)
+    b = calibration_bins(s, n_bins)
+    diff = np.zeros((y.size, n_bins))
+    diff[np.arange(y.size), b] = y - s  # one column per bin: W_b·(ȳ_b − s̄_b) = Σ_{i in b} w_i (y_i − s_i)
+    gap = np.abs(w @ diff)
+    return _out(_ratio(gap.sum(axis=1), w.sum(axis=1)), scalar)
+
+
+# --- gaps over groups -------------------------------------------------------------------------------
+#
+# The functions below take the per-group values as an array ``[..., G]`` (last axis: groups; a leading
+# replicate axis is allowed) of the groups where the underlying metric is *defined* — the caller picks
+# them. A NaN left in a row propagates to that row's result (a bootstrap replicate in which a used group
+# lost a class is dropped, never scored as if that group were fair).
+
+
+def _groups_last(values) -> tuple[np.ndarray, bool]:
+    """The values as ``[..., G]`` and whether there are at least two groups."""
+    v = np.asarray(values, dtype=float)
+    if v.ndim == 0:
+        raise ValueError("per-group values need a last axis of groups")
+    return v, v.shape[-1] >= 2
+
+
+def _scalar_or_array(x: np.ndarray):
+    return float(x) if np.ndim(x) == 0 else x
+
+
+def group_difference(values):
+    """``max − min`` over the groups (fairlearn's ``between_groups`` difference). NaN with fewer than two."""
+    v, ok = _groups_last(values)
+    if not ok:
+        return _scalar_or_array(np.full(v.shape[:-1], np.nan))
+    return _scalar_or_array(v.max(axis=-1) - v.min(axis=-1))
+
+
+def group_ratio(values):
+    """``min / max`` over the groups (fairlearn's ``between_groups`` ratio). NaN with fewer than two groups
+    or a zero maximum (no group selected anybody: the ratio says nothing)."""
+    v, ok = _groups_last(values)
+    if not ok:
+        return _scalar_or_array(np.full(v.shape[:-1], np.nan))
+    hi, lo = np.atleast_1d(v.max(axis=-1)), np.atleast_1d(v.min(axis=-1))
+    return _scalar_or_array(_ratio(lo, hi).reshape(v.shape[:-1]))
+
+
+def group_min(values):
+    """The worst (smallest) group value, over at least two groups (else NaN)."""
+    v, ok = _groups_last(values)
+    if not ok:
+        return _scalar_or_array(np.full(v.shape[:-1], np.nan))
+    return _scalar_or_array(v.min(axis=-1))
+
+
+def equalized_odds(tpr_values, fpr_values, agg: str = "worst_case"):
+    """Equalized-odds difference from per-group TPR and FPR (same groups): the larger (``worst_case``,
+    fairlearn's default) or the mean (``mean``) of the TPR and FPR differences."""
+    t, f = group_difference(tpr_values), group_difference(fpr_values)
+    if agg == "worst_case":
+        return _scalar_or_array(np.maximum(t, f))
+    if agg == "mean":
+        return _scalar_or_array((np.asarray(t) + np.asarray(f)) / 2.0)
+    raise ValueError(f"agg must be 'worst_case' or 'mean', got {agg!r}")
+
+
+def es_auc(overall_auroc, group_aurocs):
+    """Equity-scaled AUROC (Harvard-GF, as MultiFair computes it): ``AUC / (1 + Σ_g |AUC − AUC_g|)``.
+
+    ``overall_auroc`` has shape ``[...]`` (the AUROC of all evaluated stays) and ``group_aurocs``
+    ``[..., G]`` (the groups with both classes). Equals the AUROC when every group has the overall
+    AUROC and shrinks with any spread; higher is better. NaN with fewer than two groups.
+    """
+    g, ok = _groups_last(group_aurocs)
+    a = np.asarray(overall_auroc, dtype=float)
+    if not ok:
+        return _scalar_or_array(np.full(a.shape, np.nan))
+    return _scalar_or_array(a / (1.0 + np.abs(g - a[..., None]).sum(axis=-1)))

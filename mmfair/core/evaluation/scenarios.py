@@ -1,35 +1,80 @@
-"""Test-time missing-modality scenarios.
+"""Test-time missing-modality scenarios (``eval-missing --mechanism``), registered in ``SCENARIOS``.
 
-``mcar`` (missing completely at random, stratified on the label): among the stays that *have* the
-modality, remove it from exactly ``round(rate × n)`` of them (half rounds up), and remove the same
-share from each label stratum. Stratum quotas are ``rate × n_stratum`` rounded down; the stays still
-owed to reach the exact total go to the strata with the largest remainders (ties broken by the draw's
-random generator). Which stays are removed is a pure function of ``draw_seed``.
+Every scenario works on the test stays of one run and returns, for one point of its grid and one
+draw, a ``keep`` mask (False: the modality is removed from that stay; ANDed with natural presence by
+the prediction code) and the ``evaluated`` mask (the stays the metrics are computed on). The row's
+``missing_rate`` is the final share of evaluated stays without the modality (DESIGN §3.4).
+
+Mechanisms
+----------
+``mcar`` (missing completely at random, stratified on the label)
+    Among the stays that *have* the modality, remove it from exactly ``round(rate × n)`` of them (half
+    rounds up), the same share from each label stratum. Stratum quotas are ``rate × n_stratum``
+    rounded down; the stays still owed go to the strata with the largest remainders (ties broken by the
+    draw's random generator). Evaluated: the stays that had the modality.
+``group`` (structured missingness: the rate depends on a demographic attribute, ``--by``)
+    ``--rates WHITE=0.1,BLACK=0.4``: within each listed group ``g``, exactly ``round(r_g × n_g)`` of
+    the ``n_g`` stays of ``g`` that have the modality lose it, stratified on the label inside the group
+    (as ``mcar``). Groups not listed keep the modality (rate 0) unless the key ``*`` gives a rate to
+    every unlisted group. An empty attribute value is the group ``unknown``. Evaluated: the stays that
+    had the modality (all groups).
+``label`` (missing not at random: the rate depends on the outcome)
+    ``--rates 1=0.6,0=0.2``: within each listed label value, exactly ``round(r × n)`` of its stays with
+    the modality lose it. Phenotype runs use the first phenotype label (as for stratification).
+``natural``
+    The test fold as it is: no removal; evaluated stays = all test stays; ``missing_rate`` = the fold's
+    observed share without the modality. One point, one draw, no ``draw_seed`` (nothing is random).
+
+For ``group`` and ``label`` one ``--rates`` profile is one point of the curve; the option is repeatable
+(``--rates WHITE=0.1,BLACK=0.4 --rates WHITE=0.2,BLACK=0.8``), and the all-zero profile (rate 0, the
+clean reference) is always added. The curve's x axis is the row's ``missing_rate`` (the overall final
+share), and ``scenario_params`` records the profile (``rates``) and the attribute (``by``).
 
 Phenotype runs stratify on the first phenotype label (the 25 labels cannot all be strata at once, and
 any stratum choice keeps the removal independent of the scores); the choice is recorded in
 ``scenario_params`` as ``stratified_on``.
+
+Seeds: ``draw_seed(seed, key, draw)`` from ``SeedSequence([seed, key, draw])`` where ``key`` is the
+requested rate (``mcar``, unchanged from the first version) or a stable hash of the mechanism and its
+profile, so every run on a fold gets the same removals (paired comparisons).
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
+from dataclasses import dataclass, field
+from typing import Any, Mapping
 
 import numpy as np
+import pandas as pd
 
+from mmfair.core.errors import ConfigError
 from mmfair.core.registry import SCENARIOS
 
 _RATE_RANGE = "a missing rate must lie in [0, 1], got {0}"
 _LENGTHS = "present has {0} rows but strata has {1}"
+_UNKNOWN_LEVEL = "{source}: --rates names {what} '{level}', which no test stay has; available: {available}"
+_NO_COLUMN = "{source}: --by column '{column}' is missing from the predictions"
+
+#: Profile key giving a rate to every level not listed explicitly.
+OTHERS = "*"
+#: The level given to an empty attribute value (the same name as the fairness rows use).
+MISSING_LEVEL = "unknown"
 
 
-def draw_seed(seed: int, rate: float, draw: int) -> int:
-    """The seed of one draw, derived from the config seed, the requested rate and the draw number.
+def draw_seed(seed: int, rate: float | str, draw: int) -> int:
+    """The seed of one draw, derived from the config seed, the point of the grid and the draw number.
 
-    Identical inputs give identical seeds, so a draw is reproducible and shared by every run that is
-    evaluated on the same test stays (paired comparisons).
+    ``rate`` is the requested rate (a number) or, for profile mechanisms, a text key naming the
+    mechanism and its profile (hashed). Identical inputs give identical seeds, so a draw is
+    reproducible and shared by every run that is evaluated on the same test stays (paired comparisons).
     """
-    rate_key = int(round(float(rate) * 1_000_000))
+    if isinstance(rate, str):
+        rate_key = int(hashlib.sha256(rate.encode()).hexdigest()[:8], 16)
+    else:
+        rate_key = int(round(float(rate) * 1_000_000))
     state = np.random.SeedSequence([int(seed), rate_key, int(draw)]).generate_state(1, dtype=np.uint32)
     return int(state[0])
 
@@ -89,7 +134,183 @@ def stratified_removal(present, strata, rate: float, seed: int) -> np.ndarray:
     return keep
 
 
-if "mcar" not in SCENARIOS:
-    SCENARIOS.register(
-        "mcar", summary="remove the modality from a label-stratified random share of the stays that have it"
-    )(stratified_removal)
+def level_text(values) -> np.ndarray:
+    """Attribute or label values as text levels: integers without ``.0``, empty → ``unknown``."""
+    out = []
+    for v in np.asarray(values, dtype=object).ravel():
+        if v is None or (isinstance(v, float) and math.isnan(v)) or v is pd.NA or str(v) == "":
+            out.append(MISSING_LEVEL)
+        elif isinstance(v, (int, np.integer)) or (isinstance(v, (float, np.floating)) and float(v).is_integer()):
+            out.append(str(int(v)))
+        else:
+            out.append(str(v))
+    return np.asarray(out, dtype=object)
+
+
+def level_removal(present, levels, strata, profile: Mapping[str, float], seed: int, *,
+                  source: object = "predictions", what: str = "group") -> np.ndarray:
+    """Keep-mask removing, within each level ``l`` of ``profile``, ``round(r_l × n_l)`` present stays.
+
+    ``levels`` holds each stay's level (text, see :func:`level_text`); ``n_l`` counts the stays of level
+    ``l`` that have the modality. Within a level the removal is stratified on ``strata``. A level named in
+    ``profile`` that no stay has is an error (a typo must not pass silently); the key ``*`` gives its rate
+    to every level not named. Each level draws from its own generator, seeded from ``seed`` and the
+    level's position among the sorted levels.
+    """
+    present = np.asarray(present, dtype=bool).ravel()
+    levels = np.asarray(levels, dtype=object).ravel()
+    available = sorted(set(levels.tolist()))
+    for name in profile:
+        if name != OTHERS and name not in available:
+            raise ConfigError(_UNKNOWN_LEVEL.format(source=source, what=what, level=name,
+                                                    available=", ".join(available)))  # fmt: skip
+    keep = np.ones(present.size, dtype=bool)
+    for k, level in enumerate(available):
+        rate = profile.get(level, profile.get(OTHERS, 0.0))
+        if rate <= 0:
+            continue
+        sub_seed = int(np.random.SeedSequence([int(seed), k]).generate_state(1, dtype=np.uint32)[0])
+        keep &= stratified_removal(present & (levels == level), strata, float(rate), sub_seed)
+    return keep
+
+
+# ---------------------------------------------------------------------------------------------------
+# the scenario objects
+
+
+@dataclass(frozen=True)
+class StayContext:
+    """What a scenario may look at: the test predictions of one run, never its scores."""
+
+    pred: pd.DataFrame
+    present: np.ndarray  # bool: the stay has the modality naturally
+    strata: np.ndarray  # the label used for stratification
+    strata_col: str
+    source: str = "predictions"
+
+
+@dataclass(frozen=True)
+class ScenarioPoint:
+    """One point of a scenario's grid: what ``scenario_params`` records, the seed key, how many draws."""
+
+    params: dict[str, Any]
+    seed_key: float | str | None  # None: nothing random (natural)
+    draws: int
+    is_clean: bool = False
+
+
+@dataclass(frozen=True)
+class Removal:
+    keep: np.ndarray
+    evaluated: np.ndarray
+    params: dict[str, Any] = field(default_factory=dict)
+
+
+class Scenario:
+    """Base class: ``points(config)`` gives the grid, ``apply(point, ctx, seed)`` one draw's masks."""
+
+    name = ""
+
+    def points(self, config: Any) -> list[ScenarioPoint]:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def apply(self, point: ScenarioPoint, ctx: StayContext, seed: int | None) -> Removal:  # pragma: no cover
+        raise NotImplementedError
+
+
+class MCAR(Scenario):
+    name = "mcar"
+
+    def points(self, config: Any) -> list[ScenarioPoint]:
+        rates = sorted({0.0, *(float(r) for r in config.rate_grid())})
+        return [ScenarioPoint({"requested_rate": r}, r, 1 if r == 0 else config.draws, r == 0) for r in rates]
+
+    def apply(self, point: ScenarioPoint, ctx: StayContext, seed: int | None) -> Removal:
+        keep = stratified_removal(ctx.present, ctx.strata, point.params["requested_rate"], int(seed or 0))
+        return Removal(keep, ctx.present.copy(), {"stratified_on": ctx.strata_col})
+
+
+def _profile_key(name: str, by: str | None, profile: Mapping[str, float]) -> str:
+    return json.dumps({"mechanism": name, "by": by, "rates": dict(sorted(profile.items()))}, sort_keys=True)
+
+
+class _ProfileScenario(Scenario):
+    """A grid of per-level rate profiles; the all-zero profile (the clean reference) always comes first."""
+
+    what = "group"
+
+    def _by(self, config: Any) -> str | None:
+        return config.by
+
+    def points(self, config: Any) -> list[ScenarioPoint]:
+        profiles = [dict(p) for p in config.level_rates]
+        out = [ScenarioPoint({"by": self._by(config), "rates": {}}, 0.0, 1, True)]
+        seen = set()
+        for p in profiles:
+            key = _profile_key(self.name, self._by(config), p)
+            if key in seen or all(v == 0 for v in p.values()):
+                continue
+            seen.add(key)
+            out.append(ScenarioPoint({"by": self._by(config), "rates": dict(sorted(p.items()))}, key, config.draws))
+        return out
+
+    def _levels(self, point: ScenarioPoint, ctx: StayContext) -> tuple[np.ndarray, str]:
+        by = point.params["by"]
+        if by not in ctx.pred.columns:
+            raise ConfigError(_NO_COLUMN.format(source=ctx.source, column=by))
+        return level_text(ctx.pred[by].to_numpy()), by
+
+    def apply(self, point: ScenarioPoint, ctx: StayContext, seed: int | None) -> Removal:
+        if not point.params["rates"]:
+            return Removal(np.ones(ctx.present.size, dtype=bool), ctx.present.copy(), {"stratified_on": ctx.strata_col})
+        levels, by = self._levels(point, ctx)
+        keep = level_removal(ctx.present, levels, ctx.strata, point.params["rates"], int(seed or 0),
+                             source=ctx.source, what=self.what)  # fmt: skip
+        return Removal(keep, ctx.present.copy(), {"by": by, "stratified_on": ctx.strata_col})
+
+
+class GroupScenario(_ProfileScenario):
+    name = "group"
+    what = "group"
+
+
+class LabelScenario(_ProfileScenario):
+    name = "label"
+    what = "label value"
+
+    def _by(self, config: Any) -> str | None:
+        return None  # the label column, known only from the predictions (recorded at apply time)
+
+    def _levels(self, point: ScenarioPoint, ctx: StayContext) -> tuple[np.ndarray, str]:
+        return level_text(ctx.strata), ctx.strata_col
+
+    def apply(self, point: ScenarioPoint, ctx: StayContext, seed: int | None) -> Removal:
+        removal = super().apply(point, ctx, seed)
+        return Removal(removal.keep, removal.evaluated, {"by": ctx.strata_col, "stratified_on": ctx.strata_col})
+
+
+class NaturalScenario(Scenario):
+    name = "natural"
+
+    def points(self, config: Any) -> list[ScenarioPoint]:
+        return [ScenarioPoint({"observed": True}, None, 1)]
+
+    def apply(self, point: ScenarioPoint, ctx: StayContext, seed: int | None) -> Removal:
+        everyone = np.ones(ctx.present.size, dtype=bool)
+        return Removal(everyone, everyone.copy(), {})
+
+
+_BUILTIN = {
+    "mcar": (MCAR(), "remove the modality from a label-stratified random share of the stays that have it"),
+    "group": (GroupScenario(), "per-group removal shares (--by ATTRIBUTE --rates G=r,...), label-stratified within groups"),
+    "label": (LabelScenario(), "missing not at random: per-label removal shares (--rates 1=r1,0=r0)"),
+    "natural": (NaturalScenario(), "the full test fold at its own observed missingness (no removal)"),
+}  # fmt: skip
+for _name, (_obj, _summary) in _BUILTIN.items():
+    if _name not in SCENARIOS:
+        SCENARIOS.register(_name, summary=_summary)(_obj)
+
+
+def get_scenario(name: str) -> Scenario:
+    """The registered scenario ``name`` (ConfigError listing the available ones otherwise)."""
+    return SCENARIOS.get(name)

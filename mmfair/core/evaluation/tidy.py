@@ -50,6 +50,7 @@ HIGHER_IS_BETTER: dict[str, bool | None] = {
     "demographic_parity_difference": False, "demographic_parity_ratio": True,
     "equalized_odds_difference": False, "equal_opportunity_difference": False, "auroc_gap": False,
     "ece_gap": False, "brier_gap": False, "worst_group_auroc": True, "es_auc": True,
+    "equalized_odds_mean": False, "tpr_gap": False, "fpr_gap": False,
     "relative_robustness": True, "effective_robustness": True, "r_star": True, "shapley": True,
     "n_params": False, "train_seconds": False, "peak_memory_mb": False, "infer_stays_per_s": True,
 }  # fmt: skip

@@ -20,7 +20,10 @@ import numpy as np
 import pandas as pd
 
 from mmfair.core.evaluation.tidy import normalise, to_frame
-from mmfair.core.reporting.suppression import complementary, is_small, marker
+from mmfair.core.reporting.fairness import FOOTNOTE_INTERSECTION, GAP_COLUMNS, GROUP_COLUMNS
+from mmfair.core.reporting.fairness import complement, gap_footnotes, is_intersection
+from mmfair.core.reporting.suppression import is_small, marker
+from mmfair.core.reporting.robustness import robustness_tables
 
 NA = "n/a"
 NOT_APPLICABLE = "–"
@@ -30,10 +33,10 @@ _RUN_KEYS = ("method", "modalities", "task")
 _CLEAN_METRICS = {"auroc": "AUROC", "auprc": "AUPRC", "brier": "Brier", "accuracy": "Accuracy",
                   "kappa": "Kappa", "macro_f1": "Macro F1"}  # fmt: skip
 _COST_METRICS = {"n_params": "Parameters", "train_seconds": "Train s", "peak_memory_mb": "Peak MB"}
-_GROUP_METRICS = {"auroc": "AUROC", "tpr": "TPR", "fpr": "FPR"}
-_GAP_METRICS = {"demographic_parity_difference": "DP diff", "equalized_odds_difference": "EO diff",
-                "equal_opportunity_difference": "EOpp diff", "auroc_gap": "AUROC gap",
-                "worst_group_auroc": "Worst-group AUROC"}  # fmt: skip
+_GROUP_METRICS = GROUP_COLUMNS
+#: Fairness rows of one run differ by checkpoint selection rule and operating point: never averaged together.
+_FAIR_KEYS = ("selection", "threshold_rule")
+_GAP_METRICS = GAP_COLUMNS
 
 FOOTNOTE_CI = ("Values from one run show the 95 % patient-level bootstrap interval [2.5th, 97.5th "
                "percentile]; values over several runs show mean ± sd across runs (k runs).")  # fmt: skip
@@ -52,10 +55,15 @@ DESCRIPTIONS = {
     "clean": ("Clean test performance", "Test metrics with every modality as recorded (label = all: the "
               "task summary, macro over phenotypes)."),
     "costs": ("Cost", "Parameters, total training seconds and peak memory per method."),
-    "missing": ("Robustness to a missing CXR", "Test AUROC on the stays that have a CXR, after removing it "
-                "from the given share of them at test time (0 % is the clean reference)."),
-    "fairness_groups": ("Per-group performance", "Test AUROC, TPR and FPR per group of each sensitive "
-                        "attribute; TPR/FPR at the validation-chosen threshold."),
+    "missing": ("Robustness to a missing modality (MCAR)", "Test AUROC on the stays that have the removed "
+                "modality, after removing it from the given share of them at random at test time (0 % is the "
+                "clean reference)."),
+    "missing_profiles": ("Structured and natural missingness", "Test AUROC when the removal share depends on a "
+                         "group or on the outcome (profile: share per level), or on the full test fold as "
+                         "recorded (natural); missing rate: the final share of evaluated stays without it."),
+    "fairness_groups": ("Per-group performance", "Test prevalence, AUROC, TPR, FPR, PPV, selection rate, ECE and "
+                        "Brier score per group of each sensitive attribute (or intersection of two); rates at the "
+                        "threshold of the listed rule, chosen on validation."),
     "fairness_gaps": ("Fairness gaps", "Between-group differences per attribute (fairlearn definitions) and "
                       "the worst group's AUROC."),
 }  # fmt: skip
@@ -157,17 +165,28 @@ def _requested_rate(row: pd.Series) -> float:
     return round(float(rate), 4)
 
 
+def _scenario_param(row: pd.Series, name: str, default: str = "") -> str:
+    try:
+        params = json.loads(row["scenario_params"] or "{}")
+    except json.JSONDecodeError:
+        params = {}
+    value = params.get(name, default)
+    return value if isinstance(value, str) else json.dumps(value, sort_keys=True)
+
+
 def missing_table(missing: pd.DataFrame, metric: str = "auroc") -> pd.DataFrame:
+    """MCAR curves: one column per requested rate, one row per run group and removed modality."""
     rows = _select(missing, metric=metric, label="all", group="all")
-    rows = rows[rows["scenario"] != "none"].copy()
+    rows = rows[rows["scenario"] == "mcar"].copy()
     notes = [FOOTNOTE_DRAWS, FOOTNOTE_CI]
     if len(rows) == 0:
-        return _finish(pd.DataFrame(columns=[*_RUN_KEYS, "scenario", "runs"]), "missing", notes)
+        return _finish(pd.DataFrame(columns=[*_RUN_KEYS, "removed", "runs"]), "missing", notes)
     rows["rate"] = rows.apply(_requested_rate, axis=1)
+    rows["removed"] = rows.apply(_scenario_param, axis=1, args=("modality", "cxr"))
     rates = sorted(rows["rate"].unique())
     labels = {r: f"{r * 100:g}%" for r in rates}
     out, any_na, any_mixed = [], False, False
-    keys = [*_RUN_KEYS, "scenario"]
+    keys = [*_RUN_KEYS, "removed"]
     for key, block in rows.groupby(keys, sort=True):
         rec = dict(zip(keys, key))
         rec["runs"] = str(block["run_id"].nunique())
@@ -181,6 +200,29 @@ def missing_table(missing: pd.DataFrame, metric: str = "auroc") -> pd.DataFrame:
     return _finish(pd.DataFrame(out, columns=keys + ["runs"] + list(labels.values())), "missing", notes)
 
 
+def missing_profile_table(missing: pd.DataFrame, metric: str = "auroc") -> pd.DataFrame:
+    """The other mechanisms (group, label, natural): one row per run group, mechanism and removal profile."""
+    rows = _select(missing, metric=metric, label="all", group="all")
+    rows = rows[~rows["scenario"].isin(["none", "mcar"])].copy()
+    keys = [*_RUN_KEYS, "scenario", "removed", "by", "profile"]
+    notes = [FOOTNOTE_DRAWS, FOOTNOTE_CI]
+    if len(rows) == 0:
+        return _finish(pd.DataFrame(columns=keys + ["runs", "missing rate", metric.upper()]), "missing_profiles", notes)
+    rows["removed"] = rows.apply(_scenario_param, axis=1, args=("modality", "cxr"))
+    rows["by"] = rows.apply(_scenario_param, axis=1, args=("by", ""))
+    rows["profile"] = rows.apply(_scenario_param, axis=1, args=("rates", "observed"))
+    out, any_na = [], False
+    for key, block in rows.groupby(keys, sort=True):
+        rec = dict(zip(keys, key))
+        rec["runs"] = str(block["run_id"].nunique())
+        rec["missing rate"] = f"{pd.to_numeric(block['missing_rate'], errors='coerce').mean():.2f}"
+        rec[metric.upper()] = cell = format_cell(block)
+        any_na |= cell == NA
+        out.append(rec)
+    notes += [FOOTNOTE_NA] if any_na else []
+    return _finish(pd.DataFrame(out, columns=keys + ["runs", "missing rate", metric.upper()]), "missing_profiles", notes)
+
+
 def _suppressed_cells(groups: pd.DataFrame, min_group_size: int) -> set[tuple]:
     """(method, modalities, task, label, attribute, group) cells suppressed in any run's block.
 
@@ -190,14 +232,15 @@ def _suppressed_cells(groups: pd.DataFrame, min_group_size: int) -> set[tuple]:
     """
     counts = groups.drop_duplicates(["run_id", "label", "attribute", "group"])
     out: set[tuple] = set()
-    for _, block in counts.groupby(["run_id", "attribute"], sort=False):
+    for (_, attribute), block in counts.groupby(["run_id", "attribute"], sort=False):
         n_by_group = block.groupby("group")["n"].min()
         n_values = pd.to_numeric(n_by_group, errors="coerce").to_numpy(dtype=float)
-        by_size = complementary(n_by_group.index.to_numpy(), n_values, np.nan_to_num(n_values, nan=-1) < min_group_size)
+        by_size = complement(attribute, n_by_group.index.to_numpy(), n_values,
+                             np.nan_to_num(n_values, nan=-1) < min_group_size)  # fmt: skip
         too_few_stays = set(n_by_group.index[by_size])
         for _, lb in block.groupby("label", sort=False):
             small = is_small(lb["n"], lb["n_pos"], min_group_size) | lb["group"].isin(too_few_stays).to_numpy()
-            flags = complementary(lb["group"].to_numpy(), lb["n"], small)
+            flags = complement(attribute, lb["group"].to_numpy(), lb["n"], small)
             for (_, r), flag in zip(lb.iterrows(), flags):
                 if flag:
                     out.add((r.method, r.modalities, r.task, r.label, r.attribute, r.group))
@@ -205,21 +248,25 @@ def _suppressed_cells(groups: pd.DataFrame, min_group_size: int) -> set[tuple]:
     agg = counts.groupby([*_RUN_KEYS, "label", "attribute", "group"], sort=False)["n"].min().reset_index()
     for key, block in agg.groupby([*_RUN_KEYS, "label", "attribute"], sort=False):
         flags = np.array([(*key, g) in out for g in block["group"]])
-        if flags.sum() == 1 and flags.size > 1:
-            rest = block[~flags].sort_values(["n", "group"])
-            out.add((*key, rest.iloc[0]["group"]))
+        flags = complement(key[-1], block["group"].to_numpy(), block["n"].to_numpy(), flags)
+        for g, flag in zip(block["group"], flags):
+            if flag:
+                out.add((*key, g))
     return out
 
 
 def fairness_group_table(fairness: pd.DataFrame, min_group_size: int) -> pd.DataFrame:
     groups = _select(fairness, metric=list(_GROUP_METRICS))
     groups = groups[groups["group"] != "all"]
-    keys = [*_RUN_KEYS, "label", "attribute", "group"]
+    keys = [*_RUN_KEYS, *_FAIR_KEYS, "label", "attribute", "group"]
     cols = keys + ["runs", "n"] + list(_GROUP_METRICS.values())
     notes = [FOOTNOTE_CI]
     if len(groups) == 0:
         return _finish(pd.DataFrame(columns=cols), "fairness_groups", notes)
-    hidden = _suppressed_cells(groups, min_group_size)
+    hidden: set[tuple] = set()
+    for fair_key, part in groups.groupby(list(_FAIR_KEYS), sort=False):  # counts do not depend on these
+        for k in _suppressed_cells(part, min_group_size):
+            hidden.add((*k[: len(_RUN_KEYS)], *fair_key, *k[len(_RUN_KEYS) :]))
     mark = marker(min_group_size)
     out, any_na, any_mixed = [], False, False
     for key, block in groups.groupby(keys, sort=True):
@@ -240,14 +287,17 @@ def fairness_group_table(fairness: pd.DataFrame, min_group_size: int) -> pd.Data
         out.append(rec)
     if hidden:
         notes.append(FOOTNOTE_SUPPRESSED.format(m=mark, k=min_group_size))
+        if any(is_intersection(a) for a in groups["attribute"].unique()):
+            notes.append(FOOTNOTE_INTERSECTION)
     notes += ([FOOTNOTE_NA] if any_na else []) + ([FOOTNOTE_MIXED] if any_mixed else [])
     return _finish(pd.DataFrame(out, columns=cols), "fairness_groups", notes)
 
 
 def fairness_gap_table(fairness: pd.DataFrame) -> pd.DataFrame:
     rows = _select(fairness, metric=list(_GAP_METRICS), group="all")
-    table, any_na, any_mixed = _wide(rows, [*_RUN_KEYS, "label", "attribute"], _GAP_METRICS)
+    table, any_na, any_mixed = _wide(rows, [*_RUN_KEYS, *_FAIR_KEYS, "label", "attribute"], _GAP_METRICS)
     notes = [FOOTNOTE_GAPS, FOOTNOTE_CI] + ([FOOTNOTE_NA] if any_na else []) + ([FOOTNOTE_MIXED] if any_mixed else [])
+    notes += gap_footnotes(set(rows["metric"]))
     return _finish(table, "fairness_gaps", notes)
 
 
@@ -274,6 +324,8 @@ def build_tables(metrics: pd.DataFrame | None, missing: pd.DataFrame | None, fai
         "clean": clean_table(metrics),
         "costs": cost_table(metrics),
         "missing": missing_table(missing),
+        "missing_profiles": missing_profile_table(missing),
+        **robustness_tables(missing, min_group_size),
         "fairness_groups": fairness_group_table(fairness, min_group_size),
         "fairness_gaps": fairness_gap_table(fairness),
     }

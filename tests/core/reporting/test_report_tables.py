@@ -125,7 +125,7 @@ def test_renderers(fairness):
     tables = build_tables(to_frame(_clean_rows()), None, fairness)
     md = render_markdown(tables, title="Demo")
     assert md.startswith("# Demo")
-    for heading in ("## Clean test performance", "## Robustness to a missing CXR", "## Per-group performance",
+    for heading in ("## Clean test performance", "## Robustness to a missing modality (MCAR)", "## Per-group performance",
                     "## Fairness gaps"):
         assert heading in md
     assert "| method | modalities | task | runs | AUROC | AUPRC | Brier |" in md
@@ -162,3 +162,22 @@ def test_suppression_consistent_across_labels():
     for label in ("chf", "copd"):
         assert table.loc[(label, "C"), "n"] == "<10" and table.loc[(label, "B"), "n"] == "<10"
     assert table.loc[("copd", "D"), "n"] == "<10" and table.loc[("chf", "D"), "n"] == "70"
+
+
+def test_missing_table_keeps_removed_modalities_and_mechanisms_apart():
+    base = dict(run_id="r1", method="late", modalities="ehr+cxr", task="mortality", fold=0, seed=0, label="all", group="all", attribute="all",
+                metric="auroc", defined=True, n=100, n_pos=20, ci_low=0.5, ci_high=0.9)
+    rows = [
+        dict(base, scenario="mcar", missing_rate=0.5, value=0.70,
+             scenario_params=json.dumps({"modality": "cxr", "requested_rate": 0.5})),
+        dict(base, scenario="mcar", missing_rate=0.5, value=0.60,
+             scenario_params=json.dumps({"modality": "ehr", "requested_rate": 0.5})),
+        dict(base, scenario="group", missing_rate=0.3, value=0.65,
+             scenario_params=json.dumps({"modality": "cxr", "by": "race_group", "rates": {"BLACK": 0.5}})),
+    ]
+    tables = build_tables(None, to_frame(rows), None)
+    mcar = tables["missing"].set_index("removed")
+    assert mcar.loc["cxr", "50%"].startswith("0.700") and mcar.loc["ehr", "50%"].startswith("0.600")
+    profiles = tables["missing_profiles"]
+    assert len(profiles) == 1 and profiles.iloc[0]["by"] == "race_group"
+    assert profiles.iloc[0]["AUROC"].startswith("0.650")

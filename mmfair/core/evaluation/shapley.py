@@ -1,0 +1,227 @@
+"""Modality Shapley values from modality-subset runs (HAIM's definition, ``anchors_tier2.md`` §4, §9).
+
+Players are the modalities ``N`` of a fusion run (two or more, e.g. ``ehr+cxr``). The value of a subset
+``S`` is the test AUROC of the run trained on exactly ``S`` (``config.json`` ``modalities``), and
+
+    φ_i = Σ_{S ⊆ N∖{i}} |S|! (n − |S| − 1)! / n! · (v(S ∪ {i}) − v(S)),
+
+so that Σ_i φ_i = v(N) − v(∅) (efficiency). **v(∅) = 0.5**, the AUROC of a model that knows nothing
+(an intercept-only model ranks every stay equally).
+
+Which runs. For each fusion run F (method m, modalities N, task, fold, seed, test cohort), each
+non-empty proper subset S of N takes the finished run with modalities exactly S on the same task, fold,
+seed and test cohort — preferring method m, then the single-modality method of that name (``ehr``,
+``cxr``); several candidates: the first by run id (logged). F itself is v(N). Without every subset the
+fusion run gets no Shapley rows (logged).
+
+On which stays. All subsets are scored on the **same stays**: the test stays that have every modality
+of N (``present_<m> = 1``) and that every subset run scored — otherwise v would compare different
+populations (a CXR-only model cannot score a stay without a CXR). Per group (``attributes``), the same
+on the group's stays; a group with one class has undefined values.
+
+Intervals: the one patient-level bootstrap (seed ``seed``) on those stays; every subset's AUROC is
+computed on the same replicates, so φ's replicates are the same linear combination and the interval is
+paired. Phenotypes: per label, and ``label=all`` as the mean φ over the labels where every subset is
+defined (φ is linear in v, so this is φ of the macro AUROC). Length of stay (no AUROC) is skipped.
+
+Rows (tidy schema): ``metric=shapley``, ``modalities`` = the player, ``run_id``/``method``/``fold``/
+``seed`` of the fusion run, ``scenario=none``, ``missing_rate=0`` (every evaluated stay has every
+modality), ``scenario_params`` JSON with ``players``, ``v_empty``, ``of`` (auroc), ``subset_runs`` and
+``v`` (the value of each subset, ``+``-joined, on these stays); ``attribute``/``group`` as for fairness
+rows (``all``/``all`` overall) with the group's ``n``/``n_pos`` so the small-cell rule applies.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from itertools import combinations
+from math import factorial
+from pathlib import Path
+from typing import Iterable, Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+
+from mmfair.core.errors import InputFileError
+from mmfair.core.evaluation import metrics as M
+from mmfair.core.evaluation.bootstrap import PatientBootstrap
+from mmfair.core.evaluation.runs import (
+    RunInfo,
+    load_run_info,
+    predictions_path,
+    presence,
+    read_predictions,
+    subject_ids,
+    task_spec,
+)
+from mmfair.core.evaluation.scenarios import level_text
+from mmfair.core.evaluation.tidy import make_row, normalise, read_results, to_frame
+from mmfair.core.io import write_csv_atomic
+
+log = logging.getLogger(__name__)
+
+#: v(∅): the AUROC of a model with no modality (ranks every stay alike).
+V_EMPTY = 0.5
+DEFAULT_ATTRIBUTES = ("race_group", "gender", "age_group", "insurance_group")
+_ORDER = ("ehr", "cxr", "static")
+_MISALIGNED = "{0} and {1} hold different test stays; subset runs of one fold must share predictions rows"
+
+
+def _sorted_players(players: Iterable[str]) -> tuple[str, ...]:
+    return tuple(sorted(set(players), key=lambda m: (_ORDER.index(m) if m in _ORDER else len(_ORDER), m)))
+
+
+def _name(subset: Iterable[str]) -> str:
+    return "+".join(_sorted_players(subset))
+
+
+def shapley_values(value: Mapping[frozenset, object], players: Sequence[str], v_empty: object = V_EMPTY) -> dict[str, object]:
+    """Exact Shapley values of ``players`` for the characteristic function ``value`` (subset → float or array).
+
+    ``value`` must hold every non-empty subset of ``players`` (as frozensets); ``v_empty`` is v(∅).
+    Arrays (bootstrap replicates) are combined element-wise.
+    """
+    players = list(players)
+    n = len(players)
+    out: dict[str, object] = {}
+    for i in players:
+        rest = [p for p in players if p != i]
+        total: object = 0.0
+        for k in range(len(rest) + 1):
+            weight = factorial(k) * factorial(n - k - 1) / factorial(n)
+            for combo in combinations(rest, k):
+                s = frozenset(combo)
+                v_s = v_empty if not s else value[s]
+                total = total + weight * (np.asarray(value[s | {i}]) - np.asarray(v_s))
+        out[i] = total
+    return out
+
+
+def _pick(candidates: list[RunInfo], method: str, subset: tuple[str, ...], full: RunInfo) -> RunInfo | None:
+    if not candidates:
+        return None
+    same = [c for c in candidates if c.method == method]
+    named = [c for c in candidates if len(subset) == 1 and c.method == subset[0]]
+    pool = sorted(same or named or candidates, key=lambda c: c.run_id)
+    if len(pool) > 1:
+        log.warning("%s: %d runs with modalities %s; using %s", full.run_id, len(pool), _name(subset), pool[0].run_id)
+    return pool[0]
+
+
+def _values(y, scores: dict[frozenset, np.ndarray], mask, boot: PatientBootstrap):
+    vals, reps = {}, {}
+    for s, sc in scores.items():
+        vals[s] = M.auroc(y[mask], sc[mask]) if mask.any() else float("nan")
+        reps[s] = M.auroc(y[mask], sc[mask], boot.weights[:, mask]) if boot.n_boot and mask.any() else np.full(boot.n_boot, np.nan)
+    return vals, reps
+
+
+def evaluate_shapley(
+    run_dirs: Sequence[Path], *, attributes: Sequence[str] = DEFAULT_ATTRIBUTES, bootstrap: int = 200, seed: int = 0
+) -> pd.DataFrame:
+    """Shapley rows (module docstring) for every fusion run among ``run_dirs`` whose subset runs are there too."""
+    infos = [load_run_info(p) for p in run_dirs]
+    by_key: dict[tuple, list[RunInfo]] = {}
+    for info in infos:
+        by_key.setdefault((info.task, info.fold, info.seed, info.test_cohort), []).append(info)
+    rows: list[dict] = []
+    for key, group in sorted(by_key.items(), key=lambda kv: str(kv[0])):
+        for full in sorted(group, key=lambda i: i.run_id):
+            players = _sorted_players(full.modalities.split("+")) if full.modalities else ()
+            if len(players) < 2:
+                continue
+            subset_runs: dict[frozenset, RunInfo] = {frozenset(players): full}
+            for k in range(1, len(players)):
+                for combo in combinations(players, k):
+                    cands = [c for c in group if c.modalities and set(c.modalities.split("+")) == set(combo)]
+                    chosen = _pick(cands, full.method, combo, full)
+                    if chosen is not None:
+                        subset_runs[frozenset(combo)] = chosen
+            if len(subset_runs) < 2 ** len(players) - 1:
+                log.info("%s: no Shapley values (missing subset runs on fold %s seed %s)", full.run_id, full.fold, full.seed)
+                continue
+            rows += _run_rows(full, players, subset_runs, attributes, bootstrap, seed)
+    return to_frame(rows)
+
+
+def _run_rows(full: RunInfo, players, subset_runs: dict[frozenset, RunInfo], attributes, bootstrap: int, seed: int) -> list[dict]:
+    source = predictions_path(full.run_dir, "test")
+    pred = read_predictions(full.run_dir, "test")
+    spec = task_spec(pred, source)
+    if spec.kind == "multiclass":
+        log.info("%s: Shapley values need AUROC; multiclass tasks are skipped", full.run_id)
+        return []
+    preds: dict[frozenset, pd.DataFrame] = {}
+    for s, info in subset_runs.items():
+        other = pred if info is full else read_predictions(info.run_dir, "test")
+        if len(other) != len(pred) or not np.array_equal(other["stay_id"].to_numpy(), pred["stay_id"].to_numpy()):
+            raise InputFileError(_MISALIGNED.format(source, predictions_path(info.run_dir, "test")))
+        preds[s] = other
+    has_all = np.logical_and.reduce([presence(pred, m, source) for m in players])
+    boot = PatientBootstrap(subject_ids(pred, source), bootstrap, seed)
+    groups = {a: level_text(pred[a].to_numpy()) for a in attributes if a in pred.columns}
+    for a in attributes:
+        if a not in groups:
+            log.warning("%s: attribute '%s' not in the predictions; no per-group Shapley values", source, a)
+    base = {**full.row_base(), "missing_rate": 0.0}
+    params = {"players": list(players), "v_empty": V_EMPTY, "of": "auroc",
+              "subset_runs": {_name(s): i.run_id for s, i in sorted(subset_runs.items(), key=lambda kv: _name(kv[0]))}}  # fmt: skip
+    cells: dict[tuple[str, str], list] = {}  # (attribute, group) -> per label [(phi, reps, n, n_pos, v)]
+    rows: list[dict] = []
+    for label, label_col, score_col in spec.targets:
+        y = pred[label_col].to_numpy(dtype=float)
+        scores = {s: p[score_col].to_numpy(dtype=float) for s, p in preds.items()}
+        mask = has_all & np.logical_and.reduce([np.isfinite(sc) for sc in scores.values()])
+        blocks = [("all", "all", mask)]
+        for a, g in groups.items():
+            blocks += [(a, level, mask & (g == level)) for level in sorted(set(g[mask].tolist()))]
+        for attribute, group_name, m in blocks:
+            vals, reps = _values(y, scores, m, boot)
+            defined = all(np.isfinite(v) for v in vals.values())
+            phi = shapley_values(vals, players)
+            phi_reps = shapley_values(reps, players, np.full(boot.n_boot, V_EMPTY))
+            n, n_pos = int(m.sum()), int(y[m].sum())
+            cells.setdefault((attribute, group_name), []).append((phi, phi_reps, n, n_pos, vals, defined))
+            rows += _rows(base, params, boot, label, attribute, group_name, players, phi, phi_reps, n, n_pos, vals, defined)
+    if spec.kind == "multilabel":
+        for (attribute, group_name), per_label in cells.items():
+            used = [c for c in per_label if c[5]]
+            n, n_pos = per_label[0][2], None
+            if not used:
+                nan = {p: float("nan") for p in players}
+                rows += _rows(base, params, boot, "all", attribute, group_name, players, nan,
+                              {p: np.full(boot.n_boot, np.nan) for p in players}, n, n_pos, {}, False)  # fmt: skip
+                continue
+            phi = {p: float(np.mean([c[0][p] for c in used])) for p in players}
+            phi_reps = {p: np.mean(np.stack([np.asarray(c[1][p]) for c in used]), axis=0) for p in players}
+            vals = {s: float(np.mean([c[4][s] for c in used])) for s in used[0][4]}
+            rows += _rows(base, params, boot, "all", attribute, group_name, players, phi, phi_reps, n, n_pos, vals, True)
+    return rows
+
+
+def _rows(base, params, boot, label, attribute, group_name, players, phi, phi_reps, n, n_pos, vals, defined) -> list[dict]:
+    out = []
+    p = {**params, "v": {_name(s): (round(float(v), 6) if np.isfinite(v) else None) for s, v in
+                         sorted(vals.items(), key=lambda kv: _name(kv[0]))}}  # fmt: skip
+    for player in players:
+        value = float(phi[player])
+        ci = boot.ci(phi_reps[player]) if defined and boot.n_boot else None
+        out.append(make_row(**{**base, "modalities": player}, scenario="none", scenario_params=json.dumps(p, sort_keys=True),
+                            label=label, attribute=attribute, group=group_name, metric="shapley", value=value,
+                            n=n, n_pos=n_pos, defined=defined and bool(np.isfinite(value)),
+                            ci_low=ci.low if ci else None, ci_high=ci.high if ci else None))  # fmt: skip
+    return out
+
+
+def update_shapley(path: Path, run_dirs: Sequence[Path], **kwargs) -> pd.DataFrame:
+    """Replace every ``shapley`` row of the tidy table at ``path`` by those of :func:`evaluate_shapley`.
+
+    All existing Shapley rows are dropped first (their subset runs may have changed); atomic write.
+    """
+    table = read_results(Path(path))
+    kept = table[table["metric"] != "shapley"]
+    rows = evaluate_shapley(run_dirs, **kwargs)
+    merged = normalise(pd.concat([kept, rows], ignore_index=True)) if len(rows) else kept
+    write_csv_atomic(Path(path), merged.reset_index(drop=True))
+    return rows

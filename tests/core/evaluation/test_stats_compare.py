@@ -1,0 +1,25 @@
+"""paired_difference with a permutation p-value next to its paired bootstrap interval."""
+
+import numpy as np
+import pytest
+
+from mmfair.core.evaluation import metrics as M
+from mmfair.core.evaluation.compare import paired_difference
+
+
+def test_paired_difference_permutation_p_value():
+    rng = np.random.default_rng(0)
+    subjects = np.repeat(np.arange(200), 2)
+    y = (rng.random(400) < 0.3).astype(int)
+    strong = y + rng.normal(0, 0.7, 400)
+    weak = y + rng.normal(0, 2.0, 400)
+    res = paired_difference(y, strong, weak, subjects, n_boot=200, n_perm=199, seed=1)
+    assert res.value > 0 and res.ci.low > 0 and res.p_value < 0.01
+    assert np.isnan(paired_difference(y, strong, weak, subjects, n_boot=0).p_value)
+    same = paired_difference(y, strong, strong[::-1].copy(), subjects, n_boot=0, n_perm=99)
+    assert 0 < same.p_value <= 1
+    s = 1 / (1 + np.exp(-strong))
+    w = 1 / (1 + np.exp(-weak))
+    brier = paired_difference(y, s, w, subjects, metric=M.brier, n_boot=0, n_perm=49)
+    assert brier.value == pytest.approx(np.mean((s - y) ** 2) - np.mean((w - y) ** 2))
+    assert brier.p_value == pytest.approx(0.02)  # 1 / (1 + 49): no permutation as extreme
