@@ -38,3 +38,10 @@ check-planted: venv
 
 clean-workspace:
 	rm -rf $(WORKSPACE)
+
+# Time and peak memory of the EHR part of prep on a scaled synthetic tree (generated once under
+# bench/out/prep-scale, then reused), extrapolated to MIMIC-IV v2.2's row counts, plus images/s.
+BENCH_PREP_STAYS ?= 10000
+.PHONY: bench-prep
+bench-prep: venv
+	$(BIN)/python bench/prep_scale.py --n-stays $(BENCH_PREP_STAYS)

@@ -29,7 +29,7 @@ def prep_cmd(
     mimic_version: Annotated[Optional[str], typer.Option(help="auto | 2.2 | 3.0 | 3.1 (auto detects from the values).")] = None,
     image_size: Annotated[Optional[int], typer.Option(help="Side of the stored square images (128 synthetic, 256 real).")] = None,
     icd10_mode: Annotated[Optional[str], typer.Option(help="extended (default) | exact ICD-10 phenotype matching.")] = None,
-    variables: Annotated[Optional[str], typer.Option(help="standard | path to a variable-map YAML.")] = None,
+    variables: Annotated[Optional[str], typer.Option(help="standard (18 channels) | extended (+10 blood labs, hourly urine output) | path to a variable-map YAML.")] = None,
     cxr_encoder: Annotated[Optional[str], typer.Option(help="timm model name of the CXR encoder.")] = None,
     cxr_weights: Annotated[Optional[Path], typer.Option(help="Local weights file for the CXR encoder (no download).")] = None,
     encoder_budget: Annotated[Optional[float], typer.Option(help="Seconds the CXR encoder may train (demo: 120).")] = None,

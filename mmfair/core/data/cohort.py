@@ -12,11 +12,18 @@ Interpretations of DESIGN written down here:
   ``temporal_test_groups`` (default ``2014 - 2016``), empty for other year groups (outside the years
   MIMIC-CXR covers).
 * An empty race is ``UNKNOWN``; empty insurance or language is ``Other`` (``group_maps.yaml``).
-* CXR pairing: among frontal images (``ViewPosition`` AP or PA) with ``intime ≤ StudyDateTime <
-  intime + window``, the latest StudyDateTime wins and a tie goes to the greatest ``dicom_id``.
+* CXR pairing: among frontal images with ``intime ≤ StudyDateTime < intime + window``, the latest
+  StudyDateTime wins and a tie goes to the greatest ``dicom_id``. Frontal means ``ViewPosition`` is
+  exactly ``AP`` or ``PA`` after trimming and upper-casing: blank views and the rare values
+  (``AP AXIAL``, ``PA LLD``, ``AP LLD``, ``LL``, ``SWIMMERS``, ``XTABLE LATERAL``, ``LAO``, ``RAO``,
+  ``LPO``) are never paired, since decubitus, axial and oblique projections are not the standard
+  frontal film the encoder and the benchmark tradition assume.
   StudyDateTime is built from the integer StudyDate and the float StudyTime truncated to whole
   seconds, zero-padded to ``HHMMSS``.
 * Rows are ordered by ``stay_id``.
+* ``patients.dod`` (a date, no time) is never read: ``mortality`` is ``hospital_expire_flag`` and
+  ``mortality_icu`` compares ``admissions.deathtime`` with ``outtime``.
+* Every table read must have at least one row (an empty table is reported with its path).
 """
 
 from __future__ import annotations
@@ -37,6 +44,7 @@ from mmfair.core.data.mimic import (
     CXR_CHEXPERT,
     CXR_METADATA,
     MimicSource,
+    checked_scan,
     query_df,
     require_rows,
     scan_sql,
@@ -74,7 +82,7 @@ def cohort_columns(pheno_columns: list[str]) -> list[str]:
 def load_stays(con: duckdb.DuckDBPyConnection, source: MimicSource) -> pd.DataFrame:
     """All ICU stays joined to their admission and patient (left joins, so attrition can count)."""
     paths = {key: source.table(key) for key in ("icu/icustays", "hosp/admissions", "hosp/patients")}
-    scans = {key: scan_sql(path, key) for key, path in paths.items()}
+    scans = {key: checked_scan(con, path, key) for key, path in paths.items()}
     _check_timestamps(con, scans["icu/icustays"], paths["icu/icustays"], ["intime", "outtime"])
     _check_timestamps(con, scans["hosp/admissions"], paths["hosp/admissions"],
                       ["admittime", "dischtime", "deathtime"])
@@ -224,7 +232,7 @@ def add_phenotypes(con: duckdb.DuckDBPyConnection, source: MimicSource, cohort: 
                    icd10_mode: str) -> tuple[pd.DataFrame, list[str], dict]:
     """25 ``pheno_<slug>`` columns from the discharge codes of each stay's admission."""
     path = source.table("hosp/diagnoses_icd")
-    scan = scan_sql(path, "hosp/diagnoses_icd")
+    scan = checked_scan(con, path, "hosp/diagnoses_icd")
     hadm_ids = np.unique(cohort["hadm_id"].to_numpy(dtype=np.int64))
     con.register("cohort_hadm", pd.DataFrame({"hadm_id": hadm_ids}))
     try:
@@ -282,7 +290,7 @@ def pair_cxr(con: duckdb.DuckDBPyConnection, source: MimicSource, cohort: pd.Dat
     """The paired frontal image of each stay that has one: ``stay_id, dicom_id, study_id, subject_id,
     cxr_time_hours``."""
     path = source.cxr_table(CXR_METADATA, "metadata")
-    frontal = _metadata_frontal_sql(scan_sql(path, "cxr/metadata"))
+    frontal = _metadata_frontal_sql(checked_scan(con, path, "cxr/metadata"))
     con.register("cohort_windows", cohort[["stay_id", "subject_id", "intime"]])
     try:
         pairs = query_df(con, f"""

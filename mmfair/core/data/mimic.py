@@ -5,6 +5,14 @@ each column gets its type *by name* (columns prep does not use are read as VARCH
 so a reordered file still reads correctly and a missing or renamed column is reported by name before
 any SQL runs. Timestamps are cast with ``TRY_CAST`` from VARCHAR, which accepts values with and
 without milliseconds.
+
+Layout: ``--mimic-root`` is the folder holding ``hosp/`` and ``icu/`` (``…/mimiciv/<version>/``) or a
+parent holding exactly one such folder; each table is ``<name>.csv.gz`` or, failing that,
+``<name>.csv``; only the tables prep reads are required (icustays, admissions, patients,
+diagnoses_icd, and chartevents / labevents + d_labitems / outputevents as the variable map needs),
+and a missing one is named with its expected path. A ``core/`` folder (or an ``ethnicity`` column
+without ``race``) is MIMIC-IV v1.0, refused. The version (2.2 vs 3.x) is read from the values
+(:func:`detect_version`).
 """
 
 from __future__ import annotations
@@ -28,7 +36,7 @@ ERR_NO_ROOT = "MIMIC-IV root {root}: not found"
 ERR_NO_MODULES = ("MIMIC-IV root {root}: no hosp/ and icu/ folders there (point --mimic-root at the folder "
                   "holding them, e.g. .../mimiciv/2.2)")
 ERR_MANY_VERSIONS = "MIMIC-IV root {root}: several versions inside ({found}); point at one of them"
-ERR_NO_TABLE = "{path}: required table not found (looked for {name}.csv.gz and {name}.csv)"
+ERR_NO_TABLE = "{path}.csv.gz: required table not found (nor {name}.csv beside it)"
 ERR_NO_COLUMN = "{path}: required column {column!r} not found (header has: {header})"
 ERR_EMPTY_FILE = "{path}: file is empty (no header line)"
 ERR_EMPTY_TABLE = "{path}: table has no rows"
@@ -36,6 +44,8 @@ ERR_READ = "{path}: cannot read column {column!r}: {detail}"
 ERR_QUERY = "{path}: cannot read ({detail})"
 ERR_ETHNICITY = ("{path}: has column 'ethnicity' but no 'race': this is MIMIC-IV v1.0, which prep does not "
                  "support (use v2.2 or later)")
+ERR_V1_CORE = ("{root}: has a core/ folder: this is MIMIC-IV v1.0 (patients and admissions in core/, column "
+               "'ethnicity'), which prep does not support (use v2.2 or later)")
 ERR_NO_CXR_ROOT = "MIMIC-CXR-JPG root {root}: not found"
 ERR_NO_CXR_TABLE = "{path}: MIMIC-CXR-JPG {what} not found under {root}"
 
@@ -63,6 +73,8 @@ TABLE_COLUMNS: dict[str, dict[str, str]] = {
                         "itemid": "INTEGER", "value": "VARCHAR", "valuenum": "DOUBLE"},
     "hosp/labevents": {"subject_id": "BIGINT", "charttime": "VARCHAR", "storetime": "VARCHAR",
                        "itemid": "INTEGER", "value": "VARCHAR", "valuenum": "DOUBLE"},
+    "icu/outputevents": {"stay_id": "BIGINT", "charttime": "VARCHAR", "storetime": "VARCHAR",
+                         "itemid": "INTEGER", "value": "DOUBLE"},
     "hosp/d_labitems": {"itemid": "INTEGER", "fluid": "VARCHAR"},
     "cxr/metadata": {"dicom_id": "VARCHAR", "subject_id": "BIGINT", "study_id": "BIGINT",
                      "ViewPosition": "VARCHAR", "StudyDate": "BIGINT", "StudyTime": "DOUBLE"},
@@ -85,7 +97,7 @@ class MimicSource:
         for candidate in (base.with_name(base.name + ".csv.gz"), base.with_name(base.name + ".csv")):
             if candidate.is_file():
                 return candidate
-        raise InputFileError(ERR_NO_TABLE.format(path=base.parent, name=base.name))
+        raise InputFileError(ERR_NO_TABLE.format(path=base, name=base.name))
 
     def cxr_table(self, filename: str, what: str) -> Path:
         assert self.cxr_root is not None
@@ -116,6 +128,8 @@ def locate_source(mimic_root: Path, cxr_root: Path | None) -> MimicSource:
         if len(inner) > 1:
             raise InputFileError(ERR_MANY_VERSIONS.format(root=root, found=", ".join(p.name for p in inner)))
         root = inner[0]
+    if (root / "core").is_dir():
+        raise InputFileError(ERR_V1_CORE.format(root=root))
     hint = root.name if re.fullmatch(r"\d+\.\d+(\.\d+)?", root.name) else None
     cxr = _locate_cxr(Path(cxr_root).expanduser()) if cxr_root is not None else None
     return MimicSource(root=root, version_hint=hint, cxr_root=cxr)
@@ -155,6 +169,7 @@ def connect(memory_limit: str | None, threads: int, spill_dir: Path | None = Non
     except duckdb.Error as exc:
         raise ConfigError(f"memory_limit {limit!r}: not a size DuckDB understands ({_first_line(exc)})") from None
     if spill_dir is not None:
+        Path(spill_dir).parent.mkdir(parents=True, exist_ok=True)    # DuckDB creates only the last level
         con.execute(f"SET temp_directory = '{_q(str(spill_dir))}'")
     n = threads if threads > 0 else (len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1)
     con.execute(f"SET threads = {int(n)}")
@@ -204,6 +219,29 @@ def scan_sql(path: Path, table_key: str) -> str:
             f"escape='\"', nullstr='', columns={{{columns}}})")
 
 
+def checked_scan(con: duckdb.DuckDBPyConnection, path: Path, table_key: str) -> str:
+    """:func:`scan_sql` after checking that the table has at least one row (an empty table of a real
+    download means a broken extract). Reads only the first lines of the file."""
+    scan = scan_sql(path, table_key)
+    if not has_data_row(path):
+        raise InputFileError(ERR_EMPTY_TABLE.format(path=path))
+    return scan
+
+
+def has_data_row(path: Path) -> bool:
+    """Whether a (gzip) CSV has a non-blank line after its header."""
+    opener = gzip.open if path.name.endswith(".gz") else open
+    try:
+        with opener(path, "rt", encoding="utf-8", newline="") as fh:
+            fh.readline()
+            for line in fh:
+                if line.strip():
+                    return True
+    except (OSError, EOFError, UnicodeDecodeError) as exc:
+        raise InputFileError(ERR_QUERY.format(path=path, detail=exc)) from None
+    return False
+
+
 def _q(text: str) -> str:
     return text.replace("'", "''")
 
@@ -235,19 +273,44 @@ def _first_line(exc: Exception) -> str:
     return " ".join(str(exc).split())[:400]
 
 
-def detect_version(source: MimicSource, admissions_language: pd.Series, configured: str) -> str:
-    """MIMIC-IV version: configured > folder name > language values (``ENGLISH`` = 2.2, ``English`` = 3.x)."""
+V2_LANGUAGES = frozenset({"ENGLISH", "?"})
+V3_INSURANCE = frozenset({"PRIVATE", "NO CHARGE"})
+
+
+def detect_version(source: MimicSource, admissions: pd.DataFrame, configured: str) -> str:
+    """The MIMIC-IV version, from the values of ``admissions.language`` and ``insurance``.
+
+    v2.x writes language as ``ENGLISH`` or ``?`` and insurance as Medicare / Medicaid / Other; v3.x
+    writes full language names (``English``, ``Spanish``, …) and adds the insurance values ``Private``
+    and ``No charge``. The values decide the major version; a folder name (``…/mimiciv/3.0``) of the
+    same major version refines it (3.0 vs 3.1 cannot be told apart by value; 3.1 is assumed). A folder
+    name that contradicts the values is logged and the values win. ``configured`` (``--mimic-version``)
+    other than ``auto`` wins over both.
+    """
     if configured != "auto":
         return configured
-    if source.version_hint is not None:
-        return source.version_hint
-    values = set(admissions_language.dropna().astype(str).str.strip())
-    if "ENGLISH" in values or "?" in values:
+    hint = source.version_hint
+    language = {str(v).strip() for v in admissions["language"].dropna() if str(v).strip()}
+    insurance = {str(v).strip().upper() for v in admissions["insurance"].dropna()}
+    if language & V2_LANGUAGES:
+        major = "2"
+    elif insurance & V3_INSURANCE or any(v != v.upper() for v in language):
+        major = "3"
+    else:
+        major = None
+    if major is None:
+        if hint is not None:
+            return hint
+        log.warning("could not tell the MIMIC-IV version from the admissions values; assuming 2.2 "
+                    "(force it with --mimic-version)")
         return "2.2"
-    if "English" in values:
-        return "3.1"
-    log.warning("could not tell the MIMIC-IV version from the data; assuming 2.2")
-    return "2.2"
+    if hint is not None and hint.split(".")[0] == major:
+        return hint
+    detected = "2.2" if major == "2" else "3.1"
+    if hint is not None:
+        log.warning("MIMIC-IV folder %s is named %s but its admissions values are those of v%s.x; using %s",
+                    source.root, hint, major, detected)
+    return detected
 
 
 def require_rows(df: pd.DataFrame, path: Path) -> None:

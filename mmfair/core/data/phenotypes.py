@@ -128,3 +128,34 @@ class PhenotypeMatcher:
             }
             out[f"icd{v}"]["n_admissions"] = int(rows.sum())
         return out
+
+
+# "wildly": both versions coded in enough admissions, prevalences at least this far apart in absolute
+# terms and by at least this factor (a zero against a non-zero counts as an infinite factor)
+DISAGREE_MIN_ADMISSIONS = 100
+DISAGREE_MIN_DIFFERENCE = 0.05
+DISAGREE_MIN_RATIO = 2.0
+
+
+def version_disagreements(prevalence: dict, min_admissions: int = DISAGREE_MIN_ADMISSIONS,
+                          min_difference: float = DISAGREE_MIN_DIFFERENCE,
+                          min_ratio: float = DISAGREE_MIN_RATIO) -> list[dict]:
+    """Phenotypes whose prevalence among ICD-9 and ICD-10 coded admissions disagrees wildly.
+
+    ``prevalence`` is :meth:`PhenotypeMatcher.prevalence_by_version`'s output. Returns
+    ``[{"phenotype", "icd9", "icd10"}]`` in column order; empty when either version has fewer than
+    ``min_admissions`` admissions (a real shift of case mix over the years also moves prevalences, so
+    only large gaps are flagged: they usually mean an incomplete ICD-10 code list).
+    """
+    icd9, icd10 = prevalence.get("icd9", {}), prevalence.get("icd10", {})
+    if min(icd9.get("n_admissions", 0), icd10.get("n_admissions", 0)) < min_admissions:
+        return []
+    out = []
+    for slug, p9 in icd9.items():
+        p10 = icd10.get(slug)
+        if slug == "n_admissions" or p9 is None or p10 is None:
+            continue
+        low, high = sorted((float(p9), float(p10)))
+        if high - low >= min_difference and (low == 0 or high / low >= min_ratio):
+            out.append({"phenotype": slug, "icd9": float(p9), "icd10": float(p10)})
+    return out

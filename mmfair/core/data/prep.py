@@ -1,5 +1,10 @@
 """``prep``: a MIMIC-shaped source → ``data/cohort.csv``, ``features.h5``, ``attrition.csv``,
-``variable_coverage.csv`` and ``prep.json`` (DESIGN §3.1–3.2, §6, §7).
+``variable_coverage.csv``, ``table1.csv`` and ``prep.json`` (DESIGN §3.1–3.2, §6, §7).
+
+``prep.json`` also holds the per-phenotype prevalence among ICD-9- and ICD-10-coded admissions and
+the phenotypes whose two prevalences disagree wildly (``phenotypes.version_disagreements``; logged
+as a warning). ``table1.csv`` is described in :mod:`mmfair.core.data.table1`; a reused workspace
+made before it existed gets it written from ``cohort.csv``.
 
 Stages (each timed in ``PrepResult.stage_seconds``): ``cohort`` (stays, filters, labels, folds,
 pairing), ``timeseries`` (hourly binning), ``images`` (decoding the paired images), ``encoder`` (the
@@ -46,6 +51,8 @@ from mmfair.core.data.store import (
     store_fingerprint,
     write_store,
 )
+from mmfair.core.data.phenotypes import version_disagreements
+from mmfair.core.data.table1 import build_table1
 from mmfair.core.data.timeseries import bin_hourly
 from mmfair.core.data.variables import load_variable_map
 from mmfair.core.errors import ConfigError, InputFileError
@@ -57,6 +64,7 @@ Progress = Callable[[str, int, int], None]
 
 ATTRITION_CSV = "attrition.csv"
 COVERAGE_CSV = "variable_coverage.csv"
+TABLE1_CSV = "table1.csv"
 PREP_JSON = "prep.json"
 ENCODER_KEY_ATTR = "prep_encoder_key"
 DUCKDB_SPILL_DIR = ".prep-duckdb-spill"
@@ -136,6 +144,8 @@ def _input_files(source: MimicSource, variables) -> list[Path]:
         keys.append("icu/chartevents")
     if "labevents" in tables:
         keys += ["hosp/labevents", "hosp/d_labitems"]
+    if "outputevents" in tables:
+        keys.append("icu/outputevents")
     files = [source.table(k) for k in keys]
     if source.cxr_root is not None:
         files.append(source.cxr_table(CXR_METADATA, "metadata"))
@@ -195,7 +205,9 @@ def _build(config: PrepConfig, workspace: Workspace, source: MimicSource, variab
         try:
             clock = time.perf_counter()
             _tick(progress, "writing", 3, 5)
-            staged.write_csv(workspace.cohort_csv, _cohort_table(cohort, pheno_columns))
+            table = _cohort_table(cohort, pheno_columns)
+            staged.write_csv(workspace.cohort_csv, table)
+            staged.write_csv(workspace.data / TABLE1_CSV, build_table1(table))
             staged.write_csv(workspace.data / ATTRITION_CSV, attrition)
             staged.write_csv(workspace.data / COVERAGE_CSV, hourly.coverage)
             store_tmp = staged.path_for(workspace.features_h5)
@@ -219,6 +231,7 @@ def _build(config: PrepConfig, workspace: Workspace, source: MimicSource, variab
             raise
     finally:
         con.close()
+        shutil.rmtree(workspace.data / DUCKDB_SPILL_DIR, ignore_errors=True)
     _tick(progress, "done", 5, 5)
     log.info("prep: %d stays, %d with a paired CXR; stage seconds %s", len(cohort), int(cohort["has_cxr"].sum()),
              {k: round(v, 2) for k, v in seconds.items()})
@@ -244,11 +257,16 @@ def _tick(progress: Progress | None, description: str, done: int, total: int) ->
 
 def _cohort_stage(con, source: MimicSource, config: PrepConfig):
     stays = cohort_mod.load_stays(con, source)
-    version = detect_version(source, stays["language"], config.mimic_version)
+    version = detect_version(source, stays, config.mimic_version)
     cohort, attrition = cohort_mod.apply_filters(stays, config)
     cohort = cohort_mod.add_demographics(cohort, config)
     cohort = cohort_mod.add_outcome_labels(cohort, config)
     cohort, pheno_columns, prevalence = cohort_mod.add_phenotypes(con, source, cohort, config.icd10_mode)
+    disagreements = version_disagreements(prevalence)
+    if disagreements:
+        log.warning("phenotype prevalence differs wildly between ICD-9 and ICD-10 coded admissions for %s "
+                    "(ICD-10 code lists may be incomplete; see prep.json phenotype_prevalence_by_icd_version)",
+                    ", ".join(f"{d['phenotype']} ({d['icd9']:.1%} vs {d['icd10']:.1%})" for d in disagreements))
     cohort["fold"] = cohort_mod.assign_folds(cohort, config.n_folds, config.fold_seed)
     if source.cxr_root is not None:
         pairs = cohort_mod.pair_cxr(con, source, cohort, config.window_hours)
@@ -333,6 +351,11 @@ def _reuse(config: PrepConfig, workspace: Workspace, source: MimicSource, finger
     summary = json.loads((workspace.data / PREP_JSON).read_text())
     attrition = pd.read_csv(workspace.data / ATTRITION_CSV)
     seconds: dict[str, float] = {}
+    if not (workspace.data / TABLE1_CSV).is_file():     # outputs of an mmfair that wrote no table1.csv
+        staged = _Staged(workspace.data)
+        cohort = pd.read_csv(workspace.cohort_csv, dtype={"cxr_dicom_id": str}, keep_default_na=False)
+        staged.write_csv(workspace.data / TABLE1_CSV, build_table1(cohort))
+        staged.commit(last=workspace.data / TABLE1_CSV)
     encoder = summary.get("encoder")
     if not config.skip_encoder and not _has_matching_embeddings(workspace.features_h5, config):
         clock = time.perf_counter()
@@ -371,6 +394,7 @@ def _rerun_encoder(config: PrepConfig, workspace: Workspace, source: MimicSource
         raise
     finally:
         con.close()
+        shutil.rmtree(workspace.data / DUCKDB_SPILL_DIR, ignore_errors=True)
     return encoder
 
 
@@ -394,6 +418,7 @@ def _prep_summary(config: PrepConfig, source_label: str, version: str, fingerpri
         "attrition": attrition.to_dict(orient="records"),
         "variables": {"origin": variables.origin, "names": variables.names, "groups": variables.groups},
         "phenotype_prevalence_by_icd_version": prevalence,
+        "phenotype_icd_version_disagreements": version_disagreements(prevalence),
         "encoder": encoder,
         "stage_seconds": {k: round(v, 3) for k, v in seconds.items()},
     }

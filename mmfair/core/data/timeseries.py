@@ -15,7 +15,12 @@ Rules:
   hour with a valid and an invalid observation keeps the valid one) and counted per hour;
 * within an hour the last observation wins, ordered by charttime, then storetime (missing first),
   then the source's priority, then the value;
-* derived channels (GCS total) are computed from the binned components of the same hour.
+* derived channels (GCS total) are computed from the binned components of the same hour;
+* a variable with ``aggregate: sum`` (hourly urine output from ``outputevents``) is instead the sum
+  of its in-range observations of the hour, each multiplied by its source's ``sign`` (GU irrigant
+  instilled counts negative, as in mimic-code's ``urine_output``); the range check applies to each
+  charted volume before the sign. An hour with no charted volume stays NaN (unobserved), not 0.
+  outputevents rows attach by ``stay_id`` and are binned by ``charttime``.
 
 No filling or scaling happens here: unobserved hours stay NaN.
 """
@@ -30,7 +35,7 @@ import duckdb
 import numpy as np
 import pandas as pd
 
-from mmfair.core.data.mimic import READ_ERRORS, MimicSource, read_error, scan_sql
+from mmfair.core.data.mimic import READ_ERRORS, MimicSource, checked_scan, read_error
 from mmfair.core.data.variables import VariableMap
 
 log = logging.getLogger(__name__)
@@ -39,6 +44,8 @@ GCS_INTUBATED_VERBAL = 0.0
 GCS_INTUBATED_TOTAL = 15.0
 
 Progress = Callable[[str, int, int], None]
+
+TABLE_KEYS = {"chartevents": "icu/chartevents", "labevents": "hosp/labevents", "outputevents": "icu/outputevents"}
 
 _CONVERT_SQL = """
     CASE o.convert
@@ -91,8 +98,8 @@ def bin_hourly(con: duckdb.DuckDBPyConnection, source: MimicSource, stays: pd.Da
         con.register(name, frame)
     try:
         con.execute("CREATE OR REPLACE TEMP TABLE ts_obs (stay_idx BIGINT, var_idx INTEGER, hour INTEGER, "
-                    "ct TIMESTAMP, st TIMESTAMP, priority INTEGER, v DOUBLE, in_range BOOLEAN)")
-        tables = [t for t in ("chartevents", "labevents") if (items["table_name"] == t).any()]
+                    "ct TIMESTAMP, st TIMESTAMP, priority INTEGER, v DOUBLE, in_range BOOLEAN, summed BOOLEAN)")
+        tables = [t for t in TABLE_KEYS if (items["table_name"] == t).any()]
         for done, table in enumerate(tables):
             if progress:
                 progress(f"reading {table}", done, len(tables))
@@ -115,11 +122,13 @@ def _item_tables(variables: VariableMap) -> tuple[pd.DataFrame, pd.DataFrame]:
     for var_idx, var in enumerate(variables.variables):
         for src in var.sources:
             item_rows.append((src.table, src.itemid, var_idx, src.priority, src.convert or "",
-                              (src.fluid or "").strip().lower(), var.valid_low, var.valid_high))
+                              (src.fluid or "").strip().lower(), var.valid_low, var.valid_high, float(src.sign),
+                              var.aggregate == "sum"))
         text_rows.extend((var_idx, text, num) for text, num in var.text.items())
     items = pd.DataFrame(item_rows, columns=["table_name", "itemid", "var_idx", "priority", "convert", "fluid",
-                                             "low", "high"])
-    items = items.astype({"itemid": "int32", "var_idx": "int32", "priority": "int32"})
+                                             "low", "high", "sign", "summed"])
+    items = items.astype({"itemid": "int32", "var_idx": "int32", "priority": "int32", "sign": "float64",
+                          "summed": "bool"})
     texts = pd.DataFrame(text_rows, columns=["var_idx", "text", "num"]).astype({"var_idx": "int32",
                                                                                 "num": "float64"})
     return items, texts
@@ -127,27 +136,29 @@ def _item_tables(variables: VariableMap) -> tuple[pd.DataFrame, pd.DataFrame]:
 
 def _collect_observations(con: duckdb.DuckDBPyConnection, source: MimicSource, table: str,
                           items: pd.DataFrame, window_hours: int) -> None:
-    key = "icu/chartevents" if table == "chartevents" else "hosp/labevents"
+    key = TABLE_KEYS[table]
     path = source.table(key)
-    scan = scan_sql(path, key)
+    scan = checked_scan(con, path, key)
     itemids = sorted(int(i) for i in items.loc[items["table_name"] == table, "itemid"].unique())
     itemid_list = "(" + ", ".join(map(str, itemids)) + ")"
-    if table == "chartevents":
-        link = "e.stay_id = s.stay_id"
-        fluid_join, fluid_check = "", "TRUE"
+    fluid_join, fluid_check = "", "TRUE"
+    if table == "labevents":
+        link, key_column, text_column, num_column = "e.subject_id = s.subject_id", "e.subject_id", "e.value", "e.valuenum"
+        fluid_join, fluid_check = _fluid_join(con, source), "(m.fluid = '' OR lower(trim(d.fluid)) = m.fluid)"
+    elif table == "outputevents":     # value is the volume (a number); there is no valuenum
+        link, key_column, text_column, num_column = "e.stay_id = s.stay_id", "e.stay_id", "CAST(NULL AS VARCHAR)", "e.value"
     else:
-        link = "e.subject_id = s.subject_id"
-        fluid_join, fluid_check = _fluid_join(source), "(m.fluid = '' OR lower(trim(d.fluid)) = m.fluid)"
+        link, key_column, text_column, num_column = "e.stay_id = s.stay_id", "e.stay_id", "e.value", "e.valuenum"
     window = f"to_hours(CAST({int(window_hours)} AS BIGINT))"
     sql = f"""
         INSERT INTO ts_obs
         WITH ev AS (
             SELECT e.itemid, TRY_CAST(e.charttime AS TIMESTAMP) AS ct, TRY_CAST(e.storetime AS TIMESTAMP) AS st,
-                   e.value, e.valuenum, {'e.stay_id' if table == 'chartevents' else 'e.subject_id'}
+                   {text_column} AS value, {num_column} AS valuenum, {key_column}
             FROM {scan} e
             WHERE e.itemid IN {itemid_list}),
         o AS (
-            SELECT s.stay_idx, m.var_idx, m.priority, m.convert, m.low, m.high, e.ct, e.st,
+            SELECT s.stay_idx, m.var_idx, m.priority, m.convert, m.low, m.high, m.sign, m.summed, e.ct, e.st,
                    CAST(floor(epoch(e.ct - s.intime) / 3600.0) AS INTEGER) AS hour,
                    COALESCE(tx.num, e.valuenum, TRY_CAST(trim(e.value) AS DOUBLE)) AS raw
             FROM ev e
@@ -156,7 +167,7 @@ def _collect_observations(con: duckdb.DuckDBPyConnection, source: MimicSource, t
             {fluid_join}
             LEFT JOIN ts_texts tx ON tx.var_idx = m.var_idx AND tx.text = lower(trim(e.value))
             WHERE {fluid_check})
-        SELECT stay_idx, var_idx, hour, ct, st, priority, v, v >= low AND v <= high
+        SELECT stay_idx, var_idx, hour, ct, st, priority, v * sign, v >= low AND v <= high, summed
         FROM (SELECT o.*, {_CONVERT_SQL} AS v FROM o WHERE o.raw IS NOT NULL AND NOT isnan(o.raw))
     """
     before = con.execute("SELECT count(*) FROM ts_obs").fetchone()[0]
@@ -168,16 +179,19 @@ def _collect_observations(con: duckdb.DuckDBPyConnection, source: MimicSource, t
              con.execute("SELECT count(*) FROM ts_obs").fetchone()[0] - before)
 
 
-def _fluid_join(source: MimicSource) -> str:
+def _fluid_join(con: duckdb.DuckDBPyConnection, source: MimicSource) -> str:
     path = source.table("hosp/d_labitems")
-    return f"LEFT JOIN {scan_sql(path, 'hosp/d_labitems')} d ON d.itemid = e.itemid"
+    return f"LEFT JOIN {checked_scan(con, path, 'hosp/d_labitems')} d ON d.itemid = e.itemid"
 
 
 def _last_wins(con: duckdb.DuckDBPyConnection) -> tuple[dict[str, np.ndarray], pd.DataFrame]:
     binned = con.execute("""
-        SELECT stay_idx, hour, var_idx, v FROM ts_obs WHERE in_range
+        SELECT stay_idx, hour, var_idx, v FROM ts_obs WHERE in_range AND NOT summed
         QUALIFY row_number() OVER (PARTITION BY stay_idx, hour, var_idx
                                    ORDER BY ct DESC, st DESC NULLS LAST, priority DESC, v DESC) = 1
+        UNION ALL
+        SELECT stay_idx, hour, var_idx, sum(v) AS v FROM ts_obs WHERE in_range AND summed
+        GROUP BY stay_idx, hour, var_idx
     """).fetchnumpy()
     out_of_range = con.execute("""
         SELECT var_idx, hour, count(*) AS n FROM ts_obs WHERE NOT in_range GROUP BY var_idx, hour

@@ -23,6 +23,17 @@ known MIMIC-IV mapping errors fixed and SaO2 split from SpO2. The final ordered 
     16 ph                [labs]     pH             blood lab 50820; chart 223830, 220274
     17 sao2              [labs]     %              blood lab 50817; chart 220227
 
+The packaged ``variables_extended.yaml`` (``--variables extended``) starts with ``extends: standard``
+and adds ten blood labs (creatinine, bun, lactate, wbc, hemoglobin, platelets, sodium, potassium,
+bicarbonate, bilirubin; 29 channels in all) and ``urine_output`` [output], the hourly sum of the urine
+items of ``icu/outputevents`` (``aggregate: sum``; GU irrigant in has ``sign: -1``). Itemids and
+their justification are in the YAML's comments.
+
+A map file may start with ``extends: <packaged map>`` to build on it; a source's table is
+``chartevents``, ``labevents`` or ``outputevents``; ``sign`` (1 or −1) multiplies a source's values
+after the range check; a variable's ``aggregate`` is ``last`` (default: the last observation of the
+hour) or ``sum`` (the sum of the hour's in-range observations).
+
 GCS follows mimic-code's ``measurement/gcs.sql``: an intubated patient's verbal response
 ('No Response-ETT') is stored as 0, a level of its own below 'No Response' (1), and a GCS total whose
 verbal component is 0 is set to 15 (mimic-code's "sedated/intubated → normal" convention). The total
@@ -41,14 +52,16 @@ import yaml
 from mmfair.core.errors import ConfigError
 
 VARIABLE_GROUPS = ("vitals", "labs", "neuro", "output")
-SOURCE_TABLES = ("chartevents", "labevents")
+SOURCE_TABLES = ("chartevents", "labevents", "outputevents")
+AGGREGATES = ("last", "sum")
 CONVERSIONS = ("f_to_c", "percent_to_fraction", "fraction_to_percent", "lb_to_kg", "in_to_cm")
 DERIVED_RULES = ("gcs_total",)
-PACKAGED_MAPS = {"standard": "variables_standard.yaml"}
+PACKAGED_MAPS = {"standard": "variables_standard.yaml", "extended": "variables_extended.yaml"}
 
 ERR_UNKNOWN_MAP = "variable map {spec!r}: neither a packaged map ({names}) nor an existing YAML file"
 ERR_BAD_MAP = "{path}: variable {name!r}: {problem}"
 ERR_NOT_A_MAP = "{path}: expected a top-level 'variables' list"
+ERR_EXTENDS = "{path}: extends {extends!r}: not a packaged map to build on ({names})"
 
 
 @dataclass(frozen=True)
@@ -60,6 +73,7 @@ class Source:
     priority: int = 0
     convert: str | None = None
     fluid: str | None = None
+    sign: int = 1
 
 
 @dataclass(frozen=True)
@@ -74,6 +88,7 @@ class Variable:
     sources: tuple[Source, ...] = ()
     text: dict[str, float] = field(default_factory=dict)
     derived: dict[str, str] | None = None
+    aggregate: str = "last"
 
 
 @dataclass(frozen=True)
@@ -96,12 +111,12 @@ class VariableMap:
 
 
 def load_variable_map(spec: str) -> VariableMap:
-    """Load a variable map by packaged name (``standard``) or from a YAML file path.
+    """Load a variable map by packaged name (``standard``, ``extended``) or from a YAML file path.
 
     Parameters
     ----------
     spec : str
-        ``"standard"`` or a path to a YAML file with the same shape as the packaged one.
+        ``"standard"``, ``"extended"`` or a path to a YAML file with the same shape as the packaged one.
 
     Returns
     -------
@@ -120,7 +135,14 @@ def load_variable_map(spec: str) -> VariableMap:
 def _parse_map(data: object, origin: str) -> VariableMap:
     if not isinstance(data, dict) or not isinstance(data.get("variables"), list):
         raise ConfigError(ERR_NOT_A_MAP.format(path=origin))
-    variables = tuple(_parse_variable(item, origin) for item in data["variables"])
+    base: tuple[Variable, ...] = ()
+    extends = data.get("extends")
+    if extends is not None:
+        if extends not in PACKAGED_MAPS or PACKAGED_MAPS[extends] == Path(origin.split(":")[-1]).name:
+            raise ConfigError(ERR_EXTENDS.format(path=origin, extends=extends,
+                                                 names=", ".join(PACKAGED_MAPS)))
+        base = load_variable_map(extends).variables
+    variables = base + tuple(_parse_variable(item, origin) for item in data["variables"])
     _check_unique_names(variables, origin)
     for var in variables:
         _check_derived_refs(var, {v.name for v in variables}, origin)
@@ -146,6 +168,9 @@ def _parse_variable(item: dict, origin: str) -> Variable:
     if not sources and derived is None:
         raise bad("needs sources or a derived rule")
     text = {str(k).strip().lower(): float(v) for k, v in (item.get("text") or {}).items()}
+    aggregate = item.get("aggregate", "last")
+    if aggregate not in AGGREGATES:
+        raise bad(f"aggregate {aggregate!r} is not one of {', '.join(AGGREGATES)}")
     return Variable(
         name=name,
         group=group,
@@ -155,6 +180,7 @@ def _parse_variable(item: dict, origin: str) -> Variable:
         sources=sources,
         text=text,
         derived=dict(derived) if derived else None,
+        aggregate=aggregate,
     )
 
 
@@ -168,8 +194,11 @@ def _parse_source(raw: dict, bad) -> Source:
     fluid = raw.get("fluid")
     if fluid is not None and table != "labevents":
         raise bad("fluid applies to labevents sources only")
+    sign = raw.get("sign", 1)
+    if sign not in (1, -1):
+        raise bad(f"sign must be 1 or -1, got {sign!r}")
     return Source(table=table, itemid=int(raw["itemid"]), priority=int(raw.get("priority", 0)),
-                  convert=convert, fluid=fluid)
+                  convert=convert, fluid=fluid, sign=int(sign))
 
 
 def _check_unique_names(variables: tuple[Variable, ...], origin: str) -> None:

@@ -8,6 +8,11 @@ Subjects (cohort stays marked *):
   10000008  *30000009 age 80                        10000009 *30000010 PORTUGUESE
   10000010  *30000011 SOUTH AMERICAN                10000011 *30000012 AMERICAN INDIAN/ALASKA NATIVE
 CXR-only subjects 10000020 and 10000021 (and 10000002) give the encoder its non-cohort images.
+
+``build_tree(root, version="3.1")`` writes the v3.1 flavour of the same tree under
+``mimiciv/3.1``: full language names, re-coded insurance (Private, No charge, blank), most hosp
+tables as plain ``.csv``, and two more paired images of odd formats (an RGB JPEG of 37 x 91 px for
+30000007 and 16-bit content for 30000008). Its right answers are in test_prep_versions.py.
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ CHART_HEADER = "subject_id,hadm_id,stay_id,caregiver_id,charttime,storetime,item
 LAB_HEADER = ("labevent_id,subject_id,hadm_id,specimen_id,itemid,order_provider_id,charttime,storetime,value,"
               "valuenum,valueuom,ref_range_lower,ref_range_upper,flag,priority,comments")
 DIAG_HEADER = "subject_id,hadm_id,seq_num,icd_code,icd_version"
+OUTPUT_HEADER = "subject_id,hadm_id,stay_id,caregiver_id,charttime,storetime,itemid,value,valueuom"
 DLAB_HEADER = "itemid,label,fluid,category"
 META_HEADER = ("dicom_id,subject_id,study_id,PerformedProcedureStepDescription,ViewPosition,Rows,Columns,"
                "StudyDate,StudyTime,ProcedureCodeSequence_CodeMeaning,ViewCodeSequence_CodeMeaning,"
@@ -141,6 +147,20 @@ LABS = [
     (10000001, "", 50817, "2150-01-01 13:40:00", "2150-01-01 13:50:00", 93),          # sao2 hour 3: 93
     (10000001, "", 50931, "2150-01-01 09:30:00", "2150-01-01 09:50:00", 111),         # before intime
     (10000001, "", 50931, "2150-03-01 05:00:00", "2150-03-01 05:30:00", 200),         # stay 30000002 hour 3
+    # extended map only (stay 30000001, hour 5)
+    (10000001, "", 50912, "2150-01-01 15:10:00", "2150-01-01 15:30:00", 1.4),         # creatinine
+    (10000001, "", 51006, "2150-01-01 15:10:00", "2150-01-01 15:30:00", 22),          # BUN
+    (10000001, 20000001, 50813, "2150-01-01 15:05:00", "2150-01-01 15:10:00", 2.1),   # lactate
+    (10000001, "", 51301, "2150-01-01 15:10:00", "2150-01-01 15:30:00", 11.5),        # WBC: priority wins
+    (10000001, "", 51300, "2150-01-01 15:10:00", "2150-01-01 15:30:00", 9.9),
+    (10000001, "", 51222, "2150-01-01 15:10:00", "2150-01-01 15:30:00", 9.8),         # hemoglobin
+    (10000001, "", 51265, "2150-01-01 15:10:00", "2150-01-01 15:30:00", 210),         # platelets
+    (10000001, "", 50983, "2150-01-01 15:10:00", "2150-01-01 15:30:00", 138),
+    (10000001, "", 50824, "2150-01-01 15:40:00", "2150-01-01 15:45:00", 135),         # sodium: later wins
+    (10000001, "", 50971, "2150-01-01 15:10:00", "2150-01-01 15:30:00", 4.1),         # potassium
+    (10000001, "", 50882, "2150-01-01 15:10:00", "2150-01-01 15:30:00", 24),          # bicarbonate
+    (10000001, "", 50885, "2150-01-01 15:10:00", "2150-01-01 15:30:00", 0.8),         # bilirubin
+    (10000001, "", 50912, "2150-01-01 16:10:00", "2150-01-01 16:30:00", 400),         # creatinine: out of range
 ]
 
 D_LABITEMS = [
@@ -150,6 +170,34 @@ D_LABITEMS = [
     "50931,Glucose,Blood,Chemistry",
     "51478,Glucose,Urine,Hematology",
     "51491,pH,Urine,Hematology",
+    "50811,Hemoglobin,Blood,Blood Gas",
+    "50813,Lactate,Blood,Blood Gas",
+    "50822,\"Potassium, Whole Blood\",Blood,Blood Gas",
+    "50824,\"Sodium, Whole Blood\",Blood,Blood Gas",
+    "50882,Bicarbonate,Blood,Chemistry",
+    "50885,\"Bilirubin, Total\",Blood,Chemistry",
+    "50912,Creatinine,Blood,Chemistry",
+    "50971,Potassium,Blood,Chemistry",
+    "50983,Sodium,Blood,Chemistry",
+    "51006,Urea Nitrogen,Blood,Chemistry",
+    "51222,Hemoglobin,Blood,Hematology",
+    "51265,Platelet Count,Blood,Hematology",
+    "51300,WBC Count,Blood,Hematology",
+    "51301,White Blood Cells,Blood,Hematology",
+]
+
+# icu/outputevents of stay 30000001 (intime 2150-01-01 10:00): (charttime, storetime, itemid, value)
+OUTPUTS = [
+    ("2150-01-01 09:30:00", "2150-01-01 09:31:00", 226559, "70"),         # before intime
+    ("2150-01-01 10:30:00", "2150-01-01 10:31:00", 226559, "100"),        # Foley
+    ("2150-01-01 10:45:00", "2150-01-01 10:46:00", 226560, "50"),         # Void: hour 0 = 150
+    ("2150-01-01 11:30:00", "2150-01-01 11:31:00", 226559, "200"),
+    ("2150-01-01 11:40:00", "2150-01-01 11:41:00", 227488, "30"),         # GU irrigant in: -30
+    ("2150-01-01 11:50:00", "2150-01-01 11:51:00", 227489, "80"),         # irrigant/urine out: hour 1 = 250
+    ("2150-01-01 12:20:00", "2150-01-01 12:21:00", 226559, "99999"),      # out of range: dropped, counted
+    ("2150-01-01 12:30:00", "2150-01-01 12:31:00", 226559, "40"),         # hour 2 = 40
+    ("2150-01-01 13:00:00", "2150-01-01 13:00:49.983", 226561, "60"),     # storetime with ms: hour 3 = 60
+    ("2150-01-01 14:00:00", "2150-01-01 14:01:00", 226588, "500"),        # chest tube: not urine
 ]
 
 DIAGNOSES = [
@@ -182,7 +230,31 @@ CXR_IMAGES = [
     (22, 10000020, 50000021, "AP", 21600301, "91010", 62),
     (23, 10000021, 50000022, "AP", 21700101, "101010", 63),
     (24, 10000002, 50000023, "AP", 21500202, "101010", 64),        # under-18 subject: not in cohort
+    # later in stay 30000001's window than the paired AP, but not frontal (frontal = AP or PA exactly)
+    (9, 10000001, 50000007, "", 21500102, "150000", 90),            # blank ViewPosition
+    (10, 10000001, 50000007, "AP AXIAL", 21500102, "160000", 91),
+    (11, 10000001, 50000008, "PA LLD", 21500102, "170000", 92),
+    (12, 10000001, 50000008, "AP LLD", 21500102, "171000", 93),
+    (13, 10000001, 50000008, "LL", 21500102, "172000", 94),
+    (14, 10000001, 50000008, "SWIMMERS", 21500102, "173000", 95),
+    (15, 10000001, 50000008, "XTABLE LATERAL", 21500102, "174000", 96),
 ]
+
+# v3.1 flavour only: paired images in odd formats (written by _write_odd_images)
+CXR_IMAGES_V31 = [
+    (30, 10000006, 50000030, "AP", 21500701, "93000", 0),          # 30000007: RGB JPEG 37 x 91, at 3.5 h
+    (31, 10000007, 50000031, "PA", 21500702, "53000.1", 0),        # 30000008: 16-bit content, at 23.5 h
+]
+
+# v3.1 admissions values: hadm_id -> (insurance, language)
+V31_ADMISSIONS = {
+    20000001: ("Medicare", "English"), 20000002: ("Medicare", "English"),
+    20000003: ("Private", "English"), 20000004: ("Private", "English"),
+    20000005: ("Other", "English"), 20000006: ("Medicaid", "Spanish"),
+    20000007: ("Private", "English"), 20000008: ("Medicare", "Chinese"),
+    20000009: ("Medicare", "English"), 20000010: ("No charge", "Portuguese"),
+    20000011: ("", "English"), 20000012: ("Other", ""),
+}
 
 CHEXPERT = [
     "10000001,50000001,,1.0,,,,,,,,,,,,",
@@ -223,23 +295,49 @@ def image_path(cxr_root: Path, subject: int, study: int, n: int) -> Path:
     return cxr_root / "files" / f"p{s[:2]}" / f"p{s}" / f"s{study}" / f"{dicom(n)}.jpg"
 
 
-def build_tree(root: Path) -> tuple[Path, Path]:
+def _v31_admission(row: str) -> str:
+    fields = row.split(",")
+    fields[9], fields[10] = V31_ADMISSIONS[int(fields[1])]
+    return ",".join(fields)
+
+
+def _write_odd_images(cxr: Path) -> None:
+    rgb = np.zeros((91, 37, 3), dtype=np.uint8)
+    rgb[..., 0], rgb[..., 1] = 200, 100                       # gray 0.299*200 + 0.587*100 = 118.5
+    path = image_path(cxr, 10000006, 50000030, 30)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(rgb, mode="RGB").save(path, format="JPEG", quality=95)
+    deep = np.full((60, 80), 1000, dtype=np.uint16)
+    deep[:, 40:] = 3000                                       # stretched: left half 0, right half 255
+    path = image_path(cxr, 10000007, 50000031, 31)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(deep).save(path, format="PNG")           # 16-bit content under the .jpg name
+
+
+def build_tree(root: Path, version: str = "2.2") -> tuple[Path, Path]:
     """Write the tree under ``root``; return ``(mimic_root, cxr_root)``."""
-    mimic = root / "mimiciv" / "2.2"
-    _write(mimic / "hosp" / "patients.csv", PATIENTS_HEADER, PATIENTS)
-    _write(mimic / "hosp" / "admissions.csv", ADMISSIONS_HEADER, ADMISSIONS)
+    v31 = version == "3.1"
+    mimic = root / "mimiciv" / version
+    admissions = [_v31_admission(r) for r in ADMISSIONS] if v31 else ADMISSIONS
+    _write(mimic / "hosp" / "patients.csv", PATIENTS_HEADER, PATIENTS, gz=not v31)
+    _write(mimic / "hosp" / "admissions.csv", ADMISSIONS_HEADER, admissions, gz=not v31)
     _write(mimic / "icu" / "icustays.csv", ICUSTAYS_HEADER, ICUSTAYS)
     chart = (_chart_rows(10000001, 20000001, 30000001, STAY1_CHART)
              + _chart_rows(10000005, 20000006, 30000006, STAY6_CHART))
     _write(mimic / "icu" / "chartevents.csv", CHART_HEADER, chart)
     _write(mimic / "hosp" / "labevents.csv", LAB_HEADER, _lab_rows())
     _write(mimic / "hosp" / "d_labitems.csv", DLAB_HEADER, D_LABITEMS, gz=False)   # a plain .csv
-    _write(mimic / "hosp" / "diagnoses_icd.csv", DIAG_HEADER, DIAGNOSES)
+    _write(mimic / "hosp" / "diagnoses_icd.csv", DIAG_HEADER, DIAGNOSES, gz=not v31)
+    outputs = [f"10000001,20000001,30000001,7,{ct},{st},{item},{v},ml" for ct, st, item, v in OUTPUTS]
+    _write(mimic / "icu" / "outputevents.csv", OUTPUT_HEADER, outputs)
     cxr = root / "mimic-cxr-jpg" / "2.0.0"
+    images = CXR_IMAGES + (CXR_IMAGES_V31 if v31 else [])
     meta = [f"{dicom(n)},{s},{st},CHEST,{view},48,64,{d},{t},CHEST,x,Erect"
-            for n, s, st, view, d, t, _ in CXR_IMAGES]
+            for n, s, st, view, d, t, _ in images]
     _write(cxr / "mimic-cxr-2.0.0-metadata.csv", META_HEADER, meta)
     _write(cxr / "mimic-cxr-2.0.0-chexpert.csv", CHEX_HEADER, CHEXPERT)
     for n, s, st, _view, _d, _t, value in CXR_IMAGES:
         write_jpeg(image_path(cxr, s, st, n), value)
+    if v31:
+        _write_odd_images(cxr)
     return mimic, cxr
