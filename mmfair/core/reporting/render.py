@@ -57,18 +57,29 @@ def render_csv(tables: dict[str, pd.DataFrame]) -> str:
     return buf.getvalue()
 
 
+_KEY_COLUMNS = ("modalities", "task", "selection", "threshold_rule", "label", "runs", "scenario", "removed", "modality")
+
+
 def render_rich(tables: dict[str, pd.DataFrame]) -> list[Table]:
-    """One ``rich.table.Table`` per non-empty table, footnotes as the caption (the CLI prints them)."""
+    """One ``rich.table.Table`` per non-empty table, footnotes as the caption (the CLI prints them).
+
+    A terminal is narrow: key columns that hold one value in every row (e.g. ``selection=overall``) are
+    moved from the body into the title, so the numbers keep their width. Markdown and CSV keep them all.
+    """
     out = []
     for name, df in tables.items():
         if len(df) == 0:
             continue
+        constant = [c for c in df.columns if c in _KEY_COLUMNS and len(df) > 1 and df[c].astype(str).nunique() == 1]
+        title = df.attrs.get("title", name)
+        if constant:
+            title += " (" + ", ".join(f"{c}: {df[c].iloc[0]}" for c in constant) + ")"
+        body = df.drop(columns=constant)
         caption = "\n".join(df.attrs.get("footnotes", []))
-        table = Table(title=df.attrs.get("title", name), caption=Text(caption) if caption else None,
-                      caption_justify="left")  # fmt: skip
-        for col in df.columns:
+        table = Table(title=title, caption=Text(caption) if caption else None, caption_justify="left")
+        for col in body.columns:
             table.add_column(str(col), overflow="fold")
-        for _, row in df.iterrows():
+        for _, row in body.iterrows():
             table.add_row(*(Text(str(v)) for v in row.tolist()))  # never parsed as Rich markup
         out.append(table)
     return out

@@ -181,3 +181,12 @@ def test_missing_table_keeps_removed_modalities_and_mechanisms_apart():
     profiles = tables["missing_profiles"]
     assert len(profiles) == 1 and profiles.iloc[0]["by"] == "race_group"
     assert profiles.iloc[0]["AUROC"].startswith("0.650")
+
+
+def test_terminal_tables_move_constant_key_columns_into_the_title(fairness):
+    tables = build_tables(to_frame(_clean_rows()), None, fairness)
+    rendered = {t.title.split(" (")[0]: t for t in render_rich(tables)}
+    groups = rendered["Per-group performance"]
+    headers = [c.header for c in groups.columns]
+    assert "selection" not in headers and "selection: overall" in groups.title
+    assert "AUROC" in headers and "group" in headers
