@@ -26,6 +26,18 @@ class PairedDifference:
     p_value: float = float("nan")  #: two-sided paired permutation p-value (``n_perm > 0``), else NaN
 
 
+def paired_arrays(y_true, score_a, score_b, subject_ids) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Aligned 1-d arrays of two methods' outputs on the same stays, stays missing either output dropped."""
+    y = np.asarray(y_true, dtype=float).ravel()
+    a = np.asarray(score_a, dtype=float).ravel()
+    b = np.asarray(score_b, dtype=float).ravel()
+    subjects = np.asarray(subject_ids).ravel()
+    if not (y.size == a.size == b.size == subjects.size):
+        raise ValueError(_MISMATCH.format((y.size, a.size, b.size, subjects.size)))
+    keep = np.isfinite(y) & np.isfinite(a) & np.isfinite(b)
+    return y[keep], a[keep], b[keep], subjects[keep]
+
+
 def paired_difference(
     y_true,
     score_a,
@@ -51,14 +63,7 @@ def paired_difference(
     >>> round(paired_difference(y, a, b, [1, 2, 3, 4], n_boot=0).value, 3)
     0.75
     """
-    y = np.asarray(y_true, dtype=float).ravel()
-    a = np.asarray(score_a, dtype=float).ravel()
-    b = np.asarray(score_b, dtype=float).ravel()
-    subjects = np.asarray(subject_ids).ravel()
-    if not (y.size == a.size == b.size == subjects.size):
-        raise ValueError(_MISMATCH.format((y.size, a.size, b.size, subjects.size)))
-    keep = np.isfinite(y) & np.isfinite(a) & np.isfinite(b)
-    y, a, b, subjects = y[keep], a[keep], b[keep], subjects[keep]
+    y, a, b, subjects = paired_arrays(y_true, score_a, score_b, subject_ids)
     value_a, value_b = float(metric(y, a)), float(metric(y, b))
     boot = PatientBootstrap(subjects, n_boot, seed)
     if n_boot:

@@ -34,10 +34,10 @@ from scipy import stats as sps
 
 from mmfair.core.evaluation import metrics as M
 from mmfair.core.evaluation.bootstrap import BootstrapCI, PatientBootstrap
+from mmfair.core.evaluation.compare import paired_arrays
 
 Statistic = Callable[[np.ndarray, np.ndarray], np.ndarray]  # (y [n], X [P, n]) -> [P]
 
-_LENGTHS = "one label, two outputs and one subject per stay are needed; got lengths {0}"
 
 
 # --------------------------------------------------------------------------------- statistics on [P, n]
@@ -139,14 +139,7 @@ def paired_permutation_test(
     0.01
     """
     statistic = statistic or auroc_rows
-    y = np.asarray(y_true, dtype=float).ravel()
-    a = np.asarray(out_a, dtype=float).ravel()
-    b = np.asarray(out_b, dtype=float).ravel()
-    subjects = np.asarray(subject_ids).ravel()
-    if not (y.size == a.size == b.size == subjects.size):
-        raise ValueError(_LENGTHS.format((y.size, a.size, b.size, subjects.size)))
-    keep = np.isfinite(y) & np.isfinite(a) & np.isfinite(b)
-    y, a, b, subjects = y[keep], a[keep], b[keep], subjects[keep]
+    y, a, b, subjects = paired_arrays(y_true, out_a, out_b, subject_ids)
     va, vb = (float(v) for v in statistic(y, np.stack([a, b])))
     observed = va - vb
     _, codes = np.unique(subjects, return_inverse=True)

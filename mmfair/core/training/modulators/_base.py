@@ -227,3 +227,13 @@ def surrogate_auc(y: torch.Tensor, s: torch.Tensor) -> torch.Tensor | None:
     if not values:
         return None
     return torch.stack(values).mean()
+
+
+def multimodal_modalities(model: Any, config: Any, name: str) -> tuple[str, ...]:
+    """The model's modalities, refusing a model with fewer than two (nothing to balance)."""
+    modalities = tuple(model.modalities)
+    if len(modalities) < 2:
+        raise ConfigError(
+            f"modulator '{name}' needs a model with at least two modalities ({config.fusion} has {len(modalities)})"
+        )
+    return modalities

@@ -34,13 +34,13 @@ import torch
 from pydantic import Field
 from torch import nn
 
-from mmfair.core.errors import ConfigError
 from mmfair.core.registry import MODULATORS
 from mmfair.core.training.modulators._base import (
     Groups,
     Modulator,
     ModulatorParams,
     encoder_groups,
+    multimodal_modalities,
     exact_auc,
     label_matrix,
     score_matrix,
@@ -85,9 +85,7 @@ class CGGM(Modulator):
 
     def setup(self, model: Any, task: Any, train: Any, config: Any, groups: Groups | None, device: torch.device) -> None:
         super().setup(model, task, train, config, groups, device)
-        self.modalities = tuple(model.modalities)
-        if len(self.modalities) < 2:
-            raise ConfigError(f"modulator 'cggm' needs a model with at least two modalities ({config.fusion} has {len(self.modalities)})")
+        self.modalities = multimodal_modalities(model, config, "cggm")
         self.encoders = encoder_groups(model, self.modalities)
         probe = probe_output(model, train)
         dims = embedding_dims(model, probe)

@@ -47,7 +47,13 @@ from torch import nn
 
 from mmfair.core.errors import ConfigError
 from mmfair.core.registry import MODULATORS
-from mmfair.core.training.modulators._base import Groups, Modulator, ModulatorParams, encoder_groups
+from mmfair.core.training.modulators._base import (
+    Groups,
+    Modulator,
+    ModulatorParams,
+    encoder_groups,
+    multimodal_modalities,
+)
 
 
 class OGMGEParams(ModulatorParams):
@@ -110,9 +116,7 @@ class OGMGE(Modulator):
 
     def setup(self, model: Any, task: Any, train: Any, config: Any, groups: Groups | None, device: torch.device) -> None:
         super().setup(model, task, train, config, groups, device)
-        self.modalities = tuple(model.modalities)
-        if len(self.modalities) < 2:
-            raise ConfigError(f"modulator 'ogm-ge' needs a model with at least two modalities ({config.fusion} has {len(self.modalities)})")
+        self.modalities = multimodal_modalities(model, config, "ogm-ge")
         self.encoders = encoder_groups(model, self.modalities)
         self.task = task
         self.coefficients = {m: 1.0 for m in self.modalities}
