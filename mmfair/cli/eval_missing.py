@@ -13,10 +13,13 @@ from mmfair.core.config import EvalMissingConfig, ReportConfig
 
 def eval_missing_cmd(
     ctx: typer.Context,
-    mechanism: Annotated[Optional[str], typer.Option("--mechanism", "-m", help="mcar | group | label | natural (see `mmfair list`).")] = None,
-    rate: Annotated[Optional[list[float]], typer.Option("--rate", "-r", help="mcar: share of test stays with the modality that lose it (repeatable; 0 is always added; default 0.2, 0.5, 1).")] = None,
+    mechanism: Annotated[Optional[str], typer.Option("--mechanism", "-m", help="mcar | group | label | natural | ehr_group | ehr_last_hours | ehr_noise (see `mmfair list`).")] = None,
+    rate: Annotated[Optional[list[float]], typer.Option("--rate", "-r", help="mcar: share of test stays with the modality that lose it; ehr_*: share of test stays perturbed (repeatable; 0 is always added; default 0.2, 0.5, 1).")] = None,
     rates: Annotated[Optional[list[str]], typer.Option("--rates", help="group/label: per-level shares, e.g. WHITE=0.1,BLACK=0.4 or 1=0.6,0=0.2; '*' = every other level (repeatable: one curve point each).")] = None,
     by: Annotated[Optional[str], typer.Option("--by", help="group: the attribute column, e.g. race_group.")] = None,
+    groups: Annotated[Optional[list[str]], typer.Option("--groups", help="ehr_group: EHR variable groups to remove, e.g. vitals,labs,neuro (comma-separated or repeated).")] = None,
+    hours: Annotated[Optional[int], typer.Option("--hours", help="ehr_last_hours: remove the last K hours of the observation window.")] = None,
+    noise_sd: Annotated[Optional[float], typer.Option("--noise-sd", help="ehr_noise: noise sd in units of each variable's training-fold IQR.")] = None,
     attribute: Annotated[Optional[list[str]], typer.Option("--attribute", "-a", help="Also per-group AUROC and the AUROC gap for this attribute (repeatable; group: --by by default).")] = None,
     modality: Annotated[Optional[str], typer.Option("--modality", help="cxr | ehr (the whole EHR, through the presence flags).")] = None,
     draws: Annotated[Optional[int], typer.Option(help="Random draws per rate (each recorded with its seed).")] = None,
@@ -32,6 +35,10 @@ def eval_missing_cmd(
     mcar: exactly round(rate × n) of the stays that have the modality lose it, stratified on the label.
     group: exactly round(r_g × n_g) within each listed group (--by race_group --rates WHITE=0.1,BLACK=0.4).
     label: the rate depends on the outcome (--rates 1=0.6,0=0.2). natural: the full test fold as it is.
+    EHR imperfections (--rate = share of test stays perturbed, label-stratified; applied to the raw
+    values before the mask, forward fill, median fill and scaling, so removal is real absence):
+    ehr_group --groups vitals,labs (whole variable groups), ehr_last_hours --hours 12 (the last k
+    hours), ehr_noise --noise-sd 0.5 (Gaussian noise, sd = 0.5 × training IQR, on observed values).
     Removal goes through the presence flags — never a blank image pushed through a network. Rows go to
     <workspace>/results/missing.csv (replaced, not appended, on a rerun), followed by the robustness
     summaries (relative and effective robustness, r*) recomputed from every curve in that file, and
@@ -49,6 +56,9 @@ def eval_missing_cmd(
             rates=tuple(rate) if rate else None,
             level_rates=tuple(rates) if rates else None,
             by=by,
+            groups=tuple(groups) if groups else None,
+            hours=hours,
+            noise_sd=noise_sd,
             attributes=tuple(attribute) if attribute else None,
             modality=modality,
             draws=draws,

@@ -29,6 +29,7 @@ def train_cmd(
     device: Annotated[Optional[str], typer.Option(help="auto | cpu | cuda | cuda:N.")] = None,
     modulator: Annotated[Optional[str], typer.Option(help="Training strategy changing losses/gradients (ogm-ge, cggm, multifair, group-dro, fairgrad); see `mmfair list modulators`. Its hyperparameters: modulator_params in --config.")] = None,
     fair_attr: Annotated[Optional[str], typer.Option(help="Sensitive attribute whose groups group-aware modulators use in training (default race_group); never a model input.")] = None,
+    selection: Annotated[Optional[list[str]], typer.Option("--selection", help="Extra checkpoint selection rule (repeatable): overall, worst_group, pareto, dto (MEDFAIR), chosen on validation over fair_attr's groups; each writes predictions_{val,test}_<rule>.csv.")] = None,
     bootstrap: Annotated[int, typer.Option(help="Bootstrap replicates for the metrics' confidence intervals.")] = 200,
 ) -> None:
     """Train models on the prepared data (early stopping and thresholds on validation, never test).
@@ -67,6 +68,7 @@ def train_cmd(
                 device=device,
                 modulator=modulator,
                 fair_attr=fair_attr,
+                selection_rules=tuple(selection) if selection else None,
             )
             for f, t, k, s in itertools.product(fusions, tasks, fold or [None], seed or [None])
         ]

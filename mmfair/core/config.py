@@ -102,7 +102,10 @@ class TrainConfig(_Frozen):
     modulator_params: dict[str, Any] = Field(default_factory=dict, description="the modulator's hyperparameters; "
                                              "unset ones take the modulator's defaults (all resolved into config.json)")
     fair_attr: str = Field("race_group", description="sensitive attribute whose groups group-aware modulators use "
-                           "in training (never a model input)")
+                           "in training (never a model input), and whose groups the selection rules compare")
+    selection_rules: tuple[str, ...] = Field((), description="extra checkpoint selection rules (overall, worst_group, "
+                                             "pareto, dto), each chosen on validation and written as "
+                                             "predictions_{val,test}_<rule>.csv; empty: the default files only")
     # machine-specific: excluded from the run id
     device: str = "auto"
     workers: int = 0
@@ -110,6 +113,22 @@ class TrainConfig(_Frozen):
                          "small recurrent models run fastest, and most robustly on a busy machine, on 1")
 
     MACHINE_FIELDS: ClassVar[frozenset[str]] = frozenset({"device", "workers", "threads"})
+    SELECTION_RULES: ClassVar[tuple[str, ...]] = ("overall", "worst_group", "pareto", "dto")
+
+    @field_validator("selection_rules", mode="before")
+    @classmethod
+    def _check_selection_rules(cls, value: Any) -> Any:
+        if value is None:
+            return ()
+        if isinstance(value, str):
+            value = [value]
+        out: list[str] = []
+        for rule in value:
+            if rule not in cls.SELECTION_RULES:
+                raise ValueError(f"unknown selection rule '{rule}'. Available: {', '.join(cls.SELECTION_RULES)}")
+            if rule not in out:
+                out.append(rule)
+        return tuple(sorted(out, key=cls.SELECTION_RULES.index))
 
     def identity(self) -> dict[str, Any]:
         d = self.model_dump(mode="json")
@@ -123,7 +142,10 @@ class EvalMissingConfig(_Frozen):
 
     ``rates`` is the grid of ``mcar`` (default 0.2, 0.5, 1.0; rate 0 is always added). ``group`` and
     ``label`` take per-level profiles instead (``level_rates``; CLI ``--rates WHITE=0.1,BLACK=0.4``,
-    repeatable; ``group`` also needs ``by``); ``natural`` takes neither.
+    repeatable; ``group`` also needs ``by``); ``natural`` takes neither. The EHR perturbations take the
+    ``rates`` grid as the share of test stays perturbed: ``ehr_group`` removes the variable ``groups``
+    (vitals, labs, neuro, output), ``ehr_last_hours`` the last ``hours`` hours, ``ehr_noise`` adds noise
+    of sd ``noise_sd`` × the training IQR to the observed values.
     """
 
     DEFAULT_RATES: ClassVar[tuple[float, ...]] = (0.2, 0.5, 1.0)
@@ -132,6 +154,9 @@ class EvalMissingConfig(_Frozen):
     rates: tuple[float, ...] | None = None
     by: str | None = Field(None, description="group mechanism: the attribute column, e.g. race_group")
     level_rates: tuple[dict[str, float], ...] = ()
+    groups: tuple[str, ...] = Field((), description="ehr_group: EHR variable groups to remove (vitals, labs, neuro, output)")
+    hours: int | None = Field(None, gt=0, description="ehr_last_hours: how many final hours of the window to remove")
+    noise_sd: float | None = Field(None, gt=0, description="ehr_noise: noise sd in units of each variable's training IQR")
     draws: int = Field(1, gt=0)
     seed: int = 0
     modality: Literal["cxr", "ehr"] = "cxr"
@@ -171,17 +196,38 @@ class EvalMissingConfig(_Frozen):
             out.append(item)
         return tuple(out)
 
+    @field_validator("groups", mode="before")
+    @classmethod
+    def _parse_groups(cls, value: Any) -> Any:
+        if value is None:
+            return ()
+        if isinstance(value, str):
+            value = [value]
+        return tuple(g.strip() for item in value for g in str(item).split(",") if g.strip())
+
     @model_validator(mode="after")
     def _check(self) -> "EvalMissingConfig":
+        from mmfair.core.data.variables import VARIABLE_GROUPS
+
+        m = self.mechanism
+        ehr_options = {"ehr_group": ("--groups", self.groups), "ehr_last_hours": ("--hours", self.hours),
+                       "ehr_noise": ("--noise-sd", self.noise_sd)}  # fmt: skip
+        for mech, (flag, value) in ehr_options.items():
+            if m == mech and not value:
+                raise ValueError(f"the {m} mechanism needs {flag}")
+            if m != mech and value:
+                raise ValueError(f"{flag} belongs to the {mech} mechanism, not {m}")
+        unknown = [g for g in self.groups if g not in VARIABLE_GROUPS]
+        if unknown:
+            raise ValueError(f"--groups: unknown variable group(s) {unknown}; choose from {', '.join(VARIABLE_GROUPS)}")
         bad = [r for r in (self.rates or ()) if not 0.0 <= r <= 1.0]
         bad += [r for p in self.level_rates for r in p.values() if not 0.0 <= r <= 1.0]
         if bad:
             raise ValueError(f"missing rates must lie in [0, 1], got {bad}")
-        m = self.mechanism
         if m in ("group", "label", "natural") and self.rates is not None:
             raise ValueError(f"--rate sets the mcar grid; the {m} mechanism takes "
                              + ("no rates" if m == "natural" else "--rates LEVEL=RATE,... profiles"))  # fmt: skip
-        if m in ("mcar", "natural") and self.level_rates:
+        if m in ("mcar", "natural", *ehr_options) and self.level_rates:
             raise ValueError(f"--rates LEVEL=RATE profiles belong to the group and label mechanisms, not {m}")
         if m in ("group", "label") and not self.level_rates:
             raise ValueError(f"the {m} mechanism needs at least one --rates profile, e.g. "
@@ -199,7 +245,8 @@ class EvalMissingConfig(_Frozen):
         return (self.by,) if self.mechanism == "group" and self.by else ()
 
     def rate_grid(self) -> tuple[float, ...]:
-        """The ``mcar`` rates requested (the default grid when none were given); 0 is added by the scenario."""
+        """The ``mcar`` / EHR-perturbation rates requested (the default grid when none were given); 0 is
+        added by the scenario."""
         return self.DEFAULT_RATES if self.rates is None else self.rates
 
 

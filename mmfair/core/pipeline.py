@@ -105,16 +105,17 @@ def _finished_runs(workspace: Workspace, run_ids: Iterable[str] | None = None) -
 
 
 def make_predict_fn(device: str = "auto") -> Callable:
-    """``predict_fn(run_dir, split, present_override)`` for the evaluation core, loading each run once."""
+    """``predict_fn(run_dir, split, present_override, ehr_transform=None)`` for the evaluation core,
+    loading each run once (``ehr_transform``: see :func:`mmfair.core.training.runs.predict`)."""
     from mmfair.core.training import load_run, predict
 
     loaded: dict[Path, object] = {}
 
-    def predict_fn(run_dir: Path, split: str, present_override: dict | None = None) -> pd.DataFrame:
+    def predict_fn(run_dir: Path, split: str, present_override: dict | None = None, ehr_transform=None) -> pd.DataFrame:
         run_dir = Path(run_dir)
         if run_dir not in loaded:
             loaded[run_dir] = load_run(run_dir, device=device)
-        return predict(loaded[run_dir], split, present_override)
+        return predict(loaded[run_dir], split, present_override, ehr_transform=ehr_transform)
 
     return predict_fn
 

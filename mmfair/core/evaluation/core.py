@@ -18,6 +18,7 @@ the groups where the underlying metric is defined, and are themselves undefined 
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
@@ -43,11 +44,12 @@ from mmfair.core.evaluation.runs import (
     presence,
     predictions_path,
     read_predictions,
+    selection_rules,
     subject_ids,
     task_spec,
     thresholds_for,
 )
-from mmfair.core.evaluation.scenarios import StayContext, draw_seed, get_scenario, level_text
+from mmfair.core.evaluation.scenarios import EHR_MECHANISMS, StayContext, draw_seed, get_scenario, level_text
 from mmfair.core.evaluation.thresholds import choose_threshold, fit_recalibrator
 from mmfair.core.evaluation.tidy import HIGHER_IS_BETTER, make_row, to_frame
 
@@ -61,7 +63,9 @@ MISSING_GROUP = "unknown"
 _MISSING_ATTRIBUTE = "{0}: sensitive attribute column '{1}' is missing"
 
 Progress = Callable[[str, int, int], None] | None
-PredictFn = Callable[[Path, str, dict[str, np.ndarray]], pd.DataFrame]
+#: ``predict_fn(run_dir, split, present_override)``; EHR perturbation scenarios also pass the keyword
+#: ``ehr_transform`` (see :func:`mmfair.core.training.runs.predict`), so other predict_fns need not take it.
+PredictFn = Callable[..., pd.DataFrame]
 
 _SCORE_METRICS = {"auroc": M.auroc, "auprc": M.auprc, "brier": M.brier}
 _CLASS_METRICS = {"accuracy": M.accuracy_from_confusion, "kappa": M.kappa_from_confusion,
@@ -198,20 +202,27 @@ def evaluate_clean(
     * cost rows ``n_params``, ``train_seconds`` (sum over epochs), ``peak_memory_mb`` (max) where known.
 
     ``missing_rate`` is the natural share of evaluated test stays without a CXR.
+
+    Every other selection rule of a run (a ``predictions_test_<rule>.csv``, see
+    :func:`~.runs.selection_rules`) is scored the same way, its rows tagged ``selection=<rule>``; the
+    cost rows belong to the default selection only.
     """
     rows: list[dict] = []
     run_dirs = list(run_dirs)
     for i, run_dir in enumerate(run_dirs):
-        info = load_run_info(run_dir)
-        pred = read_predictions(run_dir, "test")
-        source = predictions_path(run_dir, "test")
-        spec = task_spec(pred, source)
-        boot = PatientBootstrap(subject_ids(pred, source), bootstrap, seed)
-        base = {**info.row_base(), "missing_rate": _natural_missing_rate(pred)}
-        names = ("auroc", "auprc", "brier")
-        rows += _task_rows(pred, spec, np.ones(len(pred), dtype=bool), boot, base, names)
-        for metric, value in cost_values(info).items():
-            rows.append(make_row(**base, metric=metric, value=value, defined=True))
+        default_info = load_run_info(run_dir)
+        for selection in (None, *selection_rules(run_dir)):
+            info = default_info if selection is None else dataclasses.replace(default_info, selection=selection)
+            pred = read_predictions(run_dir, "test", selection)
+            source = predictions_path(run_dir, "test", selection)
+            spec = task_spec(pred, source)
+            boot = PatientBootstrap(subject_ids(pred, source), bootstrap, seed)
+            base = {**info.row_base(), "missing_rate": _natural_missing_rate(pred)}
+            names = ("auroc", "auprc", "brier")
+            rows += _task_rows(pred, spec, np.ones(len(pred), dtype=bool), boot, base, names)
+            if selection is None:
+                for metric, value in cost_values(info).items():
+                    rows.append(make_row(**base, metric=metric, value=value, defined=True))
         if progress:
             progress("clean metrics", i + 1, len(run_dirs))
     return to_frame(rows)
@@ -275,7 +286,9 @@ def evaluate_missing(
     Scenarios (:mod:`~mmfair.core.evaluation.scenarios`, registry ``SCENARIOS``): ``mcar`` (a
     label-stratified random share of the stays that have the modality), ``group`` (per-group shares,
     ``config.by`` and ``config.level_rates``), ``label`` (per-label shares: missing not at random) and
-    ``natural`` (the full test fold as it is). For each run, each point of the scenario's grid (the
+    ``natural`` (the full test fold as it is); ``ehr_group``, ``ehr_last_hours`` and ``ehr_noise``
+    perturb the raw EHR values of a label-stratified share of the stays (``predict_fn(run_dir, "test",
+    {}, ehr_transform=...)``; ``missing_rate`` is the share perturbed). For each run, each point of the scenario's grid (the
     clean point — rate 0 — always included) and each draw (one at the clean point), the scenario gives
     a keep-mask and the evaluated stays; the run is re-scored with
     ``predict_fn(run_dir, "test", {modality: keep})`` (``keep`` aligned with the rows of
@@ -293,7 +306,7 @@ def evaluate_missing(
     and the ``auroc_gap`` row (``group=all``: max − min over the groups where AUROC is defined), per
     label, for every point and draw — so the gap's curve over the missing rate is in the table too.
     """
-    modality = config.modality
+    modality = "ehr" if config.mechanism in EHR_MECHANISMS else config.modality
     scenario = get_scenario(config.mechanism)
     points = scenario.points(config)
     rows: list[dict] = []
@@ -321,9 +334,16 @@ def evaluate_missing(
                 dseed = None if point.seed_key is None else draw_seed(config.seed, point.seed_key, draw)
                 removal = scenario.apply(point, ctx, dseed)
                 keep = removal.keep
-                key = _mask_key(run_dir, "test", modality, keep)
+                transform = removal.ehr_transform
+                if transform is None:
+                    key = _mask_key(run_dir, "test", modality, keep)
+                else:
+                    key = (str(Path(run_dir).resolve()), "test", "ehr_transform", transform.key())
                 if key not in cache:
-                    out = predict_fn(Path(run_dir), "test", {modality: keep.copy()})
+                    if transform is None:
+                        out = predict_fn(Path(run_dir), "test", {modality: keep.copy()})
+                    else:  # the stays keep the EHR; its raw values are perturbed before imputation
+                        out = predict_fn(Path(run_dir), "test", {}, ehr_transform=transform)
                     check_aligned(out, pred, Path(run_dir), "test")
                     cache[key] = out
                 scored = cache[key].copy()
@@ -538,10 +558,11 @@ def _one_vs_rest(pred: pd.DataFrame, spec: TaskSpec) -> tuple[pd.DataFrame, Task
 
 
 def _recalibrated(run_dir: Path, spec: TaskSpec, pred: pd.DataFrame, config: EvalFairConfig,
-                  val: pd.DataFrame | None = None) -> tuple[pd.DataFrame, dict[str, float]]:  # fmt: skip
+                  val: pd.DataFrame | None = None, selection: str | None = None,
+                  ) -> tuple[pd.DataFrame, dict[str, float]]:  # fmt: skip
     """Test predictions with recalibrated scores and thresholds chosen on recalibrated validation scores
     (``config.recalibrate == "none"``: the scores as they are, thresholds chosen on validation)."""
-    val = read_predictions(run_dir, "val") if val is None else val
+    val = read_predictions(run_dir, "val", selection) if val is None else val
     pred = pred.copy()
     thresholds: dict[str, float] = {}
     for label, label_col, score_col in spec.targets:
@@ -636,31 +657,43 @@ def _evaluate_fairness(run_dirs: Sequence[Path], config: EvalFairConfig, progres
     run_dirs = list(run_dirs)
     rule_name = threshold_rule_name(config)
     for i, run_dir in enumerate(run_dirs):
-        info: RunInfo = load_run_info(run_dir)
-        pred = read_predictions(run_dir, "test")
-        source = predictions_path(run_dir, "test")
-        spec = task_spec(pred, source)
-        multiclass = spec.kind == "multiclass"
-        if multiclass:  # one-vs-rest per class, thresholds always chosen on validation (none are stored)
-            class_spec = spec
-            pred, spec = _one_vs_rest(pred, class_spec)
-            val, _ = _one_vs_rest(read_predictions(run_dir, "val"), class_spec)
-            pred, thresholds = _recalibrated(Path(run_dir), spec, pred, config, val=val)
-        elif config.recalibrate != "none":
-            pred, thresholds = _recalibrated(Path(run_dir), spec, pred, config)
-        else:
-            thresholds = thresholds_for(run_dir, spec, config.threshold_rule)
-        boot = PatientBootstrap(subject_ids(pred, source), config.bootstrap, config.seed)
-        base = {**info.row_base(), "missing_rate": _natural_missing_rate(pred), "threshold_rule": rule_name}
-        attrs = {a: _group_labels(pred, a, source) for a in config.attributes}
-        for attribute, groups in attrs.items():
-            cache: dict = {}  # group weight slices, shared by the labels of this attribute
-            if multiclass:
-                rows += _accuracy_by_group(pred, class_spec, groups, boot, base, attribute)
-            for label, label_col, score_col in spec.targets:
-                y = pred[label_col].to_numpy(dtype=float)
-                s = pred[score_col].to_numpy(dtype=float)
-                rows += _fairness_target(y, s, thresholds[label], groups, boot, base, attribute, label, cache)
+        default_info: RunInfo = load_run_info(run_dir)
+        # the default checkpoint, then every other selection rule's own test predictions (thresholds and
+        # recalibration from that rule's own validation predictions)
+        for selection in (None, *selection_rules(run_dir)):
+            info = default_info if selection is None else dataclasses.replace(default_info, selection=selection)
+            rows += _fairness_rows(Path(run_dir), info, selection, config, rule_name)
         if progress:
             progress("fairness", i + 1, len(run_dirs))
     return to_frame(rows)
+
+
+def _fairness_rows(run_dir: Path, info: RunInfo, selection: str | None, config: EvalFairConfig,
+                   rule_name: str) -> list[dict]:  # fmt: skip
+    """The fairness rows of one run under one checkpoint selection (``None``: the default files)."""
+    rows: list[dict] = []
+    pred = read_predictions(run_dir, "test", selection)
+    source = predictions_path(run_dir, "test", selection)
+    spec = task_spec(pred, source)
+    multiclass = spec.kind == "multiclass"
+    if multiclass:  # one-vs-rest per class, thresholds always chosen on validation (none are stored)
+        class_spec = spec
+        pred, spec = _one_vs_rest(pred, class_spec)
+        val, _ = _one_vs_rest(read_predictions(run_dir, "val", selection), class_spec)
+        pred, thresholds = _recalibrated(run_dir, spec, pred, config, val=val)
+    elif config.recalibrate != "none":
+        pred, thresholds = _recalibrated(run_dir, spec, pred, config, selection=selection)
+    else:
+        thresholds = thresholds_for(run_dir, spec, config.threshold_rule, selection)
+    boot = PatientBootstrap(subject_ids(pred, source), config.bootstrap, config.seed)
+    base = {**info.row_base(), "missing_rate": _natural_missing_rate(pred), "threshold_rule": rule_name}
+    attrs = {a: _group_labels(pred, a, source) for a in config.attributes}
+    for attribute, groups in attrs.items():
+        cache: dict = {}  # group weight slices, shared by the labels of this attribute
+        if multiclass:
+            rows += _accuracy_by_group(pred, class_spec, groups, boot, base, attribute)
+        for label, label_col, score_col in spec.targets:
+            y = pred[label_col].to_numpy(dtype=float)
+            s = pred[score_col].to_numpy(dtype=float)
+            rows += _fairness_target(y, s, thresholds[label], groups, boot, base, attribute, label, cache)
+    return rows

@@ -30,6 +30,7 @@ _NO_THRESHOLD = "{0}: no threshold for rule '{1}' and label '{2}', and no valida
 _NAN_THRESHOLD = "{0}: the '{1}' threshold for label '{2}' is undefined (validation had one class)"
 _MISALIGNED = "predict_fn returned {0} rows for {1} ({2}); expected the {3} rows of {4} in the same stay order"
 
+_SELECTION_FILE = re.compile(r"^predictions_test_([a-z][a-z0-9_]*)\.csv$")
 _PHENO = re.compile(r"^score_(?!\d+$)(.+)$")
 _CLASS = re.compile(r"^score_(\d+)$")
 
@@ -114,13 +115,21 @@ def load_run_info(run_dir: Path) -> RunInfo:
     )
 
 
-def predictions_path(run_dir: Path, split: str) -> Path:
-    return Path(run_dir) / f"predictions_{split}.csv"
+def predictions_path(run_dir: Path, split: str, selection: str | None = None) -> Path:
+    """``predictions_<split>.csv``, or ``predictions_<split>_<selection>.csv`` for another selection rule."""
+    suffix = f"_{selection}" if selection else ""
+    return Path(run_dir) / f"predictions_{split}{suffix}.csv"
 
 
-def read_predictions(run_dir: Path, split: str) -> pd.DataFrame:
-    """Read ``predictions_<split>.csv``; an empty score field becomes NaN (the stay is not scorable)."""
-    path = predictions_path(run_dir, split)
+def selection_rules(run_dir: Path) -> list[str]:
+    """The other selection rules of a run: every ``<rule>`` with a ``predictions_test_<rule>.csv``, sorted."""
+    found = (_SELECTION_FILE.match(p.name) for p in Path(run_dir).glob("predictions_test_*.csv"))
+    return sorted(m.group(1) for m in found if m)
+
+
+def read_predictions(run_dir: Path, split: str, selection: str | None = None) -> pd.DataFrame:
+    """Read ``predictions_<split>[_<selection>].csv``; an empty score field becomes NaN (the stay is not scorable)."""
+    path = predictions_path(run_dir, split, selection)
     if not path.exists():
         raise InputFileError(_MISSING_FILE.format(path))
     df = pd.read_csv(path, keep_default_na=False, na_values=[""], low_memory=False)
@@ -173,16 +182,18 @@ def presence(pred: pd.DataFrame, modality: str, source: object = "predictions", 
     return pd.to_numeric(pred[col], errors="coerce").fillna(0).to_numpy() > 0
 
 
-def thresholds_for(run_dir: Path, spec: TaskSpec, rule: str) -> dict[str, float]:
+def thresholds_for(run_dir: Path, spec: TaskSpec, rule: str, selection: str | None = None) -> dict[str, float]:
     """Per-label thresholds of ``rule``, chosen on validation.
 
     Read from ``threshold.json`` (``{rule: {label: t}}``). Where the file lacks the rule or a label,
     the threshold is chosen with :func:`choose_threshold` on ``predictions_val.csv`` — validation
-    again; test predictions are never looked at.
+    again; test predictions are never looked at. For another checkpoint ``selection`` (``threshold.json``
+    holds the default checkpoint's thresholds) every threshold is chosen on that rule's own
+    ``predictions_val_<selection>.csv``.
     """
     run_dir = Path(run_dir)
     path = run_dir / "threshold.json"
-    stored = _read_json(path).get(rule, {}) if path.exists() else {}
+    stored = _read_json(path).get(rule, {}) if path.exists() and not selection else {}
     out: dict[str, float] = {}
     val = None
     for label, label_col, score_col in spec.targets:
@@ -190,10 +201,10 @@ def thresholds_for(run_dir: Path, spec: TaskSpec, rule: str) -> dict[str, float]
             t = float(stored[label])
         else:
             if val is None:
-                vpath = predictions_path(run_dir, "val")
+                vpath = predictions_path(run_dir, "val", selection)
                 if not vpath.exists():
                     raise InputFileError(_NO_THRESHOLD.format(path, rule, label))
-                val = read_predictions(run_dir, "val")
+                val = read_predictions(run_dir, "val", selection)
                 log.info("%s: rule '%s' not stored; choosing it on %s", path, rule, vpath)
             t = choose_threshold(val[label_col].to_numpy(), val[score_col].to_numpy(), rule)
         if not np.isfinite(t):

@@ -25,6 +25,18 @@ Mechanisms
     The test fold as it is: no removal; evaluated stays = all test stays; ``missing_rate`` = the fold's
     observed share without the modality. One point, one draw, no ``draw_seed`` (nothing is random).
 
+``ehr_group`` / ``ehr_last_hours`` / ``ehr_noise`` (EHR imperfections; always ``modality=ehr``)
+    ``--rate`` is the share of test stays perturbed: exactly ``round(rate × n)`` of them, stratified on
+    the label as ``mcar`` (every stay has the EHR, so all test stays are evaluated and ``missing_rate``
+    is the share perturbed). The scenario hands ``predict_fn`` an :class:`EHRPerturbation` as
+    ``ehr_transform``; it acts on the RAW hourly values before the observation mask, forward fill,
+    training-median fill and scaling, so a removal is real absence. ``ehr_group --groups vitals,labs``
+    sets every value of those variable groups to NaN; ``ehr_last_hours --hours 12`` the last 12 hours;
+    ``ehr_noise --noise-sd 0.5`` adds Gaussian noise of sd 0.5 × the training-fold IQR of each variable
+    to the observed values only (an imperfection that is not absence). ``scenario_params`` records
+    ``perturbation`` (``group``/``last_hours``/``noise``) and ``groups``/``hours``/``sd``, so each
+    perturbation setting is its own curve in the summaries. The noise draw is seeded from the draw's seed.
+
 For ``group`` and ``label`` one ``--rates`` profile is one point of the curve; the option is repeatable
 (``--rates WHITE=0.1,BLACK=0.4 --rates WHITE=0.2,BLACK=0.8``), and the all-zero profile (rate 0, the
 clean reference) is always added. The curve's x axis is the row's ``missing_rate`` (the overall final
@@ -204,6 +216,9 @@ class Removal:
     keep: np.ndarray
     evaluated: np.ndarray
     params: dict[str, Any] = field(default_factory=dict)
+    #: EHR perturbation scenarios: the transform of the raw hourly values passed to ``predict_fn`` (None:
+    #: the removal goes through the presence flags only). ``keep`` is then False for the perturbed stays.
+    ehr_transform: "EHRPerturbation | None" = None
 
 
 class Scenario:
@@ -300,11 +315,130 @@ class NaturalScenario(Scenario):
         return Removal(everyone, everyone.copy(), {})
 
 
+# ---------------------------------------------------------------------------------------------------
+# EHR perturbations: applied to the raw hourly values before the mask, filling and scaling
+
+
+@dataclass(frozen=True, eq=False)
+class EHRPerturbation:
+    """``ehr_transform`` of one draw: perturbs the raw values [N, T, F] of the stays where ``stays`` is True.
+
+    ``kind``: ``group`` (every value of the features in ``groups`` set to NaN — unobserved, then filled as
+    real absence), ``last_hours`` (every value of the last ``hours`` hours set to NaN) or ``noise``
+    (Gaussian noise with sd ``sd × IQR_f`` of the training fold added to the *observed* values only;
+    unobserved hours stay NaN). The noise is drawn from ``seed`` over the full array, so it is
+    reproducible. Rows are aligned with ``predictions_test.csv``.
+    """
+
+    kind: str
+    stays: np.ndarray
+    groups: tuple[str, ...] = ()
+    hours: int = 0
+    sd: float = 0.0
+    seed: int = 0
+
+    def key(self) -> str:
+        digest = hashlib.sha1(np.packbits(self.stays).tobytes() + str(self.stays.size).encode()).hexdigest()
+        return json.dumps([self.kind, list(self.groups), self.hours, self.sd, self.seed, digest])
+
+    def __call__(self, values: np.ndarray, features: Any) -> np.ndarray:
+        values = np.array(values, dtype=np.float32, copy=True)
+        if values.shape[0] != self.stays.size:
+            raise ValueError(f"ehr_transform: {values.shape[0]} stays, the draw has {self.stays.size}")
+        rows = np.flatnonzero(self.stays)
+        if self.kind == "group":
+            feature_groups = list(getattr(features, "groups", []) or [])
+            if len(feature_groups) != values.shape[2]:
+                raise ConfigError("the features store records no /ehr/feature_groups: cannot remove variable groups")
+            unknown = sorted(set(self.groups) - set(feature_groups))
+            if unknown:
+                raise ConfigError(f"--groups {', '.join(unknown)}: no such variable group in the store "
+                                  f"(have {', '.join(sorted(set(feature_groups)))})")  # fmt: skip
+            cols = np.flatnonzero(np.isin(np.asarray(feature_groups, dtype=object), list(self.groups)))
+            values[np.ix_(rows, np.arange(values.shape[1]), cols)] = np.nan
+        elif self.kind == "last_hours":
+            values[rows, values.shape[1] - self.hours:, :] = np.nan
+        elif self.kind == "noise":
+            iqr = np.asarray(features.iqr, dtype=np.float64)
+            noise = np.random.default_rng(self.seed).standard_normal(values.shape) * (self.sd * iqr)[None, None, :]
+            chosen = np.zeros(values.shape, dtype=bool)
+            chosen[rows] = True
+            chosen &= ~np.isnan(values)
+            values[chosen] = (values[chosen] + noise[chosen]).astype(np.float32)
+        else:  # pragma: no cover - guarded by the scenarios
+            raise ValueError(f"unknown EHR perturbation '{self.kind}'")
+        return values
+
+
+class _EHRScenario(Scenario):
+    """A ``--rate`` grid of the share of test stays perturbed (exactly ``round(rate × n)``, label-stratified).
+
+    Every test stay has the EHR, so evaluated = all of them and ``missing_rate`` = the share perturbed.
+    """
+
+    perturbation = ""
+
+    def settings(self, config: Any) -> dict[str, Any]:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def points(self, config: Any) -> list[ScenarioPoint]:
+        rates = sorted({0.0, *(float(r) for r in config.rate_grid())})
+        settings = self.settings(config)
+        out = []
+        for r in rates:
+            key = json.dumps({"mechanism": self.name, **settings, "rate": r}, sort_keys=True)
+            params = {"perturbation": self.perturbation, **settings, "requested_rate": r}
+            out.append(ScenarioPoint(params, key, 1 if r == 0 else config.draws, r == 0))
+        return out
+
+    def apply(self, point: ScenarioPoint, ctx: StayContext, seed: int | None) -> Removal:
+        rate = point.params["requested_rate"]
+        keep = stratified_removal(ctx.present, ctx.strata, rate, int(seed or 0))
+        params = {"stratified_on": ctx.strata_col}
+        if keep.all():
+            return Removal(keep, ctx.present.copy(), params)
+        noise_seed = int(np.random.SeedSequence([int(seed or 0), 1]).generate_state(1, dtype=np.uint32)[0])
+        transform = EHRPerturbation(self.perturbation, ~keep, tuple(point.params.get("groups", ())),
+                                    int(point.params.get("hours", 0)), float(point.params.get("sd", 0.0)),
+                                    noise_seed)  # fmt: skip
+        return Removal(keep, ctx.present.copy(), params, transform)
+
+
+class EHRGroupScenario(_EHRScenario):
+    name = "ehr_group"
+    perturbation = "group"
+
+    def settings(self, config: Any) -> dict[str, Any]:
+        return {"groups": sorted(config.groups)}
+
+
+class EHRLastHoursScenario(_EHRScenario):
+    name = "ehr_last_hours"
+    perturbation = "last_hours"
+
+    def settings(self, config: Any) -> dict[str, Any]:
+        return {"hours": int(config.hours)}
+
+
+class EHRNoiseScenario(_EHRScenario):
+    name = "ehr_noise"
+    perturbation = "noise"
+
+    def settings(self, config: Any) -> dict[str, Any]:
+        return {"sd": float(config.noise_sd)}
+
+
+#: Mechanisms that perturb the EHR values (``--modality`` is then always ``ehr``).
+EHR_MECHANISMS = ("ehr_group", "ehr_last_hours", "ehr_noise")
+
 _BUILTIN = {
     "mcar": (MCAR(), "remove the modality from a label-stratified random share of the stays that have it"),
     "group": (GroupScenario(), "per-group removal shares (--by ATTRIBUTE --rates G=r,...), label-stratified within groups"),
     "label": (LabelScenario(), "missing not at random: per-label removal shares (--rates 1=r1,0=r0)"),
     "natural": (NaturalScenario(), "the full test fold at its own observed missingness (no removal)"),
+    "ehr_group": (EHRGroupScenario(), "remove whole EHR variable groups (--groups vitals,labs,neuro) from a share of stays, before imputation"),
+    "ehr_last_hours": (EHRLastHoursScenario(), "remove the last k hours of the EHR window (--hours K) from a share of stays"),
+    "ehr_noise": (EHRNoiseScenario(), "Gaussian noise (sd = --noise-sd × training IQR) on the observed EHR values of a share of stays"),
 }  # fmt: skip
 for _name, (_obj, _summary) in _BUILTIN.items():
     if _name not in SCENARIOS:

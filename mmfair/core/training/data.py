@@ -53,6 +53,7 @@ class StoreData:
     encoder_id: str | None
     fingerprint: str
     path: Path = field(default_factory=Path)
+    feature_groups: list[str] = field(default_factory=list)  # per feature (vitals/labs/neuro/output); [] if unknown
 
     @property
     def n_folds(self) -> int:
@@ -107,6 +108,7 @@ def load_store(ws: Workspace, cxr_embedding: str | None = None) -> StoreData:
             raise InputFileError(f"{path}: root attribute 'fingerprint' is missing")
         values = h5["ehr/values"][()].astype(np.float32, copy=False)
         names = _decode(h5["ehr/feature_names"][()]) if "ehr/feature_names" in h5 else [f"f{i}" for i in range(values.shape[2])]
+        groups = _decode(h5["ehr/feature_groups"][()]) if "ehr/feature_groups" in h5 else []
         cxr_row = h5["cxr/row"][()].astype(np.int64)
         encoder_id = resolve_encoder_id(h5, cxr_embedding, path)
         embeddings = None if encoder_id is None else h5[f"cxr/embeddings/{encoder_id}"][()].astype(np.float32)
@@ -121,6 +123,7 @@ def load_store(ws: Workspace, cxr_embedding: str | None = None) -> StoreData:
         encoder_id=encoder_id,
         fingerprint=str(fingerprint),
         path=path,
+        feature_groups=groups,
     )
 
 
@@ -302,10 +305,24 @@ class Split:
         }
 
 
+@dataclass(frozen=True)
+class EHRFeatures:
+    """What an ``ehr_transform`` may use besides the raw values: per feature its name, its variable group
+    (``vitals``/``labs``/``neuro``/``output``) and the training fold's median and IQR (physical units)."""
+
+    names: list[str]
+    groups: list[str]
+    median: np.ndarray
+    iqr: np.ndarray
+
+
 def build_split(
-    name: str, rows: np.ndarray, store: StoreData, scaler: FoldScaler, labels: torch.Tensor, device: torch.device
+    name: str, rows: np.ndarray, store: StoreData, scaler: FoldScaler, labels: torch.Tensor, device: torch.device,
+    values: np.ndarray | None = None,
 ) -> Split:
-    scaled, mask = scaler.ehr.transform(store.values[rows])
+    """``values``: raw hourly values [len(rows), T, F] to use instead of ``store.values[rows]`` (a test-time
+    EHR perturbation); the mask, forward fill, median fill and scaling are then computed from them."""
+    scaled, mask = scaler.ehr.transform(store.values[rows] if values is None else values)
     ehr = torch.from_numpy(np.concatenate([scaled, mask], axis=2))
     cxr_row = store.cxr_row[rows]
     present = {"ehr": torch.ones(len(rows), dtype=torch.bool), "cxr": torch.from_numpy(cxr_row >= 0)}

@@ -3,7 +3,9 @@
 
 ``run_id`` = hash of the resolved config without machine fields plus the store fingerprint. Files:
 config.json, model.pt, history.csv, scaling.json, threshold.json, predictions_{val,test}.csv and DONE
-(last). Every file is written atomically; a folder with DONE is skipped; one without resumes from its
+(last); with ``selection_rules``, also ``predictions_{val,test}_<rule>.csv`` for each rule other than
+``overall`` (the epoch each rule picks on validation, :mod:`.selection`) and ``selection_epochs`` in
+config.json. Every file is written atomically; a folder with DONE is skipped; one without resumes from its
 ``checkpoint.pt`` (written after every epoch) or starts afresh.
 """
 
@@ -14,7 +16,7 @@ import json
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 import numpy as np
 import pandas as pd
@@ -31,13 +33,16 @@ from mmfair.core.registry import EHR_ENCODERS, FUSIONS, MODULATORS, TASKS
 from mmfair.core.training.data import (
     ATTRIBUTE_COLUMNS,
     MODALITIES,
+    EHRFeatures,
     FoldScaler,
     Split,
     StoreData,
+    build_split,
     build_splits,
     load_store,
 )
 from mmfair.core.training.modulators import Groups, build_modulator, group_codes, method_name, resolve_modulator
+from mmfair.core.training.selection import choose_epochs
 from mmfair.core.training.tasks import Task
 from mmfair.core.training.trainer import (
     GROUP_ATTRIBUTES,
@@ -128,11 +133,16 @@ def resolve_config(config: TrainConfig, store: StoreData) -> TrainConfig:
 
 def compute_run_id(config: TrainConfig, store_fingerprint: str) -> str:
     identity = config.identity()
+    fair_attr = identity.get("fair_attr")
     if identity.get("modulator") is None:  # no modulator: the run id of a run trained before modulators existed
         for key in ("modulator", "modulator_params", "fair_attr"):
             identity.pop(key, None)
     elif not MODULATORS.get(identity["modulator"]).needs_groups:
         identity.pop("fair_attr", None)  # unused by this modulator: changing it must not retrain
+    if not identity.get("selection_rules"):
+        identity.pop("selection_rules", None)  # no extra rules: the run id of a run trained before they existed
+    else:
+        identity["fair_attr"] = fair_attr  # the rules compare this attribute's groups
     return config_hash({"config": identity, "store_fingerprint": store_fingerprint})
 
 
@@ -180,8 +190,32 @@ def _prediction_frame(run: LoadedRun, split: Split, present: dict[str, torch.Ten
     return frame
 
 
+EHRTransform = Callable[[np.ndarray, EHRFeatures], np.ndarray]
+
+
+def ehr_features(run: LoadedRun) -> EHRFeatures:
+    """The feature names, variable groups and training-fold median/IQR an ``ehr_transform`` receives."""
+    ehr = run.scaler.ehr
+    return EHRFeatures(list(run.store.feature_names), list(run.store.feature_groups),
+                       np.asarray(ehr.median_, dtype=np.float64).copy(), np.asarray(ehr.iqr_, dtype=np.float64).copy())
+
+
+def _perturbed_split(run: LoadedRun, split: str, ehr_transform: EHRTransform) -> Split:
+    """The split rebuilt from raw values passed through ``ehr_transform`` (not cached)."""
+    base = run.split(split)
+    raw = run.store.values[base.rows].copy()  # physical units, NaN = not observed
+    values = np.asarray(ehr_transform(raw, ehr_features(run)), dtype=np.float32)
+    if values.shape != raw.shape:
+        raise ConfigError(f"predict: ehr_transform returned shape {values.shape}, expected {raw.shape}")
+    labels = run.task.label_tensor(run.store.cohort)
+    return build_split(split, base.rows, run.store, run.scaler, labels, run.device, values=values)
+
+
 def predict(
-    run: LoadedRun, split: str, present_override: Mapping[str, np.ndarray] | None = None
+    run: LoadedRun,
+    split: str,
+    present_override: Mapping[str, np.ndarray] | None = None,
+    ehr_transform: EHRTransform | None = None,
 ) -> pd.DataFrame:
     """Predictions for ``split`` ('val' or 'test') in the format of ``predictions_<split>.csv``.
 
@@ -189,8 +223,14 @@ def predict(
     that stay (AND-ed with natural presence). Without an override the frame equals the saved CSV read
     back with ``pd.read_csv(path, keep_default_na=False, na_values=[""])`` (as the evaluation core reads
     it), on the device that wrote it.
+
+    ``ehr_transform(values, features) -> values``: applied to the split's RAW hourly values
+    (float32 [N, T, F] aligned with the split's rows, physical units, NaN = not observed; ``features``
+    an :class:`~mmfair.core.training.data.EHRFeatures` with the variable groups and the training fold's
+    median/IQR) BEFORE the observation mask, forward fill, training-median fill and scaling: a value set
+    to NaN is unobserved exactly like real absence (mask 0, then filled). ``None`` changes nothing.
     """
-    data = run.split(split)
+    data = run.split(split) if ehr_transform is None else _perturbed_split(run, split, ehr_transform)
     present = dict(data.present)
     for modality, keep in (present_override or {}).items():
         if modality not in present:
@@ -257,6 +297,10 @@ def train_run(
         model = build_model(config, task, store).to(device)
         val_rows = splits["val"].rows
         val_groups = {a: store.cohort[a].to_numpy()[val_rows] for a in GROUP_ATTRIBUTES if a in store.cohort}
+        if config.selection_rules:
+            if config.fair_attr not in store.cohort.columns:
+                raise ConfigError(f"fair_attr '{config.fair_attr}' is not a column of cohort.csv")
+            val_groups.setdefault(config.fair_attr, store.cohort[config.fair_attr].to_numpy()[val_rows])
         modulator = groups = None
         if config.modulator is not None:
             modulator = build_modulator(config.modulator, config.modulator_params)
@@ -272,12 +316,27 @@ def train_run(
         run = LoadedRun(run_dir, config, {"run_id": run_id}, task, model, scaler, store, device,
                         {k: v for k, v in splits.items() if k != "train"})
         frames = {name: predict(run, name) for name in ("val", "test")}
+        # other selection rules: the epoch each picks from the validation history, and its predictions
+        selection_epochs = choose_epochs(outcome.history, config.selection_rules, config.fair_attr, outcome.best_epoch)
+        rule_frames: dict[str, dict[str, pd.DataFrame]] = {}
+        for rule, epoch in selection_epochs.items():
+            if rule == "overall":  # the default predictions_{val,test}.csv
+                continue
+            model.load_state_dict(outcome.epoch_states[epoch])
+            model.eval()
+            rule_frames[rule] = {name: predict(run, name) for name in ("val", "test")}
+        if rule_frames:
+            model.load_state_dict(outcome.state_dict)
+            model.eval()
 
     write_json_atomic(run_dir / "scaling.json", scaler.to_dict())
     _save_state_dict(run_dir / "model.pt", outcome.state_dict)
     write_csv_atomic(run_dir / "history.csv", outcome.history)
     for name, frame in frames.items():
         write_text_atomic(run_dir / f"predictions_{name}.csv", _csv_text(frame))
+    for rule, by_split in rule_frames.items():
+        for name, frame in by_split.items():
+            write_text_atomic(run_dir / f"predictions_{name}_{rule}.csv", _csv_text(frame))
     write_json_atomic(run_dir / "threshold.json", _thresholds(task, frames["val"], columns))
     factory = FUSIONS.get(config.fusion)
     train_split = splits["train"]
@@ -300,6 +359,8 @@ def train_run(
         "peak_memory_mb": float(outcome.history["peak_memory_mb"].max()),
         "n_train": int(used.sum()),
     }
+    if config.selection_rules:
+        info["selection_epochs"] = selection_epochs
     if config.modulator is not None:
         info["fair_groups"] = list(groups.names) if groups is not None else None
     write_json_atomic(run_dir / "config.json", info)

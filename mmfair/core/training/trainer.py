@@ -16,7 +16,7 @@ import math
 import random
 import resource
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
@@ -44,6 +44,8 @@ class TrainOutcome:
     best_epoch: int
     best_score: float
     seconds: float
+    #: every epoch's weights (CPU), kept only when ``config.selection_rules`` asks for other rules
+    epoch_states: dict[int, dict[str, torch.Tensor]] = field(default_factory=dict)
 
 
 def seed_everything(seed: int) -> None:
@@ -230,6 +232,8 @@ def fit(
     generator = torch.Generator().manual_seed(config.seed)
     history: list[dict[str, float]] = []
     best_state: dict[str, torch.Tensor] | None = None
+    keep_epochs = any(rule != "overall" for rule in config.selection_rules)
+    epoch_states: dict[int, dict[str, torch.Tensor]] = {}
     best_score, best_epoch, stale = -math.inf, 0, 0
     # Late fusion's branches share no parameter: each keeps the weights of its own best validation epoch
     # and stops on its own patience, as separately trained unimodal models would.
@@ -257,6 +261,7 @@ def fit(
         history, best_state = state["history"], state["best_state"]
         best_score, best_epoch, stale = state["best_score"], state["best_epoch"], state["stale"]
         branch_best = state.get("branch_best") or branch_best
+        epoch_states = state.get("epoch_states") or epoch_states
         if modulator is not None and state.get("modulator") is not None:
             modulator.load_state_dict(state["modulator"])
         first_epoch = len(history) + 1
@@ -330,6 +335,8 @@ def fit(
                 else:
                     entry["stale"] += 1
         history.append(row)
+        if keep_epochs:
+            epoch_states[epoch] = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
         score = metrics["selection"]
         score = -math.inf if math.isnan(score) else score
         improved = best_state is None or score > best_score
@@ -353,6 +360,7 @@ def fit(
                 "best_epoch": best_epoch, "stale": stale, "seconds": time.perf_counter() - started,
                 "branch_best": branch_best,
                 "modulator": modulator.state_dict() if modulator is not None else None,
+                **({"epoch_states": epoch_states} if keep_epochs else {}),
             })  # fmt: skip
         if progress:
             progress(description, epoch, config.epochs)
@@ -377,4 +385,5 @@ def fit(
         best_epoch=best_epoch,
         best_score=best_score,
         seconds=time.perf_counter() - started,
+        epoch_states=epoch_states,
     )

@@ -85,14 +85,19 @@ class FakePredict:
     def __init__(self, handles_missing: bool = True) -> None:
         self.handles_missing = handles_missing
         self.calls: list[tuple[Path, str, dict[str, np.ndarray]]] = []
+        self.transforms: list = []  # the ehr_transform of each call (None for presence-only removals)
 
-    def __call__(self, run_dir: Path, split: str, present_override: dict[str, np.ndarray]) -> pd.DataFrame:
+    def __call__(self, run_dir: Path, split: str, present_override: dict[str, np.ndarray],
+                 ehr_transform=None) -> pd.DataFrame:
         self.calls.append((run_dir, split, {k: np.asarray(v).copy() for k, v in present_override.items()}))
+        self.transforms.append(ehr_transform)
         df = pd.read_csv(Path(run_dir) / f"predictions_{split}.csv")
-        keep = np.asarray(present_override["cxr"], dtype=bool)
+        keep = np.asarray(present_override.get("cxr", np.ones(len(df), dtype=bool)), dtype=bool)
         had = df["present_cxr"].to_numpy() > 0
         now = had & keep
         removed = had & ~keep
+        if ehr_transform is not None:  # an EHR perturbation pulls the perturbed stays' scores too
+            removed = removed | np.asarray(ehr_transform.stays, dtype=bool)
         score_cols = [c for c in df.columns if c.startswith("score")]
         for col in score_cols:
             s = df[col].to_numpy(dtype=float)

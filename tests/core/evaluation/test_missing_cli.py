@@ -72,3 +72,21 @@ def test_group_then_mcar_with_summaries(workspace):
 def test_bad_options_exit_2(workspace, args, message):
     res = _invoke(workspace, *args)
     assert res.exit_code == 2 and message in res.output and "Traceback" not in res.output
+
+
+def test_ehr_perturbations_from_the_cli(workspace):
+    for args in (["--mechanism", "ehr_group", "--groups", "vitals,labs"],
+                 ["--mechanism", "ehr_last_hours", "--hours", "12"],
+                 ["--mechanism", "ehr_noise", "--noise-sd", "0.5"]):  # fmt: skip
+        res = _invoke(workspace, *args, "--rate", "0.5", "--rate", "1", "--bootstrap", "0")
+        assert res.exit_code == 0, res.output
+    table = read_results(workspace / "results" / "missing.csv")
+    for scenario, expected in (("ehr_group", {"groups": ["labs", "vitals"]}), ("ehr_last_hours", {"hours": 12}),
+                               ("ehr_noise", {"perturbation": "noise", "sd": 0.5})):  # fmt: skip
+        rows = table[(table["scenario"] == scenario) & (table["metric"] == "auroc")]
+        assert sorted(set(rows["missing_rate"].round(2))) == [0.0, 0.5, 1.0]
+        assert all(expected.items() <= json.loads(p).items() for p in rows["scenario_params"])
+        rr = table[(table["scenario"] == scenario) & (table["metric"] == "relative_robustness")]
+        assert len(rr) > 0
+    res = _invoke(workspace, "--mechanism", "ehr_group")
+    assert res.exit_code != 0 and "--groups" in res.output
