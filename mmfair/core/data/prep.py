@@ -18,6 +18,7 @@ encoder stage can be rerun alone on an existing store (it adds ``/cxr/embeddings
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -25,7 +26,7 @@ import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import h5py
 import numpy as np
@@ -178,13 +179,23 @@ def _outputs_match(workspace: Workspace, fingerprint: str) -> bool:
     return True
 
 
+@contextlib.contextmanager
+def _duckdb(config: PrepConfig, workspace: Workspace) -> Iterator[Any]:
+    """A DuckDB connection whose spill folder is removed afterwards, however the block ends."""
+    con = connect(config.memory_limit, config.duckdb_threads, workspace.data / DUCKDB_SPILL_DIR)
+    try:
+        yield con
+    finally:
+        con.close()
+        shutil.rmtree(workspace.data / DUCKDB_SPILL_DIR, ignore_errors=True)
+
+
 # ----------------------------------------------------------------------------------------------- build
 
 def _build(config: PrepConfig, workspace: Workspace, source: MimicSource, variables, fingerprint: str,
            progress: Progress | None) -> PrepResult:
     seconds: dict[str, float] = {}
-    con = connect(config.memory_limit, config.duckdb_threads, workspace.data / DUCKDB_SPILL_DIR)
-    try:
+    with _duckdb(config, workspace) as con:
         clock = time.perf_counter()
         _tick(progress, "cohort", 0, 5)
         cohort, attrition, pheno_columns, version, prevalence = _cohort_stage(con, source, config)
@@ -229,9 +240,6 @@ def _build(config: PrepConfig, workspace: Workspace, source: MimicSource, variab
         except BaseException:
             staged.discard()
             raise
-    finally:
-        con.close()
-        shutil.rmtree(workspace.data / DUCKDB_SPILL_DIR, ignore_errors=True)
     _tick(progress, "done", 5, 5)
     log.info("prep: %d stays, %d with a paired CXR; stage seconds %s", len(cohort), int(cohort["has_cxr"].sum()),
              {k: round(v, 2) for k, v in seconds.items()})
@@ -385,16 +393,13 @@ def _rerun_encoder(config: PrepConfig, workspace: Workspace, source: MimicSource
     staged = _Staged(workspace.data)
     tmp = staged.path_for(workspace.features_h5)
     shutil.copyfile(workspace.features_h5, tmp)
-    con = connect(config.memory_limit, config.duckdb_threads, workspace.data / DUCKDB_SPILL_DIR)
-    try:
-        encoder = _encoder_stage(con, source, cohort["subject_id"].to_numpy(), images, tmp, config, progress)
-        staged.commit(last=workspace.features_h5)
-    except BaseException:
-        staged.discard()
-        raise
-    finally:
-        con.close()
-        shutil.rmtree(workspace.data / DUCKDB_SPILL_DIR, ignore_errors=True)
+    with _duckdb(config, workspace) as con:
+        try:
+            encoder = _encoder_stage(con, source, cohort["subject_id"].to_numpy(), images, tmp, config, progress)
+            staged.commit(last=workspace.features_h5)
+        except BaseException:
+            staged.discard()
+            raise
     return encoder
 
 

@@ -189,15 +189,19 @@ def group_difference_ci(
 # ------------------------------------------------------------------------------------ multiplicity
 
 
+def _sorted_finite(p_values: Sequence[float]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The p-values, an all-NaN output of their shape, and the indices of the finite ones in ascending order."""
+    p = np.asarray(p_values, dtype=float)
+    ok = np.flatnonzero(np.isfinite(p))
+    return p, np.full(p.shape, np.nan), ok[np.argsort(p[ok], kind="mergesort")]
+
+
 def holm(p_values: Sequence[float]) -> np.ndarray:
     """Holm's step-down adjusted p-values (family-wise error). NaN entries stay NaN and are not counted."""
-    p = np.asarray(p_values, dtype=float)
-    out = np.full(p.shape, np.nan)
-    ok = np.flatnonzero(np.isfinite(p))
-    m = ok.size
+    p, out, order = _sorted_finite(p_values)
+    m = order.size
     if m == 0:
         return out
-    order = ok[np.argsort(p[ok], kind="mergesort")]
     adj = np.maximum.accumulate((m - np.arange(m)) * p[order])
     out[order] = np.minimum(adj, 1.0)
     return out
@@ -205,13 +209,10 @@ def holm(p_values: Sequence[float]) -> np.ndarray:
 
 def benjamini_hochberg(p_values: Sequence[float]) -> np.ndarray:
     """Benjamini–Hochberg adjusted p-values (false discovery rate). NaN entries stay NaN and are not counted."""
-    p = np.asarray(p_values, dtype=float)
-    out = np.full(p.shape, np.nan)
-    ok = np.flatnonzero(np.isfinite(p))
-    m = ok.size
+    p, out, order = _sorted_finite(p_values)
+    m = order.size
     if m == 0:
         return out
-    order = ok[np.argsort(p[ok], kind="mergesort")]
     raw = p[order] * m / np.arange(1, m + 1)
     adj = np.minimum.accumulate(raw[::-1])[::-1]
     out[order] = np.minimum(adj, 1.0)
