@@ -4,18 +4,19 @@ from __future__ import annotations
 
 import itertools
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Any, Optional
 
 import typer
 
 from mmfair.cli import _tables, _util
-from mmfair.core.config import TrainConfig
+from mmfair.core.config import TrainConfig, load_config_file
+from mmfair.core.errors import ConfigError
 
 
 def train_cmd(
     ctx: typer.Context,
     fusion: Annotated[Optional[list[str]], typer.Option("--fusion", "-f", help="Method (repeatable); see `mmfair list fusions`.")] = None,
-    task: Annotated[Optional[list[str]], typer.Option("--task", "-t", help="Task (repeatable): mortality, mortality_icu, phenotype.")] = None,
+    task: Annotated[Optional[list[str]], typer.Option("--task", "-t", help="Task (repeatable): mortality, mortality_icu, phenotype, los.")] = None,
     fold: Annotated[Optional[list[int]], typer.Option("--fold", help="Test fold 0–4 (repeatable); validation is the next fold.")] = None,
     seed: Annotated[Optional[list[int]], typer.Option("--seed", help="Random seed (repeatable).")] = None,
     config: Annotated[Optional[Path], typer.Option("--config", "-c", help="YAML/TOML file with training options.")] = None,
@@ -30,6 +31,18 @@ def train_cmd(
     modulator: Annotated[Optional[str], typer.Option(help="Training strategy changing losses/gradients (ogm-ge, cggm, multifair, group-dro, fairgrad); see `mmfair list modulators`. Its hyperparameters: modulator_params in --config.")] = None,
     fair_attr: Annotated[Optional[str], typer.Option(help="Sensitive attribute whose groups group-aware modulators use in training (default race_group); never a model input.")] = None,
     selection: Annotated[Optional[list[str]], typer.Option("--selection", help="Extra checkpoint selection rule (repeatable): overall, worst_group, pareto, dto (MEDFAIR), chosen on validation over fair_attr's groups; each writes predictions_{val,test}_<rule>.csv.")] = None,
+    fusion_param: Annotated[Optional[list[str]], typer.Option("--fusion-param", help="A method hyperparameter KEY=VALUE (repeatable), e.g. depth=2; see the method's docstring. Unset ones take their defaults (written to config.json).")] = None,
+    missing_token: Annotated[Optional[str], typer.Option(help="An absent modality's slot: zero (default) or learned (MedFuse's learnable token; methods that accept it).")] = None,
+    modality_dropout: Annotated[Optional[float], typer.Option(help="Train-time random removal of the CXR: each batch drops a present CXR with this probability.")] = None,
+    train_missing_rate: Annotated[Optional[float], typer.Option(help="CareBench's protocol: remove the CXR from this share of the training stays that have one (fixed, seeded, per label).")] = None,
+    train_cohort: Annotated[Optional[str], typer.Option(help="full (every stay, natural missingness; default) or matched (train and validate on stays with a CXR). The evaluated cohort is chosen in eval-missing/eval-fair (--test-cohort).")] = None,
+    split: Annotated[Optional[str], typer.Option(help="random (the fold rule; default) or temporal (test on the latest anchor_year_group, train on the earlier ones).")] = None,
+    modalities: Annotated[Optional[list[str]], typer.Option("--modalities", help="Modality subset (repeatable): ehr, cxr or ehr,cxr. A single modality trains the unimodal model, both the chosen --fusion: the incremental-addition protocol whose runs eval-missing turns into modality Shapley values.")] = None,
+    cxr_input: Annotated[Optional[str], typer.Option(help="embeddings (the prep encoder's cached CXR embeddings; default, fast) or images (the uint8 store images through that encoder's backbone, fine-tuned end to end with light augmentation; AMP on GPU).")] = None,
+    cxr_weights: Annotated[Optional[Path], typer.Option(help="--cxr-input images: start the backbone from this local weights file (the prep encoder's timm model) instead of the prep encoder's weights.")] = None,
+    image_size: Annotated[Optional[int], typer.Option(help="--cxr-input images: training image side (default the prep encoder's).")] = None,
+    image_augment: Annotated[Optional[bool], typer.Option("--image-augment/--no-image-augment", help="--cxr-input images: random affine and brightness/contrast jitter in training (default on; never a horizontal flip).")] = None,
+    compile_model: Annotated[Optional[bool], typer.Option("--compile/--no-compile", help="torch.compile the training step on a CUDA device (ignored on CPU; not part of the run id).")] = None,
     bootstrap: Annotated[int, typer.Option(help="Bootstrap replicates for the metrics' confidence intervals.")] = 200,
 ) -> None:
     """Train models on the prepared data (early stopping and thresholds on validation, never test).
@@ -42,7 +55,7 @@ def train_cmd(
         import mmfair.core.training  # noqa: F401
         from mmfair.core import pipeline, registry
 
-        fusions = fusion or [None]
+        fusions = _with_modality_subsets(fusion or [None], modalities)
         tasks = task or [None]
         for name in fusion or []:
             registry.FUSIONS.get(name)
@@ -69,6 +82,17 @@ def train_cmd(
                 modulator=modulator,
                 fair_attr=fair_attr,
                 selection_rules=tuple(selection) if selection else None,
+                fusion_params=_fusion_params(config, fusion_param),
+                missing_token=missing_token,
+                modality_dropout=modality_dropout,
+                train_missing_rate=train_missing_rate,
+                train_cohort=train_cohort,
+                split=split,
+                compile=compile_model,
+                cxr_input=cxr_input,
+                cxr_weights=cxr_weights,
+                image_size=image_size,
+                image_augment=image_augment,
             )
             for f, t, k, s in itertools.product(fusions, tasks, fold or [None], seed or [None])
         ]
@@ -78,3 +102,36 @@ def train_cmd(
     summary = _tables.metric_summary(outcome.metrics)
     _util.out.print(_tables.frame_table(summary, title="clean test metrics (95% patient-level bootstrap CI)"))
     _util.out.print(f"{len(outcome.runs)} run(s) in {ws.runs} ({reused} reused); metrics in {ws.metrics_csv}")
+
+
+MODALITY_SUBSETS = {frozenset({"ehr"}): "ehr", frozenset({"cxr"}): "cxr"}
+
+
+def _with_modality_subsets(fusions: list[str | None], modalities: list[str] | None) -> list[str | None]:
+    """The methods to train for ``--modalities``: a single modality is its unimodal model, ``ehr,cxr`` the fusion."""
+    if not modalities:
+        return fusions
+    out: list[str | None] = []
+    for value in modalities:
+        subset = frozenset(part.strip() for part in value.split(",") if part.strip())
+        unknown = subset - {"ehr", "cxr"}
+        if unknown or not subset:
+            raise ConfigError(f"--modalities '{value}': expected ehr, cxr or ehr,cxr")
+        chosen = [MODALITY_SUBSETS[subset]] if subset in MODALITY_SUBSETS else fusions
+        out += [f for f in chosen if f not in out]
+    return out
+
+
+def _fusion_params(config_file: Path | None, pairs: list[str] | None) -> dict[str, Any] | None:
+    """``--fusion-param KEY=VALUE`` pairs (values parsed as YAML scalars) over the config file's fusion_params."""
+    if not pairs:
+        return None
+    import yaml
+
+    values: dict[str, Any] = dict(load_config_file(config_file).get("fusion_params") or {}) if config_file else {}
+    for pair in pairs:
+        key, sep, raw = pair.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"--fusion-param '{pair}': expected KEY=VALUE")
+        values[key.strip()] = yaml.safe_load(raw)
+    return values

@@ -33,6 +33,9 @@ class SyntheticConfig(_Frozen):
     min_image_size: int = Field(320, ge=32, le=4096)
     cxr_availability: float = Field(0.6, ge=0.0, le=1.0, description="share of cohort stays with a paired frontal CXR")
     n_encoder_subjects: int = Field(1200, ge=0, description="non-cohort MIMIC-CXR subjects (encoder training)")
+    chart_volume: Literal["compact", "mimic"] = Field(
+        "compact", description="compact: only the rows prep reads; mimic: also MIMIC-IV v2.2's volume of other "
+        "itemids (~4,300 chartevents and ~1,600 labevents rows per ICU stay) for prep to filter out")
     # planted effects (on/off); ground_truth/ records the values used
     group_base_rates: bool = True
     group_missingness: bool = True
@@ -106,13 +109,28 @@ class TrainConfig(_Frozen):
     selection_rules: tuple[str, ...] = Field((), description="extra checkpoint selection rules (overall, worst_group, "
                                              "pareto, dto), each chosen on validation and written as "
                                              "predictions_{val,test}_<rule>.csv; empty: the default files only")
+    fusion_params: dict[str, Any] = Field(default_factory=dict, description="the fusion method's own hyperparameters "
+                                          "(its Params class); unset ones take their defaults (all resolved into config.json)")
+    missing_token: Literal["zero", "learned"] = Field("zero", description="an absent modality's slot: exact zeros or a "
+                                                      "learned vector (methods that accept it; MedFuse's learnable token)")
+    modality_dropout: float = Field(0.0, ge=0.0, lt=1.0, description="train-time random removal of the CXR: each "
+                                    "training batch drops a present CXR with this probability (redrawn every batch)")
+    train_missing_rate: float | None = Field(None, ge=0.0, le=1.0, description="CareBench's protocol: this share of the "
+                                             "training stays with a CXR lose it, fixed for the run (seeded, per label)")
+    train_cohort: Literal["full", "matched"] = Field("full", description="train and validate on every stay (natural "
+                                                     "missingness) or only on stays with a CXR")
+    split: Literal["random", "temporal"] = Field("random", description="random: the fold rule of DESIGN §1; temporal: "
+                                                 "test on the latest anchor_year_group, train/validate on the earlier ones")
     # machine-specific: excluded from the run id
     device: str = "auto"
     workers: int = 0
     threads: int = Field(1, ge=0, description="CPU threads while training/predicting (0 = torch's default); "
                          "small recurrent models run fastest, and most robustly on a busy machine, on 1")
 
-    MACHINE_FIELDS: ClassVar[frozenset[str]] = frozenset({"device", "workers", "threads"})
+    compile: bool = Field(False, description="torch.compile the training forward/backward on a CUDA device "
+                          "(ignored on CPU, where the small recurrent models gain nothing and compiling costs minutes)")
+
+    MACHINE_FIELDS: ClassVar[frozenset[str]] = frozenset({"device", "workers", "threads", "compile"})
     SELECTION_RULES: ClassVar[tuple[str, ...]] = ("overall", "worst_group", "pareto", "dto")
 
     @field_validator("selection_rules", mode="before")
@@ -130,10 +148,28 @@ class TrainConfig(_Frozen):
                 out.append(rule)
         return tuple(sorted(out, key=cls.SELECTION_RULES.index))
 
+    cxr_input: Literal["embeddings", "images"] = Field("embeddings", description="CXR input: the cached embeddings "
+                                                        "(fast) or the uint8 images through the prep encoder's backbone, "
+                                                        "fine-tuned end to end with light augmentation")
+    cxr_weights: Path | None = Field(None, description="images mode: start the backbone from this local weights file "
+                                     "(the prep encoder's timm model) instead of the prep encoder's own weights")
+    image_size: int | None = Field(None, ge=16, le=1024, description="images mode: training image side; default the "
+                                   "prep encoder's")
+    image_augment: bool = Field(True, description="images mode: random affine and brightness/contrast jitter in training")
+    # fields added after run ids existed: left out of the identity at their default, so earlier runs keep their id
+    LATER_DEFAULTS: ClassVar[dict[str, Any]] = {
+        "fusion_params": {}, "missing_token": "zero", "modality_dropout": 0.0, "train_missing_rate": None,
+        "train_cohort": "full", "split": "random", "cxr_input": "embeddings", "cxr_weights": None,
+        "image_size": None, "image_augment": True,
+    }
+
     def identity(self) -> dict[str, Any]:
         d = self.model_dump(mode="json")
         for key in self.MACHINE_FIELDS:
             d.pop(key, None)
+        for key, default in self.LATER_DEFAULTS.items():
+            if d.get(key) == default:
+                d.pop(key, None)
         return d
 
 
@@ -164,6 +200,7 @@ class EvalMissingConfig(_Frozen):
     device: str = "auto"
     reference: str = Field("late", description="method whose curve effective robustness is measured against")
     attributes: tuple[str, ...] = Field((), description="per-group AUROC and AUROC-gap rows for these attributes")
+    test_cohort: Literal["full", "matched"] = Field("full", description="matched: evaluate only test stays with a CXR")
     shapley_attributes: tuple[str, ...] = Field(
         ("race_group", "gender", "age_group", "insurance_group"),
         description="attributes of the per-group modality Shapley values (from the modality-subset runs)",
@@ -263,9 +300,16 @@ class EvalFairConfig(_Frozen):
     attributes: tuple[str, ...] = ("race_group", "gender", "age_group", "insurance_group")
     threshold_rule: str = "val-youden"
     recalibrate: Literal["none", "platt", "isotonic"] = "none"
-    min_group_size: int = Field(10, ge=1)
+    min_group_size: int = Field(10, ge=1, description="small-cell minimum; gaps leave out groups below it")
     bootstrap: int = Field(200, ge=0)
     seed: int = 0
+    test_cohort: Literal["full", "matched"] = Field("full", description="matched: only test stays with a CXR")
+    reference: str | None = Field("late", description="method every other is compared with on the same test "
+                                  "stays (paired bootstrap CI and permutation test); None: no comparisons")
+    permutations: int = Field(1000, ge=0, description="permutations of the paired tests (0: no p-values)")
+    adjust: Literal["holm", "bh"] = Field("holm", description="p-value adjustment across a phenotype's labels")
+    time_inference: bool = Field(True, description="time each run's test predictions (needs the prepared data)")
+    device: str = "auto"
 
     @model_validator(mode="after")
     def _check(self) -> "EvalFairConfig":
@@ -298,6 +342,7 @@ class ReportConfig(_Frozen):
     format: Literal["terminal", "markdown", "csv"] = "terminal"
     out: Path | None = None
     min_group_size: int = Field(10, ge=1)
+    reference: str = Field("late", description="reference method of the rank tests (Wilcoxon–Holm)")
 
 
 def load_config_file(path: Path) -> dict[str, Any]:

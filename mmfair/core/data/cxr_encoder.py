@@ -78,6 +78,8 @@ class EncoderResult:
     heldout_auroc: dict[str, float] = field(default_factory=dict)
     random_init: bool = False
     seconds: float = 0.0
+    #: the backbone's weights (timm state dict as arrays), saved in the store for image-mode training
+    backbone_state: dict[str, np.ndarray] | None = None
 
 
 def fit_and_embed(
@@ -181,6 +183,7 @@ def fit_and_embed(
         heldout_auroc=dict(fit.heldout_auroc),
         random_init=fit.random_init,
         seconds=seconds,
+        backbone_state={k: v.detach().cpu().numpy() for k, v in backbone.model.state_dict().items()},
     )
 
 
@@ -341,7 +344,10 @@ def _train(
         perm = torch.from_numpy(rng.permutation(n)).to(x_fit.device)
         te = time.perf_counter()
         for b in range(steps_per_epoch):
-            if step >= planned or time.perf_counter() - t0 + reserve_s() > budget:
+            elapsed = time.perf_counter() - t0
+            # the reserve is estimated from the step time, which is not known until the warm-up steps are
+            # done: a slow first step on a busy machine would otherwise stop training after one step
+            if step >= planned or elapsed > budget or (step > WARMUP_STEPS and elapsed + reserve_s() > budget):
                 break
             tb = time.perf_counter()
             idx = perm[b * BATCH_SIZE : (b + 1) * BATCH_SIZE]
@@ -363,7 +369,7 @@ def _train(
                 opt.step()
             step += 1
             dt = time.perf_counter() - tb
-            batch_s = 0.8 * batch_s + 0.2 * dt if step > 3 else dt  # the first steps are warm-up
+            batch_s = 0.8 * batch_s + 0.2 * dt if step > WARMUP_STEPS else dt  # the first steps are warm-up
             if step == 10 and epoch == 0:
                 # a first guess, before an epoch has been timed; evaluations not yet included
                 planned = plan(batch_s * (1.0 + 3.0 / max(steps_per_epoch, 1)))
@@ -397,6 +403,9 @@ def _train(
     fit.stopped_by = stopped
     fit.train_images_per_s = round(step * BATCH_SIZE / max(train_s, 1e-6), 1)
     return backbone, fit
+
+
+WARMUP_STEPS = 3  # steps whose time says little about the steady-state step time
 
 
 def _lr(step: int, total: int) -> float:

@@ -335,7 +335,7 @@ def _encoder_stage(con, source: MimicSource, cohort_subjects: np.ndarray, cohort
     )
     attrs = dict(result.attrs)
     attrs[ENCODER_KEY_ATTR] = _encoder_key(config)
-    add_embeddings(store_path, result.encoder_id, result.embeddings, attrs)
+    add_embeddings(store_path, result.encoder_id, result.embeddings, attrs, weights=getattr(result, "backbone_state", None))
     return _encoder_summary(result.encoder_id, attrs, dict(result.heldout_auroc),
                             getattr(result, "random_init", None))
 

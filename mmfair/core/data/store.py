@@ -75,8 +75,13 @@ def write_store(path: Path, *, stay_ids: np.ndarray, values: np.ndarray, feature
         cxr.create_group("embeddings")
 
 
-def add_embeddings(path: Path, encoder_id: str, embeddings: np.ndarray, attrs: dict[str, Any]) -> None:
-    """Add (or replace) ``/cxr/embeddings/<encoder_id>`` in an existing store file."""
+def add_embeddings(
+    path: Path, encoder_id: str, embeddings: np.ndarray, attrs: dict[str, Any],
+    weights: dict[str, np.ndarray] | None = None,
+) -> None:
+    """Add (or replace) ``/cxr/embeddings/<encoder_id>`` in an existing store file, and with ``weights`` (the
+    backbone's state dict as arrays) ``/cxr/encoder_weights/<encoder_id>/<tensor name>``, from which
+    ``train --cxr-input images`` starts its fine-tuning."""
     with h5py.File(path, "a") as f:
         group = f.require_group("cxr/embeddings")
         if encoder_id in group:
@@ -84,6 +89,21 @@ def add_embeddings(path: Path, encoder_id: str, embeddings: np.ndarray, attrs: d
         ds = group.create_dataset(encoder_id, data=np.asarray(embeddings, dtype=np.float16))
         for key, value in attrs.items():
             ds.attrs[key] = _attr_value(value)
+        weights_group = f.require_group("cxr/encoder_weights")
+        if encoder_id in weights_group:
+            del weights_group[encoder_id]
+        if weights is not None:
+            tensors = weights_group.create_group(encoder_id)
+            for name, array in weights.items():
+                tensors.create_dataset(name, data=np.asarray(array))
+
+
+def read_encoder_weights(h5: h5py.File, encoder_id: str) -> dict[str, np.ndarray] | None:
+    """The saved backbone state dict of ``encoder_id`` (arrays), or None when the store has none for it."""
+    group = h5.get(f"cxr/encoder_weights/{encoder_id}")
+    if group is None:
+        return None
+    return {name: group[name][()] for name in group}
 
 
 def _attr_value(value: Any) -> Any:

@@ -1,10 +1,21 @@
-"""Fusion methods, one module each; importing this package registers them in ``FUSIONS``."""
+"""Fusion methods, one private module each (``_<name>.py``); importing this package imports every such
+module, which registers its methods in ``FUSIONS``. A new built-in method is a new module, nothing else."""
 
-from mmfair.core.fusion import _early, _late, _unimodal  # noqa: F401  (registration side effects)
-from mmfair.core.fusion import _attention  # noqa: F401
-from mmfair.core.fusion import _medfuse  # noqa: F401
-from mmfair.core.fusion import _utde  # noqa: F401
-from mmfair.core.fusion import _daft  # noqa: F401
-from mmfair.core.fusion._base import Batch, FusionModel, FusionSpec, Output, build_modality_encoder, keep_present
+import importlib
+import pkgutil
 
-__all__ = ["Batch", "FusionModel", "FusionSpec", "Output", "build_modality_encoder", "keep_present"]
+from mmfair.core.fusion._base import (
+    Batch,
+    FusionModel,
+    FusionParams,
+    FusionSpec,
+    Output,
+    build_modality_encoder,
+    keep_present,
+)
+
+for _module in sorted(pkgutil.iter_modules(__path__), key=lambda m: m.name):
+    if _module.name.startswith("_") and _module.name != "_base":
+        importlib.import_module(f"{__name__}.{_module.name}")
+
+__all__ = ["Batch", "FusionModel", "FusionParams", "FusionSpec", "Output", "build_modality_encoder", "keep_present"]

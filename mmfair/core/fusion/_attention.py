@@ -17,7 +17,9 @@ Mechanism and deviations:
   (``torch.where``, so even a NaN placeholder cannot leak) *and* masked in ``src_key_padding_mask``,
   so no present token ever attends to it; pooling is the mean over the **present** output tokens only.
   A stay with only the EHR therefore gets the EHR token's own self-attention output. The paper does
-  not prescribe a missing-modality rule; this masking is our choice, stated here;
+  not prescribe a missing-modality rule; this masking is our choice, stated here. With
+  ``--missing-token learned`` an absent modality's embedding is instead a learned vector (MedFuse's
+  learnable token) whose token is attended like a present one;
 * pooled vector → Dropout → linear head; one layer, ``hidden_dim`` 64 by default (no tuning).
 """
 
@@ -26,7 +28,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from mmfair.core.fusion._base import Batch, FusionModel, FusionSpec, Output, build_modality_encoder, keep_present
+from mmfair.core.fusion._base import Batch, FusionModel, FusionParams, FusionSpec, Output, build_modality_encoder, keep_present
 from mmfair.core.registry import FUSIONS
 
 
@@ -65,16 +67,22 @@ class ModalityTokenAttention(nn.Module):
 class AttentionFusion(FusionModel):
     modalities = ("ehr", "cxr")
     handles_missing = True
+    accepts_missing_token = True
 
-    def __init__(self, spec: FusionSpec) -> None:
-        super().__init__(spec)
+    def __init__(self, spec: FusionSpec, params: FusionParams | None = None) -> None:
+        super().__init__(spec, params)
         self.encoders = nn.ModuleDict({m: build_modality_encoder(m, spec) for m in self.modalities})
         in_dims = {m: self.encoders[m].out_dim for m in self.modalities}
+        self.init_missing_tokens({"cxr": in_dims["cxr"]})
         self.fusion = ModalityTokenAttention(in_dims, spec.hidden_dim, spec.dropout)
         self.head = nn.Sequential(nn.Dropout(spec.dropout), nn.Linear(spec.hidden_dim, spec.n_outputs))
 
     def forward(self, batch: Batch) -> Output:
         present = batch["present"]
         embeddings = {m: self.encoders[m](batch["inputs"][m]) for m in self.modalities}
-        logits = self.head(self.fusion(embeddings, present))
+        if hasattr(self, "missing_tokens"):  # the learned token stands in for the absent modality and is attended
+            filled = {m: self.fill_absent(m, e, present[m]) for m, e in embeddings.items()}
+            logits = self.head(self.fusion(filled, {m: torch.ones_like(p, dtype=torch.bool) for m, p in present.items()}))
+        else:
+            logits = self.head(self.fusion(embeddings, present))
         return Output(logits=logits, embeddings=embeddings)

@@ -5,9 +5,22 @@ A method is a registered factory ``(FusionSpec) -> FusionModel``. ``forward(batc
 :class:`Output`. Parameters live under ``encoders.<modality>``, ``fusion`` and ``head``/``heads`` so
 :meth:`FusionModel.param_groups` can name them ``encoder:<modality>``, ``fusion`` and ``head``.
 
+Image mode: with ``spec.cxr_image`` the base class adds ``image_encoder`` (a fine-tuned timm backbone,
+parameter group ``encoder:cxr``) and a forward pre-hook that replaces the CXR images by its features, so a
+method is written once, against the D-dim CXR feature, and runs in both input modes.
+
 Absent modalities: the placeholder values of an absent modality must never change a prediction. The
 built-in methods select features with ``torch.where`` on ``present`` (not a multiplication, so even a
 NaN placeholder cannot leak).
+
+Method hyperparameters: a method with its own (loss weights, depths, bank sizes) declares them as a
+frozen pydantic ``Params`` class; ``TrainConfig.fusion_params`` is validated against it and every value,
+defaults included, is resolved into config.json. The factory is called as ``cls(spec, params)``.
+
+Data-dependent state: :meth:`FusionModel.prepare` is called once with the training split before the
+first epoch (priors, a bank of training patients). Such state lives in buffers registered in
+``__init__`` with shapes fixed by ``spec``/``params``, so ``model.pt`` carries it and a loaded run
+predicts without the training data.
 """
 
 from __future__ import annotations
@@ -16,8 +29,10 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal
 
 import torch
+from pydantic import BaseModel, ConfigDict
 from torch import nn
 
+from mmfair.core.encoders.cxr_images import CXRImageEncoder, CXRImageSpec
 from mmfair.core.encoders.ehr import build_ehr_encoder
 
 Batch = dict[str, Any]
@@ -45,6 +60,18 @@ class FusionSpec:
     dropout: float = 0.2
     output_kind: Literal["sigmoid", "softmax"] = "sigmoid"
     seq_len: int = 48
+    # an absent modality's slot: exact zeros, or a learned vector (MedFuse's learnable token); honoured by
+    # methods with ``accepts_missing_token`` (the trainer refuses ``learned`` for the others)
+    missing_token: Literal["zero", "learned"] = "zero"
+    # image mode (``--cxr-input images``): the CXR input is uint8 images, turned into the D-dim feature by a
+    # fine-tuned backbone (``image_encoder``) before the method's forward; None = cached embeddings
+    cxr_image: CXRImageSpec | None = None
+
+
+class FusionParams(BaseModel):
+    """Base of a method's own hyperparameters (frozen, unknown keys rejected); none by default."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
 
 
 class CXREmbeddingEncoder(nn.Module):
@@ -85,10 +112,41 @@ class FusionModel(nn.Module):
     # Modalities whose branch (``encoders.<m>``, ``heads.<m>``) shares no parameter with another and has
     # its own unimodal logits: the trainer then chooses each branch's epoch on its own validation score.
     independent_branches: ClassVar[tuple[str, ...]] = ()
+    Params: ClassVar[type[FusionParams]] = FusionParams
+    # True when the method honours ``spec.missing_token == "learned"`` for an absent modality
+    accepts_missing_token: ClassVar[bool] = False
+    # True when the method runs ``image_encoder`` itself in images mode (fusion inside the CNN, e.g. MMTM)
+    embeds_cxr_images: ClassVar[bool] = False
 
-    def __init__(self, spec: FusionSpec) -> None:
+    def __init__(self, spec: FusionSpec, params: FusionParams | None = None) -> None:
         super().__init__()
         self.spec = spec
+        self.params = params if params is not None else self.Params()
+        if spec.cxr_image is not None and "cxr" in type(self).modalities:
+            self.image_encoder = CXRImageEncoder(spec.cxr_image)
+            if not self.embeds_cxr_images:
+                self.register_forward_pre_hook(_embed_cxr_images)
+
+    def prepare(self, train: Any) -> None:
+        """Fit data-dependent buffers on the training split (a ``training.data.Split``); default: nothing.
+
+        Called once before the first epoch (a resumed run then restores the buffers from its checkpoint).
+        """
+        return None
+
+    def init_missing_tokens(self, dims: dict[str, int]) -> None:
+        """With ``spec.missing_token == "learned"``, one learned vector per modality in ``dims`` (zero-initialised,
+        so training starts from the zero rule) for :meth:`fill_absent`; parameter group ``fusion``."""
+        if self.spec.missing_token == "learned":
+            self.missing_tokens = nn.ParameterDict({m: nn.Parameter(torch.zeros(d)) for m, d in dims.items()})
+
+    def fill_absent(self, modality: str, features: torch.Tensor, present: torch.Tensor) -> torch.Tensor:
+        """``features`` where present; elsewhere the modality's learned token, or exact zeros without one."""
+        tokens = getattr(self, "missing_tokens", None)
+        if tokens is None or modality not in tokens:
+            return keep_present(features, present)
+        mask = present.bool().reshape(-1, *([1] * (features.dim() - 1)))
+        return torch.where(mask, features, tokens[modality].to(features.dtype).expand_as(features))
 
     def forward(self, batch: Batch) -> Output:  # pragma: no cover - abstract
         raise NotImplementedError
@@ -100,7 +158,9 @@ class FusionModel(nn.Module):
             parts = name.split(".")
             if parts[0] == "encoders":
                 key = f"encoder:{parts[1]}"
-            elif parts[0] == "fusion":
+            elif parts[0] == "image_encoder":
+                key = "encoder:cxr"
+            elif parts[0] in ("fusion", "missing_tokens"):
                 key = "fusion"
             elif parts[0] in ("head", "heads"):
                 key = "head"
@@ -121,3 +181,13 @@ class FusionModel(nn.Module):
         for aux in output.aux_losses.values():
             loss = loss + aux
         return loss
+
+
+def _embed_cxr_images(model: FusionModel, args: tuple) -> tuple:
+    """Forward pre-hook of image mode: the batch's CXR images become the backbone's features (absent stays:
+    exact zeros, their placeholder images never enter the network), so the method sees what it sees in
+    cached mode."""
+    (batch, *rest) = args
+    inputs = dict(batch["inputs"])
+    inputs["cxr"] = model.image_encoder(inputs["cxr"], batch["present"]["cxr"])
+    return ({**batch, "inputs": inputs}, *rest)

@@ -8,6 +8,7 @@ Huang et al. (npj Digit. Med. 2020). Deviations, stated plainly:
 * **missing-modality mechanism (DESIGN §5):** each modality's embedding is replaced by a zero vector
   when the modality is absent (``torch.where`` on ``present``, so placeholder values never matter), and
   one presence indicator (0/1) per modality is appended, so the MLP can tell "absent" from "zero";
+  ``--missing-token learned`` puts a learned vector (MedFuse's learnable token) in the absent slot instead;
 * fusion MLP: Linear(M·H + M, H) → ReLU → Dropout, then a linear head.
 """
 
@@ -16,7 +17,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from mmfair.core.fusion._base import Batch, FusionModel, FusionSpec, Output, build_modality_encoder, keep_present
+from mmfair.core.fusion._base import Batch, FusionModel, FusionParams, FusionSpec, Output, build_modality_encoder
 from mmfair.core.registry import FUSIONS
 
 
@@ -28,10 +29,12 @@ from mmfair.core.registry import FUSIONS
 class EarlyFusion(FusionModel):
     modalities = ("ehr", "cxr")
     handles_missing = True
+    accepts_missing_token = True
 
-    def __init__(self, spec: FusionSpec) -> None:
-        super().__init__(spec)
+    def __init__(self, spec: FusionSpec, params: FusionParams | None = None) -> None:
+        super().__init__(spec, params)
         self.encoders = nn.ModuleDict({m: build_modality_encoder(m, spec) for m in self.modalities})
+        self.init_missing_tokens({"cxr": self.encoders["cxr"].out_dim})
         width = sum(e.out_dim for e in self.encoders.values()) + len(self.modalities)
         self.fusion = nn.Sequential(nn.Linear(width, spec.hidden_dim), nn.ReLU(), nn.Dropout(spec.dropout))
         self.head = nn.Linear(spec.hidden_dim, spec.n_outputs)
@@ -39,7 +42,7 @@ class EarlyFusion(FusionModel):
     def forward(self, batch: Batch) -> Output:
         present = batch["present"]
         embeddings = {m: self.encoders[m](batch["inputs"][m]) for m in self.modalities}
-        parts = [keep_present(embeddings[m], present[m]) for m in self.modalities]
+        parts = [self.fill_absent(m, embeddings[m], present[m]) for m in self.modalities]
         dtype = parts[0].dtype
         parts += [present[m].to(dtype)[:, None] for m in self.modalities]
         logits = self.head(self.fusion(torch.cat(parts, dim=1)))

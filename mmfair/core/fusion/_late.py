@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mmfair.core.fusion._base import Batch, FusionModel, FusionSpec, Output, build_modality_encoder
+from mmfair.core.fusion._base import Batch, FusionModel, FusionParams, FusionSpec, Output, build_modality_encoder
 from mmfair.core.registry import FUSIONS
 
 
@@ -56,8 +56,8 @@ class LateFusion(FusionModel):
     handles_missing = True
     independent_branches = ("ehr", "cxr")
 
-    def __init__(self, spec: FusionSpec) -> None:
-        super().__init__(spec)
+    def __init__(self, spec: FusionSpec, params: FusionParams | None = None) -> None:
+        super().__init__(spec, params)
         self.encoders = nn.ModuleDict({m: build_modality_encoder(m, spec) for m in self.modalities})
         self.heads = nn.ModuleDict({m: nn.Linear(self.encoders[m].out_dim, spec.n_outputs) for m in self.modalities})
 

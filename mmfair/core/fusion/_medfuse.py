@@ -24,7 +24,7 @@ Mechanism and deviations:
   unidirectional, so its state after step 1 depends on v_ehr alone; each stay's output is taken at its
   own length (step 1 without a CXR, step 2 with one), and an absent CXR's slot is exact zeros
   (``torch.where``), so a placeholder is never read — equivalent to packed variable-length sequences.
-  ``missing_token=True`` (constructor option, off by default; MedFuse's ``--missing_token learnable``
+  ``--missing-token learned`` (``spec.missing_token``; MedFuse's ``--missing_token learnable``
   variant) instead fills the absent slot with a learned vector (in the projected space) and always
   reads length 2.
 """
@@ -34,7 +34,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from mmfair.core.fusion._base import Batch, FusionModel, FusionSpec, Output, build_modality_encoder, keep_present
+from mmfair.core.fusion._base import Batch, FusionModel, FusionParams, FusionSpec, Output, build_modality_encoder, keep_present
 from mmfair.core.registry import FUSIONS
 
 
@@ -87,12 +87,14 @@ class LSTMSequenceFusion(nn.Module):
 class MedFuse(FusionModel):
     modalities = ("ehr", "cxr")
     handles_missing = True
+    accepts_missing_token = True
 
-    def __init__(self, spec: FusionSpec, missing_token: bool = False) -> None:
-        super().__init__(spec)
+    def __init__(self, spec: FusionSpec, params: FusionParams | None = None) -> None:
+        super().__init__(spec, params)
         self.encoders = nn.ModuleDict({m: build_modality_encoder(m, spec) for m in self.modalities})
         self.fusion = LSTMSequenceFusion(
-            {m: self.encoders[m].out_dim for m in self.modalities}, spec.hidden_dim, missing_token=missing_token
+            {m: self.encoders[m].out_dim for m in self.modalities}, spec.hidden_dim,
+            missing_token=spec.missing_token == "learned",
         )
         self.head = nn.Sequential(nn.Dropout(spec.dropout), nn.Linear(self.fusion.out_dim, spec.n_outputs))
 

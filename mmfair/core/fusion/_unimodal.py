@@ -13,15 +13,15 @@ from __future__ import annotations
 
 from torch import nn
 
-from mmfair.core.fusion._base import Batch, FusionModel, FusionSpec, Output, build_modality_encoder
+from mmfair.core.fusion._base import Batch, FusionModel, FusionParams, FusionSpec, Output, build_modality_encoder
 from mmfair.core.registry import FUSIONS
 
 
 class UnimodalModel(FusionModel):
     modality: str = "ehr"
 
-    def __init__(self, spec: FusionSpec) -> None:
-        super().__init__(spec)
+    def __init__(self, spec: FusionSpec, params: FusionParams | None = None) -> None:
+        super().__init__(spec, params)
         encoder = build_modality_encoder(self.modality, spec)
         self.encoders = nn.ModuleDict({self.modality: encoder})
         self.head = nn.Linear(encoder.out_dim, spec.n_outputs)

@@ -57,7 +57,7 @@ import torch
 from torch import nn
 
 from mmfair.core.encoders.ehr import sinusoidal_positions
-from mmfair.core.fusion._base import Batch, FusionModel, FusionSpec, Output, build_modality_encoder, keep_present
+from mmfair.core.fusion._base import Batch, FusionModel, FusionParams, FusionSpec, Output, build_modality_encoder, keep_present
 from mmfair.core.registry import FUSIONS
 
 
@@ -209,8 +209,8 @@ class UTDE(FusionModel):
     modalities = ("ehr", "cxr")
     handles_missing = True
 
-    def __init__(self, spec: FusionSpec) -> None:
-        super().__init__(spec)
+    def __init__(self, spec: FusionSpec, params: FusionParams | None = None) -> None:
+        super().__init__(spec, params)
         cxr = build_modality_encoder("cxr", spec)
         ehr = UTDEEmbedding(spec.n_features, spec.hidden_dim, spec.seq_len, spec.dropout)
         self.encoders = nn.ModuleDict({"ehr": ehr, "cxr": cxr})

@@ -54,6 +54,10 @@ class StoreData:
     fingerprint: str
     path: Path = field(default_factory=Path)
     feature_groups: list[str] = field(default_factory=list)  # per feature (vitals/labs/neuro/output); [] if unknown
+    # images mode only (``load_store(..., images=True)``): the uint8 store images, the encoder's attrs and weights
+    cxr_images: np.ndarray | None = None  # uint8 [N_img, S, S]
+    encoder_attrs: dict[str, Any] = field(default_factory=dict)
+    encoder_weights: dict[str, np.ndarray] | None = None
 
     @property
     def n_folds(self) -> int:
@@ -94,9 +98,10 @@ def resolve_encoder_id(h5: h5py.File, requested: str | None, path: Path) -> str 
     return available[0] if available else None
 
 
-def load_store(ws: Workspace, cxr_embedding: str | None = None) -> StoreData:
+def load_store(ws: Workspace, cxr_embedding: str | None = None, images: bool = False) -> StoreData:
     """Read cohort.csv and features.h5 (opened with prep's ``open_store``, which checks that ``/stay_id``
-    equals the cohort's ``stay_id`` column and the schema version)."""
+    equals the cohort's ``stay_id`` column and the schema version). ``images`` also reads ``/cxr/images``,
+    the encoder's attrs and its saved weights (``train --cxr-input images``)."""
     cohort = read_cohort(ws.cohort_csv)
     path = ws.features_h5
     with open_store(path, ws.cohort_csv) as h5:  # checks schema version and /stay_id == cohort stay_id
@@ -112,6 +117,17 @@ def load_store(ws: Workspace, cxr_embedding: str | None = None) -> StoreData:
         cxr_row = h5["cxr/row"][()].astype(np.int64)
         encoder_id = resolve_encoder_id(h5, cxr_embedding, path)
         embeddings = None if encoder_id is None else h5[f"cxr/embeddings/{encoder_id}"][()].astype(np.float32)
+        cxr_images, encoder_attrs, encoder_weights = None, {}, None
+        if images:
+            if "cxr/images" not in h5:
+                raise InputFileError(f"{path}: dataset /cxr/images is missing (needed by --cxr-input images)")
+            cxr_images = h5["cxr/images"][()]
+            if encoder_id is not None:
+                from mmfair.core.data.store import read_encoder_weights
+
+                encoder_attrs = {k: (v.item() if isinstance(v, np.generic) else v)
+                                 for k, v in h5[f"cxr/embeddings/{encoder_id}"].attrs.items()}
+                encoder_weights = read_encoder_weights(h5, encoder_id)
     if embeddings is not None and cxr_row.max(initial=-1) >= len(embeddings):
         raise InputFileError(f"{path}: /cxr/row points past /cxr/embeddings/{encoder_id} ({len(embeddings)} rows)")
     return StoreData(
@@ -124,6 +140,9 @@ def load_store(ws: Workspace, cxr_embedding: str | None = None) -> StoreData:
         fingerprint=str(fingerprint),
         path=path,
         feature_groups=groups,
+        cxr_images=cxr_images,
+        encoder_attrs=encoder_attrs,
+        encoder_weights=encoder_weights,
     )
 
 
@@ -138,6 +157,65 @@ def fold_rows(folds: np.ndarray, fold: int, n_folds: int = 5) -> dict[str, np.nd
         "val": np.flatnonzero(folds == val_fold),
         "test": np.flatnonzero(folds == fold),
     }
+
+
+def year_group_start(label: object) -> int:
+    """The first year of an ``anchor_year_group`` label such as ``2014 - 2016`` (its sort key)."""
+    text = str(label).strip()
+    digits = text.split("-")[0].strip()
+    if not digits.isdigit():
+        raise ConfigError(f"cohort.csv: column 'anchor_year_group' has value '{text}', expected e.g. '2014 - 2016'")
+    return int(digits)
+
+
+def temporal_rows(folds: np.ndarray, year_groups: np.ndarray, fold: int, n_folds: int = 5) -> dict[str, np.ndarray]:
+    """The temporal split: test = every stay of the latest ``anchor_year_group``; the earlier stays are split by
+    the fold rule without a test fold: validation = fold ``(fold + 1) % n_folds``, training = the others.
+
+    ``anchor_year_group`` is a property of the patient, so no patient is on both sides of the time cut."""
+    if not 0 <= fold < n_folds:
+        raise ConfigError(f"fold {fold} is out of range: the cohort has folds 0-{n_folds - 1}")
+    groups = pd.Series(year_groups, dtype="object")
+    if groups.isna().any() or (groups.astype(str).str.strip() == "").any():
+        raise ConfigError("cohort.csv: column 'anchor_year_group' has empty values; the temporal split needs it for every stay")
+    starts = groups.map(year_group_start).to_numpy()
+    if len(np.unique(starts)) < 2:
+        raise ConfigError("temporal split: cohort.csv has a single anchor_year_group; nothing to train on before the test period")
+    latest = starts.max()
+    folds = np.asarray(folds)
+    earlier = starts < latest
+    val_fold = (fold + 1) % n_folds
+    return {
+        "train": np.flatnonzero(earlier & (folds != val_fold)),
+        "val": np.flatnonzero(earlier & (folds == val_fold)),
+        "test": np.flatnonzero(~earlier),
+    }
+
+
+def run_rows(
+    store: "StoreData", fold: int, split_rule: str = "random", train_cohort: str = "full"
+) -> dict[str, np.ndarray]:
+    """Row indices per split for a run: the fold rule (``random``) or :func:`temporal_rows` (``temporal``);
+    with ``train_cohort="matched"`` training and validation keep only the stays with a CXR (the test rows are
+    always the whole test fold; the evaluated cohort is chosen at evaluation)."""
+    folds = store.cohort["fold"].to_numpy()
+    if split_rule == "temporal":
+        if "anchor_year_group" not in store.cohort.columns:
+            raise ConfigError("temporal split: cohort.csv has no column 'anchor_year_group'")
+        rows = temporal_rows(folds, store.cohort["anchor_year_group"].to_numpy(), fold, store.n_folds)
+    elif split_rule == "random":
+        rows = fold_rows(folds, fold, store.n_folds)
+    else:
+        raise ConfigError(f"unknown split '{split_rule}'. Available: random, temporal")
+    if train_cohort == "matched":
+        with_cxr = store.cxr_row >= 0
+        rows = {**rows, "train": rows["train"][with_cxr[rows["train"]]], "val": rows["val"][with_cxr[rows["val"]]]}
+    elif train_cohort != "full":
+        raise ConfigError(f"unknown train cohort '{train_cohort}'. Available: full, matched")
+    for name in ("train", "val"):
+        if len(rows[name]) == 0:
+            raise ConfigError(f"fold {fold} ({split_rule} split, {train_cohort} cohort): the {name} split is empty")
+    return rows
 
 
 def observed_mask(values: np.ndarray) -> np.ndarray:
@@ -319,6 +397,7 @@ class EHRFeatures:
 def build_split(
     name: str, rows: np.ndarray, store: StoreData, scaler: FoldScaler, labels: torch.Tensor, device: torch.device,
     values: np.ndarray | None = None,
+    image_size: int | None = None,
 ) -> Split:
     """``values``: raw hourly values [len(rows), T, F] to use instead of ``store.values[rows]`` (a test-time
     EHR perturbation); the mask, forward fill, median fill and scaling are then computed from them."""
@@ -327,7 +406,17 @@ def build_split(
     cxr_row = store.cxr_row[rows]
     present = {"ehr": torch.ones(len(rows), dtype=torch.bool), "cxr": torch.from_numpy(cxr_row >= 0)}
     inputs = {"ehr": ehr}
-    if store.cxr_embeddings is not None:
+    if image_size is not None:  # images mode: uint8 images at the training size, zeros for absent stays
+        if store.cxr_images is None:
+            raise ConfigError("images mode: the store was loaded without its images (load_store(..., images=True))")
+        from mmfair.core.encoders.cxr import resize_uint8
+
+        images = np.zeros((len(rows), image_size, image_size), dtype=np.uint8)
+        have = cxr_row >= 0
+        if have.any():
+            images[have] = resize_uint8(torch.from_numpy(store.cxr_images[cxr_row[have]]), image_size).numpy()
+        inputs["cxr"] = torch.from_numpy(images)
+    elif store.cxr_embeddings is not None:
         cxr = np.zeros((len(rows), store.cxr_dim), dtype=np.float32)  # placeholder for absent images
         cxr[cxr_row >= 0] = scaler.transform_cxr(store.cxr_embeddings[cxr_row[cxr_row >= 0]])
         inputs["cxr"] = torch.from_numpy(cxr)
@@ -347,11 +436,36 @@ def build_splits(
     device: torch.device,
     scaler: FoldScaler | None = None,
     names: tuple[str, ...] = SPLITS,
+    split_rule: str = "random",
+    train_cohort: str = "full",
+    image_size: int | None = None,
 ) -> tuple[dict[str, Split], FoldScaler]:
-    """Splits for run ``fold``; the scalers are fitted on the training rows unless given."""
-    rows = fold_rows(store.cohort["fold"].to_numpy(), fold, store.n_folds)
+    """Splits for run ``fold`` (rows from :func:`run_rows`); the scalers are fitted on the training rows unless given."""
+    rows = run_rows(store, fold, split_rule, train_cohort)
     if scaler is None:
         scaler = FoldScaler(store.feature_names).fit(store, rows["train"])
     labels = task.label_tensor(store.cohort)
-    splits = {name: build_split(name, rows[name], store, scaler, labels, device) for name in names}
+    splits = {name: build_split(name, rows[name], store, scaler, labels, device, image_size=image_size)
+              for name in names}
     return splits, scaler
+
+
+def remove_cxr(split: Split, rate: float, seed: int) -> np.ndarray:
+    """CareBench's train-time protocol: the CXR is removed from ``rate`` of the split's stays that have one
+    (``present["cxr"]`` set False), the same share within each label value (binary and multiclass tasks; a
+    multilabel task is drawn unstratified), exactly ``round(rate × n)`` per stratum, seeded. Returns the removed
+    rows' positions in the split."""
+    present = split.present["cxr"].cpu().numpy().copy()
+    labels = split.labels.cpu().numpy()
+    strata = labels if labels.ndim == 1 else (labels[:, 0] if labels.shape[1] == 1 else np.zeros(len(labels)))
+    rng = np.random.default_rng(seed)
+    removed: list[np.ndarray] = []
+    for value in np.unique(strata):
+        candidates = np.flatnonzero(present & (strata == value))
+        k = int(round(rate * len(candidates)))
+        if k:
+            removed.append(rng.choice(candidates, size=k, replace=False))
+    out = np.sort(np.concatenate(removed)) if removed else np.zeros(0, dtype=np.int64)
+    present[out] = False
+    split.present["cxr"] = torch.from_numpy(present).to(split.present["cxr"].device)
+    return out

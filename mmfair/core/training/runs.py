@@ -26,8 +26,10 @@ import mmfair
 from mmfair.core.config import TrainConfig, config_hash
 from mmfair.core.device import resolve_device
 from mmfair.core.errors import ConfigError, InputFileError
+from mmfair.core.encoders.cxr import build_cxr_backbone, file_sha256
+from mmfair.core.encoders.cxr_images import CXRImageSpec
 from mmfair.core.evaluation.thresholds import THRESHOLD_RULES, choose_threshold
-from mmfair.core.fusion import FusionModel, FusionSpec
+from mmfair.core.fusion import FusionModel, FusionParams, FusionSpec
 from mmfair.core.io import atomic_path, write_csv_atomic, write_json_atomic, write_text_atomic
 from mmfair.core.registry import EHR_ENCODERS, FUSIONS, MODULATORS, TASKS
 from mmfair.core.training.data import (
@@ -40,6 +42,7 @@ from mmfair.core.training.data import (
     build_split,
     build_splits,
     load_store,
+    remove_cxr,
 )
 from mmfair.core.training.modulators import Groups, build_modulator, group_codes, method_name, resolve_modulator
 from mmfair.core.training.selection import choose_epochs
@@ -56,6 +59,7 @@ from mmfair.core.workspace import Workspace
 
 log = logging.getLogger(__name__)
 
+EVAL_BATCH = 256  # images mode: stays per backbone pass when embedding a split for ``prepare``
 CHECKPOINT = "checkpoint.pt"  # training state after the last finished epoch; removed before DONE
 SCORE_FORMAT = "%.9g"  # float32 probabilities survive the round trip exactly
 RUN_FILES = ("config.json", "model.pt", "history.csv", "scaling.json", "threshold.json",
@@ -93,7 +97,9 @@ class LoadedRun:
         if name not in ("val", "test"):
             raise ConfigError(f"predict: split must be 'val' or 'test', got '{name}'")
         if name not in self._splits:
-            splits, _ = build_splits(self.store, self.task, self.config.fold, self.device, self.scaler, names=(name,))
+            splits, _ = build_splits(self.store, self.task, self.config.fold, self.device, self.scaler, names=(name,),
+                                     split_rule=self.config.split, train_cohort=self.config.train_cohort,
+                                     image_size=_image_size(self.config, self.store))
             self._splits.update(splits)
         return self._splits[name]
 
@@ -102,16 +108,73 @@ class LoadedRun:
 _STORE_CACHE: dict[tuple, StoreData] = {}
 
 
-def _cached_store(ws: Workspace, cxr_embedding: str | None) -> StoreData:
+def _cached_store(ws: Workspace, cxr_embedding: str | None, images: bool = False) -> StoreData:
     paths = (ws.cohort_csv, ws.features_h5)
     stamp = tuple((str(p), p.stat().st_mtime_ns, p.stat().st_size) if p.exists() else (str(p),) for p in paths)
-    if (stamp, cxr_embedding) not in _STORE_CACHE:
-        store = load_store(ws, cxr_embedding)
+    if (stamp, cxr_embedding, images) not in _STORE_CACHE:
+        store = load_store(ws, cxr_embedding, images=images)
         if any(key[0] != stamp for key in _STORE_CACHE):
             _STORE_CACHE.clear()  # hold one store at a time
-        _STORE_CACHE[(stamp, cxr_embedding)] = store
-        _STORE_CACHE[(stamp, store.encoder_id)] = store  # the resolved id finds the same arrays
-    return _STORE_CACHE[(stamp, cxr_embedding)]
+        _STORE_CACHE[(stamp, cxr_embedding, images)] = store
+        _STORE_CACHE[(stamp, store.encoder_id, images)] = store  # the resolved id finds the same arrays
+    return _STORE_CACHE[(stamp, cxr_embedding, images)]
+
+
+def image_spec(config: TrainConfig, store: StoreData) -> CXRImageSpec | None:
+    """The image encoder's spec in images mode (model, size and pixel normalisation of the prep encoder)."""
+    if config.cxr_input != "images":
+        return None
+    attrs = store.encoder_attrs
+    if store.encoder_id is None or "model" not in attrs:
+        raise ConfigError(f"--cxr-input images needs a prep CXR encoder in {store.path} (its timm model and pixel "
+                          "normalisation); run `mmfair prep` without --skip-encoder")
+    return CXRImageSpec(
+        model_name=str(attrs["model"]),
+        image_size=int(config.image_size or attrs.get("image_size") or 128),
+        norm_mean=float(attrs.get("norm_mean", 0.449)),
+        norm_std=float(attrs.get("norm_std", 0.226)),
+        augment=config.image_augment,
+    )
+
+
+def init_image_encoder(model: FusionModel, config: TrainConfig, store: StoreData, scaler: FoldScaler) -> None:
+    """Images mode: the backbone starts from the prep encoder's saved weights (or ``cxr_weights``), and its
+    features are standardised with the training fold's embedding statistics, as the cached embeddings are."""
+    encoder = getattr(model, "image_encoder", None)
+    if encoder is None:
+        return
+    backbone = encoder.backbone.model
+    if config.cxr_weights is not None:
+        loaded = build_cxr_backbone(encoder.spec.model_name, config.cxr_weights, encoder.spec.image_size)
+        state = loaded.model.state_dict()
+    elif store.encoder_weights is not None:
+        state = {k: torch.from_numpy(np.asarray(v)) for k, v in store.encoder_weights.items()}
+    else:
+        raise ConfigError(
+            f"{store.path}: no saved weights for CXR encoder '{store.encoder_id}' (a store written before mmfair "
+            "saved them); rerun `mmfair prep` in a new workspace, or pass --cxr-weights FILE"
+        )
+    try:
+        backbone.load_state_dict(state)
+    except RuntimeError as exc:
+        raise ConfigError(f"CXR encoder weights do not fit '{encoder.spec.model_name}': {exc}") from None
+    if scaler.cxr is not None:
+        encoder.set_output_scaling(torch.from_numpy(scaler.cxr.mean_).float(), torch.from_numpy(scaler.cxr.std_).float())
+
+
+@torch.no_grad()
+def embedded_split(model: FusionModel, split: Split, device: torch.device) -> Split:
+    """``split`` with its CXR images replaced by the image encoder's (eval-mode) features, for ``prepare``."""
+    encoder = getattr(model, "image_encoder", None)
+    if encoder is None:
+        return split
+    was_training = encoder.training
+    encoder.eval()
+    chunks = [encoder(split.inputs["cxr"][i : i + EVAL_BATCH], split.present["cxr"][i : i + EVAL_BATCH])
+              for i in range(0, len(split), EVAL_BATCH)]
+    encoder.train(was_training)
+    features = torch.cat(chunks) if chunks else torch.zeros(0, encoder.out_dim, device=device)
+    return Split(split.name, split.rows, {**split.inputs, "cxr": features}, split.present, split.labels)
 
 
 # ---- identity ----------------------------------------------------------------------------------
@@ -120,6 +183,27 @@ def resolve_config(config: TrainConfig, store: StoreData) -> TrainConfig:
     modulator with every modulator hyperparameter, and check every registered name."""
     FUSIONS.get(config.fusion)
     config = resolve_modulator(config)
+    config = config.model_copy(update={"fusion_params": resolve_fusion_params(config)})
+    factory = FUSIONS.get(config.fusion)
+    if config.cxr_input == "images" and "cxr" not in factory.modalities:  # nothing to fine-tune: the same run
+        config = config.model_copy(update={"cxr_input": "embeddings", "cxr_weights": None, "image_size": None,
+                                           "image_augment": True})
+    if config.cxr_input != "images" and (config.cxr_weights is not None or config.image_size is not None):
+        raise ConfigError("cxr_weights and image_size apply to --cxr-input images only")
+    if config.cxr_weights is not None and not Path(config.cxr_weights).is_file():
+        raise InputFileError(f"{config.cxr_weights}: CXR weights file not found")
+    if config.missing_token == "learned" and not getattr(factory, "accepts_missing_token", False):
+        takers = sorted(n for n in FUSIONS.names() if getattr(FUSIONS.get(n), "accepts_missing_token", False))
+        raise ConfigError(f"fusion '{config.fusion}' has no learned missing token; methods that accept --missing-token "
+                          f"learned: {', '.join(takers)}")
+    removes_cxr = config.modality_dropout > 0 or (config.train_missing_rate or 0) > 0
+    if removes_cxr and not ("cxr" in factory.modalities and len(factory.modalities) > 1 and factory.handles_missing):
+        raise ConfigError(f"fusion '{config.fusion}' cannot train with CXRs removed (modality_dropout / "
+                          "train_missing_rate need a multimodal method that handles an absent CXR)")
+    if "cxr" in factory.modalities and not factory.handles_missing and config.train_cohort == "full":
+        config = config.model_copy(update={"train_cohort": "matched"})  # what it trains on anyway: say so in config.json
+    if removes_cxr and config.train_cohort == "matched":
+        raise ConfigError("train_cohort 'matched' keeps only stays with a CXR; removing CXRs in training contradicts it")
     if config.modulator is not None and config.fair_attr not in store.cohort.columns:
         raise ConfigError(f"fair_attr '{config.fair_attr}' is not a column of cohort.csv")
     TASKS.get(config.task)
@@ -131,8 +215,32 @@ def resolve_config(config: TrainConfig, store: StoreData) -> TrainConfig:
     return config
 
 
+def _image_size(config: TrainConfig, store: StoreData) -> int | None:
+    spec = image_spec(config, store)
+    return None if spec is None else spec.image_size
+
+
+def resolve_fusion_params(config: TrainConfig) -> dict[str, Any]:
+    """Every hyperparameter of the fusion method with defaults filled in (validated; JSON-ready)."""
+    from pydantic import ValidationError
+
+    factory = FUSIONS.get(config.fusion)
+    params_cls = getattr(factory, "Params", None)
+    if params_cls is None:
+        if config.fusion_params:
+            raise ConfigError(f"fusion '{config.fusion}' takes no fusion_params")
+        return {}
+    try:
+        return params_cls(**config.fusion_params).model_dump(mode="json")
+    except ValidationError as exc:
+        msg = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+        raise ConfigError(f"fusion '{config.fusion}': invalid fusion_params ({msg})") from None
+
+
 def compute_run_id(config: TrainConfig, store_fingerprint: str) -> str:
     identity = config.identity()
+    if identity.get("cxr_weights"):  # the file's content, not its path, identifies the run
+        identity["cxr_weights"] = file_sha256(identity["cxr_weights"])
     fair_attr = identity.get("fair_attr")
     if identity.get("modulator") is None:  # no modulator: the run id of a run trained before modulators existed
         for key in ("modulator", "modulator_params", "fair_attr"):
@@ -166,8 +274,13 @@ def build_model(config: TrainConfig, task: Task, store: StoreData) -> FusionMode
         dropout=config.dropout,
         output_kind=task.output_kind,
         seq_len=store.values.shape[1],
+        missing_token=config.missing_token,
+        cxr_image=image_spec(config, store),
     )
-    return factory(spec)
+    params_cls = getattr(factory, "Params", None)
+    if params_cls is None or params_cls is FusionParams:  # no hyperparameters: plain ``factory(spec)`` (plugins too)
+        return factory(spec)
+    return factory(spec, params_cls(**config.fusion_params))
 
 
 # ---- predictions -------------------------------------------------------------------------------
@@ -208,7 +321,8 @@ def _perturbed_split(run: LoadedRun, split: str, ehr_transform: EHRTransform) ->
     if values.shape != raw.shape:
         raise ConfigError(f"predict: ehr_transform returned shape {values.shape}, expected {raw.shape}")
     labels = run.task.label_tensor(run.store.cohort)
-    return build_split(split, base.rows, run.store, run.scaler, labels, run.device, values=values)
+    return build_split(split, base.rows, run.store, run.scaler, labels, run.device, values=values,
+                       image_size=_image_size(run.config, run.store))
 
 
 def predict(
@@ -281,6 +395,8 @@ def train_run(
     """Train one run into ``ws.runs/<run_id>/``; skip it if that folder already has DONE."""
     store = _cached_store(ws, config.cxr_embedding)
     config = resolve_config(config, store)
+    if config.cxr_input == "images":
+        store = _cached_store(ws, config.cxr_embedding, images=True)
     run_id = compute_run_id(config, store.fingerprint)
     run_dir = ws.runs / run_id
     if (run_dir / "DONE").exists():
@@ -293,8 +409,15 @@ def train_run(
     columns = list(store.cohort.columns)
     with cpu_threads(config.threads):
         seed_everything(config.seed)
-        splits, scaler = build_splits(store, task, config.fold, device)
-        model = build_model(config, task, store).to(device)
+        splits, scaler = build_splits(store, task, config.fold, device, split_rule=config.split,
+                                      train_cohort=config.train_cohort, image_size=_image_size(config, store))
+        if config.train_missing_rate:
+            removed = remove_cxr(splits["train"], config.train_missing_rate, config.seed)
+            log.info("train_missing_rate %.2f: CXR removed from %d training stays", config.train_missing_rate, len(removed))
+        model = build_model(config, task, store)
+        init_image_encoder(model, config, store, scaler)
+        model = model.to(device)
+        model.prepare(embedded_split(model, splits["train"], device))
         val_rows = splits["val"].rows
         val_groups = {a: store.cohort[a].to_numpy()[val_rows] for a in GROUP_ATTRIBUTES if a in store.cohort}
         if config.selection_rules:
@@ -350,9 +473,9 @@ def train_run(
         "handles_missing": bool(factory.handles_missing),
         "store_fingerprint": store.fingerprint,
         "mmfair_version": mmfair.__version__,
-        "train_cohort": "full" if factory.handles_missing or factory.modalities == ("ehr",) else "paired",
-        "test_cohort": "full",
-        "train_missing_rate": float(1.0 - has_cxr.mean()) if has_cxr.size else None,
+        # the share of the stays the model trained on that had no CXR (natural + train_missing_rate removals;
+        # before modality dropout, which redraws every batch)
+        "train_cxr_missing_share": float(1.0 - has_cxr.mean()) if has_cxr.size else None,
         "n_params": int(sum(p.numel() for p in model.parameters())),
         "best_epoch": outcome.best_epoch,
         "train_seconds": outcome.seconds,
@@ -379,7 +502,7 @@ def load_run(run_dir: Path | str, device: str | torch.device = "cpu", ws: Worksp
     fields = set(TrainConfig.model_fields)
     config = TrainConfig(**{k: v for k, v in info.items() if k in fields})
     ws = ws or Workspace.resolve(run_dir.resolve().parent.parent)
-    store = _cached_store(ws, config.cxr_embedding)
+    store = _cached_store(ws, config.cxr_embedding, images=config.cxr_input == "images")
     if store.fingerprint != info.get("store_fingerprint"):
         raise InputFileError(
             f"{run_dir}: trained on store fingerprint {info.get('store_fingerprint')}, but {store.path} has "

@@ -144,6 +144,24 @@ def evaluate_split(
     return loss, task.metrics(_label_array(labels), probs), _label_array(labels), probs
 
 
+def compiled_forward(model: FusionModel, device: torch.device) -> Callable[..., Any]:
+    """``torch.compile(model)`` on CUDA (dynamic shapes: the last batch is smaller); the eager model elsewhere."""
+    if device.type != "cuda":
+        log.info("compile: ignored on %s (only CUDA runs are compiled)", device)
+        return model
+    return torch.compile(model, dynamic=True)
+
+
+def drop_modality(
+    present: dict[str, torch.Tensor], rate: float, generator: torch.Generator, modality: str = "cxr"
+) -> dict[str, torch.Tensor]:
+    """Train-time modality dropout: each present ``modality`` is removed with probability ``rate`` (drawn on
+    the CPU from ``generator``, so CPU and GPU runs drop the same stays). The EHR is never dropped."""
+    flags = present[modality]
+    keep = torch.rand(flags.shape[0], generator=generator) >= rate
+    return {**present, modality: flags & keep.to(flags.device)}
+
+
 def _stopped(stale: int, branch_best: dict[str, dict[str, Any]], patience: int) -> bool:
     if branch_best:
         return all(entry["stale"] >= patience for entry in branch_best.values())
@@ -230,6 +248,8 @@ def fit(
     if len(train_rows) == 0:
         raise ConfigError(f"fold {config.fold}: no training stay has every modality that '{config.fusion}' needs")
     generator = torch.Generator().manual_seed(config.seed)
+    # train-time modality dropout draws from its own stream, so switching it on leaves the batch order unchanged
+    dropout_generator = torch.Generator().manual_seed(config.seed + 1)
     history: list[dict[str, float]] = []
     best_state: dict[str, torch.Tensor] | None = None
     keep_epochs = any(rule != "overall" for rule in config.selection_rules)
@@ -246,6 +266,8 @@ def fit(
         modulator.setup(model, task, train, config, groups, device)
         if modulator.needs_groups and groups is not None:
             group_codes = groups.codes.to(device)
+    # the compiled module shares the model's parameters; validation and prediction use the eager model
+    forward = compiled_forward(model, device) if config.compile else model
     started = time.perf_counter()
     first_epoch = 1
     if checkpoint is not None and Path(checkpoint).exists():
@@ -255,6 +277,8 @@ def fit(
         if scaler is not None and state.get("grad_scaler"):
             scaler.load_state_dict(state["grad_scaler"])
         generator.set_state(state["generator"])
+        if state.get("dropout_generator") is not None:
+            dropout_generator.set_state(state["dropout_generator"])
         torch.set_rng_state(state["torch_rng"])
         if device.type == "cuda" and state.get("cuda_rng") is not None:
             torch.cuda.set_rng_state(state["cuda_rng"], device)
@@ -283,10 +307,12 @@ def fit(
         for start in range(0, len(order), config.batch_size):
             index = order[start : start + config.batch_size]
             batch = train.batch(index)
+            if config.modality_dropout > 0:
+                batch["present"] = drop_modality(batch["present"], config.modality_dropout, dropout_generator)
             if group_codes is not None:
                 batch["groups"] = group_codes[index]
             with autocast(device):
-                output = model(batch)
+                output = forward(batch)
                 if modulator is None:
                     loss = model.training_loss(output, batch, task)
                 else:
@@ -354,7 +380,8 @@ def fit(
             _save_checkpoint(checkpoint, {
                 "model": model.state_dict(), "optimizer": optimizer.state_dict(),
                 "grad_scaler": scaler.state_dict() if scaler is not None else {},
-                "generator": generator.get_state(), "torch_rng": torch.get_rng_state(),
+                "generator": generator.get_state(), "dropout_generator": dropout_generator.get_state(),
+                "torch_rng": torch.get_rng_state(),
                 "cuda_rng": torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
                 "history": history, "best_state": best_state, "best_score": best_score,
                 "best_epoch": best_epoch, "stale": stale, "seconds": time.perf_counter() - started,

@@ -6,6 +6,7 @@ import pytest
 import torch
 
 import mmfair.core.fusion  # noqa: F401  (registers the methods)
+import mmfair.core.training  # noqa: F401  (registers the presets, so every collection order sees them all)
 from mmfair.core.fusion import FusionSpec, Output
 from mmfair.core.registry import FUSIONS
 

@@ -135,7 +135,9 @@ def test_medfuse_without_cxr_equals_the_lstm_over_ehr_alone():
 
 def test_medfuse_missing_token_option_is_learned_and_placeholder_free():
     torch.manual_seed(0)
-    model = MedFuse(spec(), missing_token=True).eval()
+    from dataclasses import replace
+
+    model = MedFuse(replace(spec(), missing_token="learned")).eval()
     assert FUSIONS.get("medfuse")(spec()).fusion.missing_token is None  # default: skip, no token
     b = batch(SOME)
     scrambled = {**b, "inputs": {**b["inputs"], "cxr": b["inputs"]["cxr"].clone()}}

@@ -30,8 +30,8 @@ def test_run_folder_contents_and_predict_matches_saved(tiny_ws, fusion):
     info = json.loads((result.run_dir / "config.json").read_text())
     assert info["run_id"] == result.run_id and info["method"] == fusion
     assert info["store_fingerprint"] == "tiny-0-120" and info["cxr_embedding"] == "test-enc"
-    for key in ("modalities", "handles_missing", "mmfair_version", "train_cohort", "test_cohort",
-                "train_missing_rate", "n_params"):
+    for key in ("modalities", "handles_missing", "mmfair_version", "train_cohort", "split", "modality_dropout",
+                "train_missing_rate", "train_cxr_missing_share", "fusion_params", "missing_token", "n_params"):
         assert key in info
     history = pd.read_csv(result.run_dir / "history.csv")
     assert list(history.columns[:7]) == ["epoch", "train_loss", "val_loss", "val_auroc", "val_auprc", "seconds", "peak_memory_mb"]
@@ -209,3 +209,18 @@ def test_late_fusion_keeps_each_branch_at_its_own_best_epoch(tiny_ws):
         column = history[f"val_selection[branch={branch}]"]
         # the saved weights of each branch score exactly its best epoch's validation value
         assert final[branch] == pytest.approx(column.max(), abs=1e-9)
+
+
+def test_compile_is_a_machine_field_and_a_no_op_on_cpu(tiny_ws):
+    eager = train_run(config(fusion="early"), tiny_ws)
+    compiled = train_run(config(fusion="early", compile=True), tiny_ws)
+    assert compiled.run_id == eager.run_id and compiled.skipped  # same run: compile changes no result
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_compiled_cuda_run_trains_and_matches_its_saved_predictions(tiny_ws):
+    result = train_run(config(fusion="early", device="cuda", compile=True), tiny_ws)
+    run = load_run(result.run_dir, device="cuda")
+    saved = read_predictions_text(result.run_dir / "predictions_test.csv")
+    pd.testing.assert_frame_equal(predict(run, "test"), saved)

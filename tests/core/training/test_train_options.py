@@ -1,0 +1,179 @@
+"""Training options of the missing-modality issue: cohorts, the temporal split, train-time CXR removal
+(fixed share and per-batch dropout), the learned missing token, method hyperparameters and ``prepare``."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from pydantic import Field
+
+from mmfair.core.config import TrainConfig
+from mmfair.core.errors import ConfigError
+from mmfair.core.fusion import FusionParams
+from mmfair.core.fusion._early import EarlyFusion
+from mmfair.core.registry import FUSIONS
+from mmfair.core.training import load_run, predict, train_run
+from mmfair.core.training.data import Split, load_store, remove_cxr, run_rows, temporal_rows
+from mmfair.core.training.runs import compute_run_id, resolve_config
+from mmfair.core.training.trainer import drop_modality
+
+
+def config(**kw) -> TrainConfig:
+    return TrainConfig(**{"epochs": 2, "patience": 2, "hidden_dim": 16, "batch_size": 32, "device": "cpu", **kw})
+
+
+# ---- rows --------------------------------------------------------------------------------------------
+def test_temporal_split_tests_on_the_latest_year_group_only():
+    years = np.random.default_rng(0).choice(["2008 - 2010", "2011 - 2013", "2014 - 2016", "2017 - 2019"], size=100)
+    years[:40], years[40:] = "2017 - 2019", np.where(years[40:] == "2017 - 2019", "2008 - 2010", years[40:])
+    folds = np.random.default_rng(1).integers(0, 5, size=100)
+    rows = temporal_rows(folds, years, fold=0)
+    assert set(years[rows["test"]]) == {"2017 - 2019"}
+    assert len(rows["test"]) == 40
+    assert not set(years[rows["train"]]) & {"2017 - 2019"} and not set(years[rows["val"]]) & {"2017 - 2019"}
+    assert set(folds[rows["val"]]) == {1} and 1 not in set(folds[rows["train"]])
+    assert len(rows["train"]) + len(rows["val"]) + len(rows["test"]) == 100  # every stay used once
+
+
+def test_temporal_split_refuses_one_year_group_and_bad_labels():
+    with pytest.raises(ConfigError, match="single anchor_year_group"):
+        temporal_rows(np.arange(10) % 5, np.array(["2014 - 2016"] * 10), 0)
+    with pytest.raises(ConfigError, match="'soon'"):
+        temporal_rows(np.arange(10) % 5, np.array(["soon"] * 10), 0)
+
+
+def test_matched_cohort_restricts_training_and_validation_not_test(tiny_ws):
+    store = load_store(tiny_ws)
+    full, matched = run_rows(store, 0), run_rows(store, 0, train_cohort="matched")
+    has_cxr = store.cxr_row >= 0
+    for name in ("train", "val"):
+        assert has_cxr[matched[name]].all()
+        np.testing.assert_array_equal(matched[name], full[name][has_cxr[full[name]]])
+    np.testing.assert_array_equal(matched["test"], full["test"])
+
+
+# ---- train-time removal ------------------------------------------------------------------------------
+def _split(n: int = 200, seed: int = 0) -> Split:
+    rng = np.random.default_rng(seed)
+    present = torch.from_numpy(rng.random(n) < 0.6)
+    labels = torch.from_numpy((rng.random(n) < 0.3).astype(np.float32))[:, None]
+    return Split("train", np.arange(n), {"ehr": torch.zeros(n, 2, 2)}, {"ehr": torch.ones(n, dtype=torch.bool),
+                 "cxr": present}, labels)
+
+
+def test_remove_cxr_takes_exactly_the_share_per_label_and_only_from_present():
+    split = _split()
+    before = split.present["cxr"].clone()
+    removed = remove_cxr(split, 0.5, seed=3)
+    after = split.present["cxr"]
+    assert before[removed].all() and not after[removed].any()
+    assert torch.equal(after | torch.from_numpy(np.isin(np.arange(200), removed)), before)
+    y = split.labels[:, 0].bool()
+    for value in (True, False):
+        n = int((before & (y == value)).sum())
+        assert int((before & ~after & (y == value)).sum()) == round(0.5 * n)
+    again = _split()
+    np.testing.assert_array_equal(remove_cxr(again, 0.5, seed=3), removed)  # seeded
+
+
+def test_drop_modality_never_touches_the_ehr_or_restores_an_absent_cxr():
+    present = {"ehr": torch.ones(5000, dtype=torch.bool), "cxr": torch.rand(5000) < 0.5}
+    out = drop_modality(present, 0.3, torch.Generator().manual_seed(0))
+    assert torch.equal(out["ehr"], present["ehr"])
+    assert not (out["cxr"] & ~present["cxr"]).any()
+    dropped = (present["cxr"] & ~out["cxr"]).sum() / present["cxr"].sum()
+    assert 0.27 < float(dropped) < 0.33
+    assert torch.equal(drop_modality(present, 0.0, torch.Generator())["cxr"], present["cxr"])
+
+
+# ---- config resolution ---------------------------------------------------------------------------------
+def test_new_fields_at_their_defaults_keep_earlier_run_ids():
+    base = config(fusion="late")
+    identity = base.identity()
+    for key in TrainConfig.LATER_DEFAULTS:
+        assert key not in identity
+    changed = base.model_copy(update={"modality_dropout": 0.3})
+    assert compute_run_id(changed, "fp") != compute_run_id(base, "fp")
+
+
+def test_resolution_refuses_what_cannot_work(tiny_ws):
+    store = load_store(tiny_ws)
+    with pytest.raises(ConfigError, match="learned missing token.*early"):
+        resolve_config(config(fusion="late", missing_token="learned"), store)
+    with pytest.raises(ConfigError, match="cannot train with CXRs removed"):
+        resolve_config(config(fusion="ehr", modality_dropout=0.2), store)
+    with pytest.raises(ConfigError, match="cannot train with CXRs removed"):
+        resolve_config(config(fusion="cxr", train_missing_rate=0.2), store)
+    with pytest.raises(ConfigError, match="contradicts"):
+        resolve_config(config(fusion="late", train_cohort="matched", modality_dropout=0.2), store)
+    with pytest.raises(ConfigError, match="takes no fusion_params|invalid fusion_params"):
+        resolve_config(config(fusion="late", fusion_params={"depth": 2}), store)
+    assert resolve_config(config(fusion="cxr"), store).train_cohort == "matched"  # what it trains on anyway
+
+
+# ---- end to end on the tiny workspace ------------------------------------------------------------------
+def test_train_missing_rate_and_dropout_runs_record_what_they_did(tiny_ws):
+    plain = train_run(config(fusion="early"), tiny_ws)
+    fixed = train_run(config(fusion="early", train_missing_rate=0.5), tiny_ws)
+    dropped = train_run(config(fusion="early", modality_dropout=0.4, missing_token="learned"), tiny_ws)
+    assert len({plain.run_id, fixed.run_id, dropped.run_id}) == 3
+    info = {r.run_id: json.loads((r.run_dir / "config.json").read_text()) for r in (plain, fixed, dropped)}
+    plain, fixed, dropped = plain.run_id, fixed.run_id, dropped.run_id
+    natural = info[plain]["train_cxr_missing_share"]
+    assert info[fixed]["train_missing_rate"] == 0.5 and info[plain]["train_missing_rate"] is None
+    # half of the training CXRs removed: the missing share grows from m to m + (1 − m)/2 (up to rounding)
+    assert info[fixed]["train_cxr_missing_share"] == pytest.approx(natural + (1 - natural) / 2, abs=0.02)
+    assert info[dropped]["modality_dropout"] == 0.4 and info[dropped]["missing_token"] == "learned"
+    run_dir = tiny_ws.runs / dropped
+    run = load_run(run_dir)
+    assert run.model.missing_tokens["cxr"].abs().sum() > 0  # the token trained
+    saved = pd.read_csv(run_dir / "predictions_test.csv", keep_default_na=False, na_values=[""])
+    np.testing.assert_allclose(predict(run, "test")["score"], saved["score"], rtol=1e-6)
+
+
+def test_matched_and_temporal_runs_use_their_rows(tiny_ws):
+    matched = train_run(config(fusion="late", train_cohort="matched"), tiny_ws)
+    val = pd.read_csv(matched.run_dir / "predictions_val.csv")
+    assert (val["present_cxr"] == 1).all()
+    test = pd.read_csv(matched.run_dir / "predictions_test.csv")
+    assert (test["present_cxr"] == 0).any()  # the test fold is whole; the evaluated cohort is chosen later
+    temporal = train_run(config(fusion="ehr", split="temporal"), tiny_ws)
+    cohort = pd.read_csv(tiny_ws.cohort_csv)
+    test = pd.read_csv(temporal.run_dir / "predictions_test.csv")
+    years = cohort.set_index("stay_id").loc[test["stay_id"], "anchor_year_group"]
+    assert set(years) == {"2014 - 2016"} and len(test) == int((cohort["anchor_year_group"] == "2014 - 2016").sum())
+
+
+class _BankParams(FusionParams):
+    bank_size: int = Field(8, gt=0)
+
+
+class _PreparedEarly(EarlyFusion):
+    """Early fusion plus a buffer filled by ``prepare`` from the training split (the protocol under test)."""
+
+    Params = _BankParams
+
+    def __init__(self, spec, params=None):
+        super().__init__(spec, params)
+        self.register_buffer("bank_mean", torch.zeros(spec.cxr_dim))
+        self.seen_rows = 0
+
+    def prepare(self, train):
+        present = train.present["cxr"]
+        self.bank_mean.copy_(train.inputs["cxr"][present][: self.params.bank_size].mean(0))
+        self.seen_rows = len(train)
+
+
+def test_prepare_gets_the_training_split_and_its_buffers_reach_model_pt(tiny_ws, monkeypatch):
+    monkeypatch.setitem(FUSIONS._entries, "prepared-early", type(FUSIONS.entry("early"))(
+        name="prepared-early", obj=_PreparedEarly, summary="test", paper="test et al."))
+    result = train_run(config(fusion="prepared-early", fusion_params={"bank_size": 4}), tiny_ws)
+    info = json.loads((result.run_dir / "config.json").read_text())
+    assert info["fusion_params"] == {"bank_size": 4}
+    state = torch.load(result.run_dir / "model.pt", weights_only=True)
+    assert state["bank_mean"].abs().sum() > 0
+    assert load_run(result.run_dir).model.params.bank_size == 4
