@@ -5,6 +5,7 @@ registers every modulator and preset.
 """
 
 from mmfair.core.training.modulators import cggm, fairgrad, group_dro, multifair, ogm_ge  # noqa: F401  (registration)
+from mmfair.core.training.modulators import aug, inforeg, pmr  # noqa: F401  (registration)
 from mmfair.core.training.modulators._base import (
     Groups,
     Modulator,
@@ -21,6 +22,9 @@ register_preset("ogm-ge", "early", "ogm-ge")
 register_preset("group-dro", "early", "group-dro")
 register_preset("fairgrad", "early", "fairgrad")
 register_preset("cggm", "early", "cggm")
+register_preset("aug", "aug-base", "aug")
+register_preset("inforeg", "early", "inforeg")
+register_preset("pmr", "early", "pmr")
 
 __all__ = [
     "Groups", "Modulator", "ModulatorParams", "PRESETS", "RowWeightedTask", "build_modulator", "group_codes",

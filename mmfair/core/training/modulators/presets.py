@@ -7,9 +7,10 @@ value — which is what enters the run id and config.json. ``--fusion multifair`
 ``--fusion early --modulator multifair`` are therefore the same run; config.json's ``method`` reads
 ``multifair`` for both (:func:`method_name`), and ``<fusion>+<modulator>`` for other compositions.
 
-Base methods: every preset builds on ``early`` (joint fusion of the modality embeddings with a shared
+Base methods: the presets build on ``early`` (joint fusion of the modality embeddings with a shared
 head), the concatenation fusion OGM-GE was introduced with and the simplest fused model exposing
-``encoder:<modality>`` groups and one fused head layer. MultiFair's own architecture fuses modality
+``encoder:<modality>`` groups and one fused head layer — except ``aug``, whose method needs its own
+architecture (``aug-base``: switchable boosting layers on a shared classifier). MultiFair's own architecture fuses modality
 tokens with a transformer; compose ``--fusion attention --modulator multifair`` for that.
 """
 
