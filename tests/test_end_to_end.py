@@ -12,8 +12,8 @@ pytestmark = pytest.mark.slow
 runner = CliRunner()
 
 TIDY = [
-    "run_id", "method", "modalities", "task", "label", "fold", "seed", "train_cohort", "test_cohort",
-    "selection", "scenario", "scenario_params", "missing_rate", "train_missing_rate", "draw", "draw_seed",
+    "run_id", "method", "modalities", "task", "label", "fold", "seed", "train_cohort", "test_cohort", "split",
+    "selection", "scenario", "scenario_params", "missing_rate", "train_missing_rate", "train_missing", "draw", "draw_seed",
     "threshold_rule", "attribute", "group", "metric", "value", "higher_is_better", "n", "n_pos", "defined",
     "ci_low", "ci_high",
 ]

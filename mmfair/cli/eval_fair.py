@@ -19,6 +19,12 @@ def eval_fair_cmd(
     seed: Annotated[Optional[int], typer.Option(help="Bootstrap seed (the same for every run, so runs on one fold are paired).")] = None,
     min_group_size: Annotated[Optional[int], typer.Option(help="Suppress subgroup cells with n, n_pos or n − n_pos below this.")] = None,
     bootstrap: Annotated[Optional[int], typer.Option(help="Bootstrap replicates for confidence intervals.")] = None,
+    test_cohort: Annotated[Optional[str], typer.Option("--test-cohort", help="full (every test stay, default) or matched (only test stays with a CXR); recorded in the test_cohort column.")] = None,
+    reference: Annotated[Optional[str], typer.Option(help="Method every other is compared with on the same test stays (default late; 'none' for no comparisons).")] = None,
+    permutations: Annotated[Optional[int], typer.Option(help="Permutations of the paired tests (default 1000; 0: no p-values).")] = None,
+    adjust: Annotated[Optional[str], typer.Option(help="p-value adjustment across a phenotype's labels: holm (default) or bh.")] = None,
+    time_inference: Annotated[Optional[bool], typer.Option("--time-inference/--no-time-inference", help="Time each run's test predictions for the cost rows (loads the model; default on).")] = None,
+    device: Annotated[Optional[str], typer.Option(help="auto | cpu | cuda (for timing inference).")] = None,
     run: Annotated[Optional[list[str]], typer.Option("--run", help="Only these run ids (repeatable).")] = None,
     config: Annotated[Optional[Path], typer.Option("--config", "-c", help="YAML/TOML file with these options.")] = None,
 ) -> None:
@@ -27,7 +33,12 @@ def eval_fair_cmd(
     Per group: prevalence, AUROC, AUPRC, TPR, FPR, PPV, selection rate, Brier, ECE with n, n_pos and whether
     each is defined; gaps: demographic parity difference and ratio, equalized odds (worst case and mean) with
     its TPR-gap / FPR-gap split, equal opportunity, AUROC gap, worst-group AUROC, ES-AUC, ECE and Brier gaps,
-    all with patient-level bootstrap intervals. Rows go to <workspace>/results/fairness.csv.
+    all with patient-level bootstrap intervals. Gaps leave out groups below --min-group-size (the cells
+    the report suppresses). Every method is compared with --reference on the same test stays (AUROC
+    difference overall and on stays without a CXR, AUROC-gap difference per attribute: paired bootstrap
+    interval, permutation p, Holm/BH across a phenotype's labels). Rows go to
+    <workspace>/results/fairness.csv; cost rows (parameters, training seconds, peak memory, inference
+    stays/s) to <workspace>/results/metrics.csv.
     """
     ws = _util.workspace(ctx)
     with _util.user_errors():
@@ -42,11 +53,20 @@ def eval_fair_cmd(
             seed=seed,
             min_group_size=min_group_size,
             bootstrap=bootstrap,
+            test_cohort=test_cohort,
+            reference=reference,
+            permutations=permutations,
+            adjust=adjust,
+            time_inference=time_inference,
+            device=device,
         )
+        if cfg.reference in ("", "none"):
+            cfg = cfg.model_copy(update={"reference": None})
         pipeline.eval_fair(cfg, ws, run_ids=run)
         tables = pipeline.report_tables(ReportConfig(min_group_size=cfg.min_group_size), ws)
     from mmfair.core.reporting import render_rich
 
-    for table in render_rich({k: v for k, v in tables.items() if k.startswith("fairness")}):
+    shown = ("fairness", "comparisons", "gap_comparisons", "selection_rules")
+    for table in render_rich({k: v for k, v in tables.items() if k.startswith(shown)}):
         _util.out.print(table)
     _util.out.print(f"rows in {ws.fairness_csv}")

@@ -20,12 +20,13 @@ def eval_missing_cmd(
     groups: Annotated[Optional[list[str]], typer.Option("--groups", help="ehr_group: EHR variable groups to remove, e.g. vitals,labs,neuro (comma-separated or repeated).")] = None,
     hours: Annotated[Optional[int], typer.Option("--hours", help="ehr_last_hours: remove the last K hours of the observation window.")] = None,
     noise_sd: Annotated[Optional[float], typer.Option("--noise-sd", help="ehr_noise: noise sd in units of each variable's training-fold IQR.")] = None,
-    attribute: Annotated[Optional[list[str]], typer.Option("--attribute", "-a", help="Also per-group AUROC and the AUROC gap for this attribute (repeatable; group: --by by default).")] = None,
+    attribute: Annotated[Optional[list[str]], typer.Option("--attribute", "-a", help="Also per-group AUROC and the AUROC, equalized-odds and demographic-parity gaps (validation threshold) for this attribute, with their robustness summaries (repeatable; group: --by by default).")] = None,
     modality: Annotated[Optional[str], typer.Option("--modality", help="cxr | ehr (the whole EHR, through the presence flags).")] = None,
     draws: Annotated[Optional[int], typer.Option(help="Random draws per rate (each recorded with its seed).")] = None,
     seed: Annotated[Optional[int], typer.Option(help="Base seed of the draws.")] = None,
     bootstrap: Annotated[Optional[int], typer.Option(help="Bootstrap replicates for confidence intervals.")] = None,
     reference: Annotated[Optional[str], typer.Option(help="Reference method of effective robustness (default late).")] = None,
+    test_cohort: Annotated[Optional[str], typer.Option("--test-cohort", help="full (every test stay, default) or matched (only test stays with a CXR); recorded in the test_cohort column.")] = None,
     run: Annotated[Optional[list[str]], typer.Option("--run", help="Only these run ids (repeatable); default every finished run.")] = None,
     device: Annotated[Optional[str], typer.Option(help="auto | cpu | cuda.")] = None,
     config: Annotated[Optional[Path], typer.Option("--config", "-c", help="YAML/TOML file with these options.")] = None,
@@ -41,7 +42,8 @@ def eval_missing_cmd(
     hours), ehr_noise --noise-sd 0.5 (Gaussian noise, sd = 0.5 × training IQR, on observed values).
     Removal goes through the presence flags — never a blank image pushed through a network. Rows go to
     <workspace>/results/missing.csv (replaced, not appended, on a rerun), followed by the robustness
-    summaries (relative and effective robustness, r*) recomputed from every curve in that file, and
+    summaries (relative and effective robustness, r*) recomputed from every curve in that file — AUROC,
+    AUPRC and, with --attribute, the fairness gaps (lower is better) — and
     the modality Shapley values of every fusion run whose modality-subset runs (same task, fold, seed)
     are finished, overall and per group (`shapley_attributes` in a --config file).
     """
@@ -66,6 +68,7 @@ def eval_missing_cmd(
             bootstrap=bootstrap,
             reference=reference,
             device=device,
+            test_cohort=test_cohort,
         )
         pipeline.eval_missing(cfg, ws, run_ids=run)
         tables = pipeline.report_tables(ReportConfig(), ws)

@@ -120,6 +120,26 @@ def make_predict_fn(device: str = "auto") -> Callable:
     return predict_fn
 
 
+def _replace_points(path: Path, rows: pd.DataFrame) -> None:
+    """Upsert ``rows`` after dropping every earlier row of the same run, test cohort and scenario point.
+
+    A point re-evaluated is replaced as a whole, so rows that an older version keyed differently (per-group
+    rows once carried the overall missing rate) or no longer writes cannot survive next to the new ones.
+    """
+    from mmfair.core.evaluation import upsert_results
+    from mmfair.core.evaluation.tidy import read_results
+    from mmfair.core.io import write_csv_atomic
+
+    point = ["run_id", "test_cohort", "scenario", "scenario_params"]
+    old = read_results(path)
+    if len(old) and len(rows):
+        fresh = set(map(tuple, rows[point].astype(str).drop_duplicates().to_numpy()))
+        stale = [tuple(r) in fresh for r in old[point].astype(str).to_numpy()]
+        if any(stale):
+            write_csv_atomic(Path(path), old[[not s for s in stale]].reset_index(drop=True))
+    upsert_results(path, rows)
+
+
 def eval_missing(config: EvalMissingConfig, workspace: Workspace, run_ids: Iterable[str] | None = None) -> pd.DataFrame:
     """Score every finished run with a modality removed under one mechanism; rows → results/missing.csv.
 
@@ -132,7 +152,7 @@ def eval_missing(config: EvalMissingConfig, workspace: Workspace, run_ids: Itera
     from mmfair.core.evaluation.shapley import update_shapley
 
     rows = evaluate_missing(runs, config, make_predict_fn(config.device))
-    upsert_results(workspace.missing_csv, rows)
+    _replace_points(workspace.missing_csv, rows)
     # Summaries and Shapley values depend on every curve and subset run in the workspace, not only on
     # this call's runs, so both are recomputed from the whole table.
     update_summaries(workspace.missing_csv, reference=config.reference)
@@ -147,12 +167,27 @@ def eval_missing(config: EvalMissingConfig, workspace: Workspace, run_ids: Itera
 
 
 def eval_fair(config: EvalFairConfig, workspace: Workspace, run_ids: Iterable[str] | None = None) -> pd.DataFrame:
-    """Subgroup metrics and fairness gaps of every finished run; rows → results/fairness.csv."""
+    """Subgroup metrics, fairness gaps and paired comparisons with ``config.reference`` of every finished run
+    (rows → results/fairness.csv), and each run's cost rows (→ results/metrics.csv, beside the clean metrics
+    that train wrote: a cost belongs to the run, not to a subgroup).
+
+    Inference speed needs the prepared data (the model is loaded and its test split predicted): without it,
+    or with ``time_inference=False``, the cost rows come from the run folder alone.
+    """
     runs = _finished_runs(workspace, run_ids)
     from mmfair.core.evaluation import evaluate_fairness, upsert_results
+    from mmfair.core.evaluation.comparisons import evaluate_comparisons
+    from mmfair.core.evaluation.cost import evaluate_cost
 
     rows = evaluate_fairness(runs, config)
+    if config.reference:
+        rows = pd.concat([rows, evaluate_comparisons(runs, config)], ignore_index=True)
     upsert_results(workspace.fairness_csv, rows)
+    has_data = workspace.cohort_csv.exists() and workspace.features_h5.exists()
+    if config.time_inference and not has_data:
+        log.warning("no prepared data in %s: inference speed not timed", workspace.data)
+    predict_fn = make_predict_fn(config.device) if config.time_inference and has_data else None
+    upsert_results(workspace.metrics_csv, evaluate_cost(runs, predict_fn))
     return rows
 
 
@@ -171,7 +206,18 @@ def report_tables(config: ReportConfig, workspace: Workspace) -> dict[str, pd.Da
     fairness = _read_results(workspace.fairness_csv)
     if metrics is None and missing is None and fairness is None:
         raise InputFileError(_NO_RESULTS.format(path=workspace.results))
-    return build_tables(metrics, missing, fairness, min_group_size=config.min_group_size)
+    tables = build_tables(metrics, missing, fairness, min_group_size=config.min_group_size)
+    from mmfair.core.reporting.comparisons import statistics_tables
+
+    # the statistics go right after the fairness tables they build on
+    extra = statistics_tables(metrics, fairness, reference=config.reference)
+    ordered: dict[str, pd.DataFrame] = {}
+    for name, table in tables.items():
+        ordered[name] = table
+        if name == "fairness_gaps":
+            ordered.update(extra)
+    ordered.update({k: v for k, v in extra.items() if k not in ordered})
+    return ordered
 
 
 def report(config: ReportConfig, workspace: Workspace) -> tuple[dict[str, pd.DataFrame], Path | None, str | None]:

@@ -35,11 +35,12 @@ from mmfair.core.config import EvalFairConfig, EvalMissingConfig
 from mmfair.core.errors import InputFileError
 from mmfair.core.evaluation import metrics as M
 from mmfair.core.evaluation.bootstrap import PatientBootstrap
+from mmfair.core.evaluation.cost import cost_rows
 from mmfair.core.evaluation.runs import (
     RunInfo,
     TaskSpec,
     check_aligned,
-    cost_values,
+    cohort_mask,
     load_run_info,
     presence,
     predictions_path,
@@ -51,7 +52,7 @@ from mmfair.core.evaluation.runs import (
 )
 from mmfair.core.evaluation.scenarios import EHR_MECHANISMS, StayContext, draw_seed, get_scenario, level_text
 from mmfair.core.evaluation.thresholds import choose_threshold, fit_recalibrator
-from mmfair.core.evaluation.tidy import HIGHER_IS_BETTER, make_row, to_frame
+from mmfair.core.evaluation.tidy import DEFAULTS, HIGHER_IS_BETTER, make_row, to_frame
 
 log = logging.getLogger(__name__)
 
@@ -221,8 +222,7 @@ def evaluate_clean(
             names = ("auroc", "auprc", "brier")
             rows += _task_rows(pred, spec, np.ones(len(pred), dtype=bool), boot, base, names)
             if selection is None:
-                for metric, value in cost_values(info).items():
-                    rows.append(make_row(**base, metric=metric, value=value, defined=True))
+                rows += cost_rows(info)
         if progress:
             progress("clean metrics", i + 1, len(run_dirs))
     return to_frame(rows)
@@ -245,13 +245,27 @@ def _strata(pred: pd.DataFrame, spec: TaskSpec) -> tuple[np.ndarray, str]:
     return pred[col].to_numpy(), col
 
 
-def _missing_group_rows(scored: pd.DataFrame, spec: TaskSpec, evaluated: np.ndarray, boot: PatientBootstrap,
-                        base: dict, levels_by_attribute: dict[str, np.ndarray]) -> list[dict]:
-    """Per-group ``auroc`` rows and the ``auroc_gap`` row (group ``all``) of one scenario draw.
+#: Gap rows of ``eval-missing`` per attribute (``group=all``), each over the groups where its rates are defined.
+MISSING_GAP_METRICS = ("auroc_gap", "equalized_odds_difference", "demographic_parity_difference")
 
-    Groups are those with an evaluated stay; each group's AUROC follows the coverage rule on its own
-    evaluated stays. The gap is max − min over the groups whose AUROC is defined (fewer than two:
-    undefined); a replicate in which a used group's AUROC is undefined is dropped.
+
+def _missing_group_rows(scored: pd.DataFrame, spec: TaskSpec, evaluated: np.ndarray, lacking: np.ndarray,
+                        boot: PatientBootstrap, base: dict, levels_by_attribute: dict[str, np.ndarray],
+                        thresholds: dict[str, float]) -> list[dict]:  # fmt: skip
+    """Per-group ``auroc`` rows and the gap rows (group ``all``) of one scenario draw.
+
+    Groups are those with an evaluated stay; each group follows the coverage rule on its own evaluated
+    stays, and its row's ``missing_rate`` is the share of *its* evaluated stays without the modality
+    (``lacking``), so a structured mechanism's per-group removal can be read off. The gaps, with
+    eval-fair's definitions (``evaluate_fairness``) on the stays the method scored, at the run's
+    validation threshold (``thresholds``: it stays where it was chosen, as in a deployed model):
+
+    * ``auroc_gap``: max − min AUROC over the groups where it is defined;
+    * ``equalized_odds_difference``: the larger of the TPR and FPR spreads over the covered groups
+      with both classes;
+    * ``demographic_parity_difference``: the selection-rate spread over the covered groups.
+
+    Fewer than two such groups: undefined. A replicate in which a used group's value is undefined is dropped.
     """
     rows: list[dict] = []
     if spec.kind == "multiclass":
@@ -261,21 +275,67 @@ def _missing_group_rows(scored: pd.DataFrame, spec: TaskSpec, evaluated: np.ndar
         for label, label_col, score_col in spec.targets:
             y = scored[label_col].to_numpy(dtype=float)
             s = scored[score_col].to_numpy(dtype=float)
-            stats = {}
+            hard = (s >= thresholds[label]).astype(float)  # positive at or above the threshold, as eval-fair
+            auroc, rates = {}, {}
             for g in groups:
-                stats[g] = _score_target(y, s, evaluated & (levels == g), boot, ("auroc",))["auroc"]
-                rows.append(_row(base, boot, "auroc", stats[g], label=label, attribute=attribute, group=g))
-            used = [g for g in groups if stats[g].defined]
-            n = sum(stats[g].n or 0 for g in used)
-            n_pos = sum(stats[g].n_pos or 0 for g in used)
-            if len(used) < 2:
-                gap = _Stat(float("nan"), np.full(boot.n_boot, np.nan), n, n_pos, False)
-            else:
-                values = np.array([stats[g].value for g in used])
-                reps = np.stack([stats[g].reps for g in used], axis=1) if boot.n_boot else np.empty((0, len(used)))
-                gap = _Stat(float(values.max() - values.min()), reps.max(axis=1) - reps.min(axis=1), n, n_pos, True)
-            rows.append(_row(base, boot, "auroc_gap", gap, label=label, attribute=attribute, group="all"))
+                in_group = evaluated & (levels == g)
+                auroc[g] = _score_target(y, s, in_group, boot, ("auroc",))["auroc"]
+                n_group = int(in_group.sum())
+                group_rate = float((in_group & lacking).sum()) / n_group if n_group else float("nan")
+                rows.append(_row({**base, "missing_rate": group_rate}, boot, "auroc", auroc[g], label=label,
+                                 attribute=attribute, group=g))  # fmt: skip
+                scored_in_group = in_group & np.isfinite(s)
+                rates[g] = _group_rates(y, hard, scored_in_group, _covered(int(scored_in_group.sum()), n_group), boot)
+            for name in MISSING_GAP_METRICS:
+                gap = _missing_gap(name, groups, auroc, rates, boot)
+                rows.append(_row(base, boot, name, gap, label=label, attribute=attribute, group="all"))
     return rows
+
+
+@dataclass
+class _GroupRates:
+    """Threshold rates of one group's scored evaluated stays (``covered``: enough of them were scored)."""
+
+    covered: bool
+    n: int
+    n_pos: int
+    values: dict[str, float]
+    reps: dict[str, np.ndarray]
+
+
+def _group_rates(y, hard, mask, covered: bool, boot: PatientBootstrap) -> _GroupRates:
+    yy, hh = y[mask], hard[mask]
+    w = boot.weights[:, mask]
+    fns = {"tpr": M.tpr, "fpr": M.fpr, "selection_rate": M.selection_rate}
+    values = {k: (float(fn(yy, hh)) if covered else float("nan")) for k, fn in fns.items()}
+    reps = {k: (fn(yy, hh, w) if covered and boot.n_boot else np.full(boot.n_boot, np.nan)) for k, fn in fns.items()}
+    return _GroupRates(covered, int(mask.sum()), int(yy.sum()), values, reps)
+
+
+def _missing_gap(name: str, groups: list, auroc: dict, rates: dict, boot: PatientBootstrap) -> _Stat:
+    if name == "auroc_gap":
+        used = [g for g in groups if auroc[g].defined]
+        n, n_pos = sum(auroc[g].n or 0 for g in used), sum(auroc[g].n_pos or 0 for g in used)
+        values = [np.array([auroc[g].value for g in used])]
+        reps = [np.stack([auroc[g].reps for g in used], axis=1) if boot.n_boot and used else None]
+        fn = M.group_difference
+    else:
+        if name == "equalized_odds_difference":
+            used = [g for g in groups if rates[g].covered and 0 < rates[g].n_pos < rates[g].n]
+            inputs = ("tpr", "fpr")
+            fn = lambda t, f: M.equalized_odds(t, f, "worst_case")  # noqa: E731
+        else:
+            used = [g for g in groups if rates[g].covered and rates[g].n > 0]
+            inputs = ("selection_rate",)
+            fn = M.group_difference
+        n, n_pos = sum(rates[g].n for g in used), sum(rates[g].n_pos for g in used)
+        values = [np.array([rates[g].values[k] for g in used]) for k in inputs]
+        reps = [np.stack([rates[g].reps[k] for g in used], axis=1) if boot.n_boot and used else None for k in inputs]
+    if len(used) < 2:
+        return _Stat(float("nan"), np.full(boot.n_boot, np.nan), n, n_pos, False)
+    value = float(fn(*values))
+    r = np.asarray(fn(*reps), dtype=float) if boot.n_boot else np.empty(0)
+    return _Stat(value, r, n, n_pos, bool(np.isfinite(value)))
 
 
 def evaluate_missing(
@@ -302,9 +362,12 @@ def evaluate_missing(
     for ``natural``), metrics ``auroc`` and ``auprc`` (length of stay: ``accuracy``, ``kappa``,
     ``macro_f1``) with intervals from the patient-level bootstrap (seed ``config.seed``) and the
     coverage rule of this module. With ``config.attributes`` (for ``group``: its ``by`` attribute by
-    default), also per-group ``auroc`` rows (``attribute``/``group``, on the group's evaluated stays)
-    and the ``auroc_gap`` row (``group=all``: max − min over the groups where AUROC is defined), per
-    label, for every point and draw — so the gap's curve over the missing rate is in the table too.
+    default), also per-group ``auroc`` rows (``attribute``/``group``, on the group's evaluated stays,
+    ``missing_rate`` = the group's own final share without the modality) and the gap rows
+    ``auroc_gap``, ``equalized_odds_difference`` and ``demographic_parity_difference`` (``group=all``,
+    ``missing_rate`` = the overall share; see :func:`_missing_group_rows`; the threshold ones at the
+    run's ``val-youden`` threshold from validation), per label, for every point and draw — so each
+    gap's curve over the missing rate is in the table too, and summarised like AUROC's.
     """
     modality = "ehr" if config.mechanism in EHR_MECHANISMS else config.modality
     scenario = get_scenario(config.mechanism)
@@ -315,10 +378,11 @@ def evaluate_missing(
     total = len(run_dirs) * sum(p.draws for p in points)
     done = 0
     for run_dir in run_dirs:
-        info = load_run_info(run_dir)
+        info = load_run_info(run_dir, config.test_cohort)
         pred = read_predictions(run_dir, "test")
         source = predictions_path(run_dir, "test")
         spec = task_spec(pred, source)
+        in_cohort = cohort_mask(pred, config.test_cohort, source)  # matched: only stays with a CXR
         present = presence(pred, modality, source)
         strata, strata_col = _strata(pred, spec)
         ctx = StayContext(pred, present, strata, strata_col, str(source))
@@ -329,6 +393,9 @@ def evaluate_missing(
             if attribute not in pred.columns:
                 raise InputFileError(_MISSING_ATTRIBUTE.format(source, attribute))
             levels_by_attribute[attribute] = level_text(pred[attribute].to_numpy())
+        # the operating point of the threshold gaps: the run's validation threshold, never re-chosen on test
+        needs_threshold = levels_by_attribute and spec.kind != "multiclass"
+        thresholds = thresholds_for(run_dir, spec, DEFAULTS["threshold_rule"]) if needs_threshold else {}
         for point in points:
             for draw in range(point.draws):
                 dseed = None if point.seed_key is None else draw_seed(config.seed, point.seed_key, draw)
@@ -351,16 +418,18 @@ def evaluate_missing(
                     scored[label_col] = pred[label_col].to_numpy()
                 if spec.kind == "multiclass":
                     scored["label"] = pred["label"].to_numpy()
-                evaluated = removal.evaluated
+                evaluated = removal.evaluated & in_cohort
                 n_eval = int(evaluated.sum())
-                without = int((evaluated & ~(present & keep)).sum())
+                lacking = ~(present & keep)
+                without = int((evaluated & lacking).sum())
                 params = {"modality": modality, **point.params, **removal.params}
                 base = {
                     **info.row_base(), "scenario": scenario.name, "scenario_params": json.dumps(params, sort_keys=True),
                     "missing_rate": without / n_eval if n_eval else float("nan"), "draw": draw, "draw_seed": dseed,
                 }  # fmt: skip
                 rows += _task_rows(scored, spec, evaluated, boot, base, names)
-                rows += _missing_group_rows(scored, spec, evaluated, boot, base, levels_by_attribute)
+                rows += _missing_group_rows(scored, spec, evaluated, lacking, boot, base, levels_by_attribute,
+                                            thresholds)  # fmt: skip
                 done += 1
                 if progress:
                     progress("missing-modality scenarios", done, total)
@@ -456,7 +525,7 @@ def _metric_reps(name: str, y, s, hard, w) -> np.ndarray:
 
 
 def _fairness_target(y, s, thr, groups, boot: PatientBootstrap, base: dict, attribute: str, label: str,
-                     weight_cache: dict | None = None) -> list[dict]:  # fmt: skip
+                     weight_cache: dict | None = None, min_group_size: int = 1) -> list[dict]:  # fmt: skip
     """Per-group rows and gap rows of one label and one attribute (see :func:`evaluate_fairness`)."""
     scored = np.isfinite(s)
     n_all = int(scored.size)
@@ -501,7 +570,10 @@ def _fairness_target(y, s, thr, groups, boot: PatientBootstrap, base: dict, attr
             stat = _Stat(value, values, n, n_pos, bool(np.isfinite(value)))
             rows.append(_row(base, boot, name, stat, group=grp, **fields))
 
-    has_pos = [grp for grp in groups_sorted if pos_of[grp] > 0]
+    # gaps use only the groups whose cells the report may show (small-cell rule, primary criterion): a
+    # group of a handful of stays would decide a max − min gap by noise alone (see gap_groups)
+    eligible = gap_groups(groups_sorted, n_of, pos_of, min_group_size)
+    has_pos = [grp for grp in eligible if pos_of[grp] > 0]
     both = [grp for grp in has_pos if n_of[grp] - pos_of[grp] > 0]
     overall_auroc = M.auroc(y, s)
     overall_reps = M.auroc(y, s, w) if boot.n_boot and both else np.empty(0)
@@ -515,8 +587,8 @@ def _fairness_target(y, s, thr, groups, boot: PatientBootstrap, base: dict, attr
 
     # name -> (groups used, statistic of per-group values {metric: [..., G]} and overall AUROC)
     specs: dict[str, tuple[list[str], tuple[str, ...], Callable]] = {
-        "demographic_parity_difference": (groups_sorted, ("selection_rate",), lambda v, a: M.group_difference(v[0])),
-        "demographic_parity_ratio": (groups_sorted, ("selection_rate",), lambda v, a: M.group_ratio(v[0])),
+        "demographic_parity_difference": (eligible, ("selection_rate",), lambda v, a: M.group_difference(v[0])),
+        "demographic_parity_ratio": (eligible, ("selection_rate",), lambda v, a: M.group_ratio(v[0])),
         "equalized_odds_difference": (both, ("tpr", "fpr"), lambda v, a: M.equalized_odds(v[0], v[1], "worst_case")),
         "equalized_odds_mean": (both, ("tpr", "fpr"), lambda v, a: M.equalized_odds(v[0], v[1], "mean")),
         "tpr_gap": (both, ("tpr",), lambda v, a: M.group_difference(v[0])),
@@ -525,8 +597,8 @@ def _fairness_target(y, s, thr, groups, boot: PatientBootstrap, base: dict, attr
         "auroc_gap": (both, ("auroc",), lambda v, a: M.group_difference(v[0])),
         "worst_group_auroc": (both, ("auroc",), lambda v, a: M.group_min(v[0])),
         "es_auc": (both, ("auroc",), lambda v, a: M.es_auc(a, v[0])),
-        "ece_gap": (groups_sorted, ("ece",), lambda v, a: M.group_difference(v[0])),
-        "brier_gap": (groups_sorted, ("brier",), lambda v, a: M.group_difference(v[0])),
+        "ece_gap": (eligible, ("ece",), lambda v, a: M.group_difference(v[0])),
+        "brier_gap": (eligible, ("brier",), lambda v, a: M.group_difference(v[0])),
     }  # fmt: skip
     for name in FAIR_GAP_METRICS:
         if name not in HIGHER_IS_BETTER:  # not yet in the tidy schema (DESIGN §3.4): not written
@@ -542,6 +614,14 @@ def _fairness_target(y, s, thr, groups, boot: PatientBootstrap, base: dict, attr
             stat = _Stat(value, np.asarray(r, dtype=float), n, n_pos, bool(np.isfinite(value)))
         rows.append(_row(base, boot, name, stat, group="all", **fields))
     return rows
+
+
+def gap_groups(groups: Sequence[str], n_of: dict, pos_of: dict, min_group_size: int) -> list[str]:
+    """The groups a fairness gap is computed over: those with ``n``, ``n_pos`` and ``n − n_pos`` all at least
+    ``min_group_size`` — exactly the cells the small-cell rule (DESIGN §3.4) does not suppress on its own
+    account. Groups hidden only as *complementary* cells are large enough and stay in. With
+    ``min_group_size=1`` this is every group with both classes."""
+    return [g for g in groups if min(n_of[g], pos_of[g], n_of[g] - pos_of[g]) >= min_group_size]
 
 
 def _one_vs_rest(pred: pd.DataFrame, spec: TaskSpec) -> tuple[pd.DataFrame, TaskSpec]:
@@ -639,6 +719,9 @@ def evaluate_fairness(run_dirs: Sequence[Path], config: EvalFairConfig, *, progr
       overall AUROC being that of all evaluated stays): groups with both classes;
     * ``ece_gap``, ``brier_gap``: max − min over all groups.
 
+    Every gap leaves out the groups that the small-cell rule suppresses on their own account (``n``,
+    ``n_pos`` or ``n − n_pos`` below ``config.min_group_size``, :func:`gap_groups`), so a gap is always
+    about groups whose cells the report shows (their per-group rows are still written).
     A gap with fewer than two such groups is ``defined=false``; ``n``/``n_pos`` count the stays of the
     groups used. Gap names not yet in the tidy schema (:data:`~.tidy.HIGHER_IS_BETTER`) are not written.
     Binary and phenotype tasks per label; length of stay one-vs-rest per class (``label=class_<c>``: label
@@ -646,6 +729,10 @@ def evaluate_fairness(run_dirs: Sequence[Path], config: EvalFairConfig, *, progr
     ``accuracy`` per group (``label=all``). Intervals:
     patient-level bootstrap (seed ``config.seed``), the same replicates for groups and gaps, so a gap's
     interval is that of the gap; a replicate in which a used group loses a class is dropped.
+
+    ``config.test_cohort``: ``full`` (every test stay) or ``matched`` (only those with a CXR), recorded in
+    ``test_cohort``; thresholds and recalibration still come from the whole validation file (the operating
+    point is the model's). Each selection also gets a ``selected_epoch`` row where ``config.json`` says it.
     """
     # the replicates are many small matrix products: BLAS threads only add overhead (10x on a busy machine)
     with threadpool_limits(limits=1, user_api="blas"):
@@ -657,12 +744,13 @@ def _evaluate_fairness(run_dirs: Sequence[Path], config: EvalFairConfig, progres
     run_dirs = list(run_dirs)
     rule_name = threshold_rule_name(config)
     for i, run_dir in enumerate(run_dirs):
-        default_info: RunInfo = load_run_info(run_dir)
+        default_info: RunInfo = load_run_info(run_dir, config.test_cohort)
         # the default checkpoint, then every other selection rule's own test predictions (thresholds and
         # recalibration from that rule's own validation predictions)
         for selection in (None, *selection_rules(run_dir)):
             info = default_info if selection is None else dataclasses.replace(default_info, selection=selection)
             rows += _fairness_rows(Path(run_dir), info, selection, config, rule_name)
+            rows += _selected_epoch_rows(info, selection)
         if progress:
             progress("fairness", i + 1, len(run_dirs))
     return to_frame(rows)
@@ -672,8 +760,9 @@ def _fairness_rows(run_dir: Path, info: RunInfo, selection: str | None, config: 
                    rule_name: str) -> list[dict]:  # fmt: skip
     """The fairness rows of one run under one checkpoint selection (``None``: the default files)."""
     rows: list[dict] = []
-    pred = read_predictions(run_dir, "test", selection)
     source = predictions_path(run_dir, "test", selection)
+    pred = read_predictions(run_dir, "test", selection)
+    pred = pred[cohort_mask(pred, config.test_cohort, source)].reset_index(drop=True)
     spec = task_spec(pred, source)
     multiclass = spec.kind == "multiclass"
     if multiclass:  # one-vs-rest per class, thresholds always chosen on validation (none are stored)
@@ -695,5 +784,16 @@ def _fairness_rows(run_dir: Path, info: RunInfo, selection: str | None, config: 
         for label, label_col, score_col in spec.targets:
             y = pred[label_col].to_numpy(dtype=float)
             s = pred[score_col].to_numpy(dtype=float)
-            rows += _fairness_target(y, s, thresholds[label], groups, boot, base, attribute, label, cache)
+            rows += _fairness_target(y, s, thresholds[label], groups, boot, base, attribute, label, cache,
+                                     config.min_group_size)
     return rows
+
+
+def _selected_epoch_rows(info: RunInfo, selection: str | None) -> list[dict]:
+    """``selected_epoch``: the epoch whose weights a selection rule kept (``config.json``'s ``selection_epochs``,
+    or ``best_epoch`` for the default), so a report can show where the rules disagree."""
+    epochs = info.config.get("selection_epochs") or {}
+    epoch = epochs.get(info.selection) if selection is not None else epochs.get("overall", info.config.get("best_epoch"))
+    if epoch is None:
+        return []
+    return [make_row(**info.row_base(), metric="selected_epoch", value=float(epoch), defined=True)]

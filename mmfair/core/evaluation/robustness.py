@@ -17,7 +17,7 @@ With points ``x_0 = 0 < x_1 < … < x_k``:
 ``effective_robustness`` (MultiBench after Taori et al.)
     ``mean_i [ m(x_i) − (ref(x_i) + m(0) − ref(0)) ]`` over the points ``x_0 … x_k`` the run shares with
     the reference curve (``x_0`` included, where the term is 0 by construction). ``ref`` is the
-    reference method's curve (``late`` by default) on the same task, label, fold, test cohort and
+    reference method's curve (``late`` by default) on the same task, label, fold, test cohort, split and
     scenario family, averaged over every run of the reference method there (seeds; their ids are
     recorded as ``reference_runs``); points are matched by ``scenario_params``, i.e. the same removals.
     The reference method's own value is 0 when it has one run on the fold. Undefined without a
@@ -26,15 +26,27 @@ With points ``x_0 = 0 < x_1 < … < x_k``:
     the smallest evaluated rate ``x_i`` at which the fusion run's lower 95 % bound (``ci_low``, averaged
     over draws) falls strictly below the best single-modality model's value at that rate. The best
     single-modality value is the maximum, over the single-modality methods evaluated on the same task,
-    label, fold, test cohort and scenario family, of each method's value averaged over its runs; a rate
+    label, fold, test cohort, split and scenario family, of each method's value averaged over its runs; a rate
     where no single-modality value is defined is skipped. A fusion run that cannot score at a rate
     where a single-modality model can counts as below. No interpolation between rates. When the bound
     never falls below, ``r_star`` is ``defined=false`` with ``"crossed": false`` in ``scenario_params``
     ("fusion helps over the whole evaluated range"); without bootstrap intervals or without a
-    single-modality run it is ``defined=false`` with a ``reason``.
+    single-modality run it is ``defined=false`` with a ``reason``. For a lower-is-better metric (a
+    fairness gap) the mirror image: the first rate at which the fusion run's *upper* bound (``ci_high``)
+    rises strictly above the best (smallest) single-modality gap — "fusion is no longer surely fairer".
 
-Only metrics with a direction are summarised. For a lower-is-better metric (a gap) the rows keep the
-raw value and ``higher_is_better=false``; ``r_star`` is only computed for higher-is-better metrics.
+Only metrics with a direction are summarised. Relative and effective robustness keep the raw value
+and the summarised metric's direction (a gap's rows: ``higher_is_better=false``, ``"direction": "lower
+is better"`` in ``scenario_params``: a larger relative robustness of a gap is a larger average gap, a
+positive effective robustness a gap that grows faster than the reference's). ``r_star`` is
+``higher_is_better=true`` for every metric (later is better).
+
+Train-time missingness (``train_missing``: ``none``, ``dropout=0.3``, ``rate=0.5``; a table without
+the column, or an empty cell, reads ``none``): every run is its own curve, so runs that differ only in
+it are never averaged together. The reference curve and the single-modality comparators are taken from
+the runs with the same ``train_missing`` as the summarised run where there are any, else from the
+``none`` runs; the protocol used is recorded as ``reference_train_missing`` /
+``single_train_missing`` in ``scenario_params``; the summary row's own ``train_missing`` is the run's.
 
 Summary rows: ``scenario`` = the curve's mechanism, ``scenario_params`` = the family's parameters plus
 ``of`` (the summarised metric), ``curve_rates`` (the ``x_i`` used) and the extra fields above;
@@ -59,10 +71,25 @@ log = logging.getLogger(__name__)
 SUMMARY_METRICS = ("relative_robustness", "effective_robustness", "r_star")
 DEFAULT_METRICS = ("auroc", "auprc")
 _POINT_KEYS = ("requested_rate", "rates")
-_CURVE = ["task", "label", "fold", "test_cohort", "attribute", "metric", "scenario", "family"]
+_CURVE = ["task", "label", "fold", "test_cohort", "split", "attribute", "metric", "scenario", "family"]
 _RUN_FIELDS = ("run_id", "method", "modalities", "task", "label", "fold", "seed", "train_cohort", "test_cohort",
-               "selection", "train_missing_rate", "threshold_rule", "attribute")  # fmt: skip
+               "split", "selection", "train_missing_rate", "threshold_rule", "attribute")  # fmt: skip
 _X_DECIMALS = 9
+#: The tidy column naming a run's train-time missingness protocol, and its value for none.
+TRAIN_MISSING = "train_missing"
+NO_TRAIN_MISSING = "none"
+_DIRECTION = {True: "higher is better", False: "lower is better"}
+
+
+def train_missing_labels(table: pd.DataFrame) -> pd.Series:
+    """Each row's train-time missingness protocol; ``none`` where the column is absent (older tables) or empty."""
+    if TRAIN_MISSING not in table.columns:
+        return pd.Series(NO_TRAIN_MISSING, index=table.index, dtype=object)
+    return table[TRAIN_MISSING].map(lambda v: NO_TRAIN_MISSING if _blank(v) else str(v).strip()).astype(object)
+
+
+def _blank(v: object) -> bool:
+    return v is None or v is pd.NA or (isinstance(v, float) and np.isnan(v)) or str(v).strip() == ""
 
 
 def _family(params: str) -> str:
@@ -76,10 +103,12 @@ def _family(params: str) -> str:
 def curve_points(missing: pd.DataFrame, metrics: Iterable[str] | None = None) -> pd.DataFrame:
     """One row per (run, label, attribute, metric, scenario family, point): draws averaged.
 
-    Columns: the run fields, ``scenario``, ``family``, ``point`` (the ``scenario_params`` text), ``x``,
-    ``value`` (NaN if any draw is undefined), ``ci_low``, ``ci_high``, ``n``, ``n_pos``.
+    Columns: the run fields, ``train_missing``, ``scenario``, ``family``, ``point`` (the ``scenario_params``
+    text), ``x``, ``value`` (NaN if any draw is undefined), ``ci_low``, ``ci_high``, ``n``, ``n_pos``.
     """
+    protocol = train_missing_labels(missing).to_numpy()  # read before normalise, which keeps schema columns only
     df = normalise(missing)
+    df[TRAIN_MISSING] = protocol
     wanted = set(metrics) if metrics is not None else None
     mask = (df["scenario"] != "none") & (df["scenario"] != "natural") & (df["group"] == "all")
     mask &= ~df["metric"].isin(SUMMARY_METRICS) & df["metric"].map(lambda m: HIGHER_IS_BETTER.get(m) is not None)
@@ -87,12 +116,12 @@ def curve_points(missing: pd.DataFrame, metrics: Iterable[str] | None = None) ->
         mask &= df["metric"].isin(wanted) | (df["attribute"] != "all")
     df = df[mask].copy()
     if len(df) == 0:
-        return pd.DataFrame(columns=[*_RUN_FIELDS, "metric", "scenario", "family", "point", "x", "value",
-                                     "ci_low", "ci_high", "n", "n_pos"])  # fmt: skip
+        return pd.DataFrame(columns=[*_RUN_FIELDS, TRAIN_MISSING, "metric", "scenario", "family", "point", "x",
+                                     "value", "ci_low", "ci_high", "n", "n_pos"])  # fmt: skip
     df["family"] = df["scenario_params"].map(_family)
     df["point"] = df["scenario_params"]
     df["val"] = df["value"].where(df["defined"], np.nan)
-    keys = [*_RUN_FIELDS, "metric", "scenario", "family", "point"]
+    keys = [*_RUN_FIELDS, TRAIN_MISSING, "metric", "scenario", "family", "point"]
     for col in ("train_missing_rate", "fold", "seed"):
         df[col] = df[col].astype(object).where(df[col].notna(), "")
     agg = df.groupby(keys, sort=False, dropna=False).agg(
@@ -126,18 +155,33 @@ def effective_robustness(m, ref) -> float:
     return float(np.mean(m - (ref + m[0] - ref[0])))
 
 
-def r_star(x, fusion_low, fusion_value, best_single) -> tuple[float, bool]:
-    """``(r*, crossed)``: the first rate where the fusion lower bound < the best single-modality value.
+def r_star(x, fusion_bound, fusion_value, best_single, higher_is_better: bool = True) -> tuple[float, bool]:
+    """``(r*, crossed)``: the first rate where fusion stops being surely better than the best single modality.
 
-    A rate with no defined single-modality value is skipped; an undefined fusion value (the method
-    cannot score there) counts as below. ``(nan, False)`` when it never falls below.
+    Higher-is-better metrics: ``fusion_bound`` is the lower bound and crossing means ``bound < best``;
+    lower-is-better ones (gaps): the upper bound, crossing ``bound > best``. A rate with no defined
+    single-modality value is skipped; an undefined fusion value (the method cannot score there) counts
+    as crossed. ``(nan, False)`` when it never crosses.
     """
-    for xi, lo, val, best in zip(x, fusion_low, fusion_value, best_single):
+    for xi, bound, val, best in zip(x, fusion_bound, fusion_value, best_single):
         if not np.isfinite(best):
             continue
-        if not np.isfinite(val) or lo < best:
+        if not np.isfinite(val) or (bound < best if higher_is_better else bound > best):
             return float(xi), True
     return float("nan"), False
+
+
+def _mean_or_nan(v: pd.Series) -> float:
+    return v.mean() if v.notna().all() else np.nan
+
+
+def _same_protocol(rows: pd.DataFrame, protocol: str) -> tuple[pd.DataFrame, str]:
+    """The rows trained with ``protocol``, else those trained with none (and the protocol used)."""
+    for wanted in dict.fromkeys((protocol, NO_TRAIN_MISSING)):
+        picked = rows[rows[TRAIN_MISSING] == wanted]
+        if len(picked):
+            return picked, wanted
+    return rows.iloc[0:0], protocol
 
 
 def summarise(missing: pd.DataFrame, *, reference: str = "late", metrics: Iterable[str] | None = DEFAULT_METRICS) -> pd.DataFrame:
@@ -154,27 +198,24 @@ def summarise(missing: pd.DataFrame, *, reference: str = "late", metrics: Iterab
         ctx = dict(zip(_CURVE, key))
         metric = ctx["metric"]
         direction = HIGHER_IS_BETTER.get(metric)
-        ref_rows = curve_block[curve_block["method"] == reference]
-        ref_pts = ref_rows.groupby("point")["value"].agg(lambda v: v.mean() if v.notna().all() else np.nan)
-        ref_x = ref_rows.groupby("point")["x"].first()
         mods = curve_block["modalities"].astype(str)
-        single = curve_block[(mods != "") & ~mods.str.contains("+", regex=False)]
-        single_by_x = (single.groupby(["method", "x"])["value"].agg(lambda v: v.mean() if v.notna().all() else np.nan)
-                       .groupby("x").max())  # fmt: skip
+        singles = curve_block[(mods != "") & ~mods.str.contains("+", regex=False)]
         family = json.loads(ctx["family"])
         for run_id, run in curve_block.groupby("run_id", sort=True):
             first = run.iloc[0]
+            protocol = str(first[TRAIN_MISSING])
             clean = run[run["x"] == 0]
             base = {f: first[f] for f in _RUN_FIELDS}
             for col in ("fold", "seed", "train_missing_rate"):
                 base[col] = None if base[col] == "" else base[col]
             base.update(scenario=ctx["scenario"], missing_rate=None, draw=0, draw_seed=None, group="all")
+            base[TRAIN_MISSING] = protocol
             n = int(clean["n"].iloc[0]) if len(clean) and pd.notna(clean["n"].iloc[0]) else None
             n_pos = int(clean["n_pos"].iloc[0]) if len(clean) and pd.notna(clean["n_pos"].iloc[0]) else None
             x, m = _curve(run)
 
             def emit(name: str, value: float, extra: dict, higher: bool | None) -> None:
-                params = {**family, "of": metric, **extra}
+                params = {**family, "of": metric, "direction": _DIRECTION[bool(direction)], **extra}
                 row = make_row(**base, scenario_params=json.dumps(params, sort_keys=True), metric=name,
                                value=value, n=n, n_pos=n_pos, defined=bool(np.isfinite(value)))  # fmt: skip
                 row["higher_is_better"] = higher
@@ -183,9 +224,13 @@ def summarise(missing: pd.DataFrame, *, reference: str = "late", metrics: Iterab
             rr = relative_robustness(x, m)
             emit("relative_robustness", rr, {"curve_rates": x.tolist()}, direction)
 
-            # effective robustness against the reference curve, matched point by point
+            # effective robustness against the reference curve (same train-time protocol), point by point
+            ref_rows, ref_protocol = _same_protocol(curve_block[curve_block["method"] == reference], protocol)
+            ref_pts = ref_rows.groupby("point")["value"].agg(_mean_or_nan)
+            ref_x = ref_rows.groupby("point")["x"].first()
             common = [p for p in run["point"] if p in ref_pts.index]
-            er_extra: dict = {"reference": reference, "reference_runs": sorted(set(ref_rows["run_id"]))}
+            er_extra: dict = {"reference": reference, "reference_runs": sorted(set(ref_rows["run_id"])),
+                              "reference_train_missing": ref_protocol}  # fmt: skip
             er = float("nan")
             if not common:
                 er_extra["reason"] = f"no {reference} curve on this fold"
@@ -200,19 +245,25 @@ def summarise(missing: pd.DataFrame, *, reference: str = "late", metrics: Iterab
                     er_extra["curve_rates"] = [float(v) for v in ref_x.loc[common].to_numpy()[order]]
             emit("effective_robustness", er, er_extra, direction)
 
-            if "+" in str(first["modalities"]) and direction is True:
-                lo = run.groupby("x", sort=True)["ci_low"].mean().reindex(x).to_numpy()
-                best = single_by_x.reindex(x).to_numpy(dtype=float) if len(single_by_x) else np.full(x.size, np.nan)
-                extra: dict = {"curve_rates": x.tolist()}
+            if "+" in str(first["modalities"]):
+                higher = direction is True
+                single, single_protocol = _same_protocol(singles, protocol)
+                per_method = single.groupby(["method", "x"])["value"].agg(_mean_or_nan).groupby("x")
+                best_by_x = per_method.max() if higher else per_method.min()
+                bound_col = "ci_low" if higher else "ci_high"
+                bound = run.groupby("x", sort=True)[bound_col].mean().reindex(x).to_numpy()
+                best = best_by_x.reindex(x).to_numpy(dtype=float) if len(best_by_x) else np.full(x.size, np.nan)
+                extra: dict = {"curve_rates": x.tolist(), "single_train_missing": single_protocol}
                 if not np.any(np.isfinite(best)):
                     value, extra["reason"] = float("nan"), "no single-modality run on this fold"
-                elif not np.any(np.isfinite(lo)):
+                elif not np.any(np.isfinite(bound)):
                     value, extra["reason"] = float("nan"), "no bootstrap interval (bootstrap=0)"
                 else:
-                    value, crossed = r_star(x, lo, m, best)
+                    value, crossed = r_star(x, bound, m, best, higher)
                     extra["crossed"] = crossed
                     if not crossed:
-                        extra["reason"] = f"lower bound never below the best single modality up to {x[-1]:g}"
+                        side = "lower bound never below" if higher else "upper bound never above"
+                        extra["reason"] = f"{side} the best single modality up to {x[-1]:g}"
                 emit("r_star", value, extra, True)
     return to_frame(rows)
 

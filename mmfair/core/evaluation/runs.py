@@ -51,13 +51,15 @@ class RunInfo:
     train_missing_rate: float | None
     selection: str
     config: dict[str, Any] = field(repr=False, default_factory=dict)
+    split: str = "random"
+    train_missing: str = "none"
 
     def row_base(self) -> dict[str, object]:
         return {
             "run_id": self.run_id, "method": self.method, "modalities": self.modalities, "task": self.task,
             "fold": self.fold, "seed": self.seed, "train_cohort": self.train_cohort,
-            "test_cohort": self.test_cohort, "train_missing_rate": self.train_missing_rate,
-            "selection": self.selection,
+            "test_cohort": self.test_cohort, "split": self.split, "train_missing_rate": self.train_missing_rate,
+            "train_missing": self.train_missing, "selection": self.selection,
         }  # fmt: skip
 
 
@@ -92,10 +94,58 @@ def _opt_float(v: Any) -> float | None:
     return None if v is None or v == "" else float(v)
 
 
-def load_run_info(run_dir: Path) -> RunInfo:
-    """Read ``config.json``; missing optional keys become empty fields, ``run_id`` defaults to the folder name."""
+#: Test cohorts of ``--test-cohort``: every test stay, or only those with a CXR (the paired cohort).
+TEST_COHORTS = ("full", "matched")
+
+
+def train_missing_text(modality_dropout: Any, train_missing_rate: Any) -> str:
+    """The ``train_missing`` column: missingness induced at training, from ``config.json``.
+
+    ``modality_dropout`` (a probability, default 0) and ``train_missing_rate`` (a share of training stays
+    whose CXR is removed, default null) give ``dropout=0.3``, ``rate=0.5``, both joined by ``+``, or
+    ``none`` when neither is set (zero counts as not set).
+
+    >>> train_missing_text(0.3, None), train_missing_text(None, 0.5), train_missing_text(0, 0)
+    ('dropout=0.3', 'rate=0.5', 'none')
+    """
+    parts = []
+    dropout = _opt_float(modality_dropout) or 0.0
+    rate = _opt_float(train_missing_rate)
+    if dropout > 0:
+        parts.append(f"dropout={dropout:g}")
+    if rate:
+        parts.append(f"rate={rate:g}")
+    return "+".join(parts) or "none"
+
+
+def cohort_mask(pred: pd.DataFrame, test_cohort: str, source: object = "predictions") -> np.ndarray:
+    """Stays of ``test_cohort``: all (``full``) or those with a CXR (``matched``, from ``present_cxr``)."""
+    if test_cohort == "full":
+        return np.ones(len(pred), dtype=bool)
+    if test_cohort == "matched":
+        return presence(pred, "cxr", source)
+    raise ValueError(f"unknown test cohort '{test_cohort}'; use one of {', '.join(TEST_COHORTS)}")
+
+
+def load_run_info(run_dir: Path, test_cohort: str | None = None) -> RunInfo:
+    """Read ``config.json``; missing optional keys become empty fields, ``run_id`` defaults to the folder name.
+
+    ``train_cohort`` (``full``/``matched``) and ``split`` (``random``/``temporal``) default to ``full`` and
+    ``random`` for runs written before those settings existed; ``test_cohort`` is the evaluation's own
+    choice when given (it is not a property of the run), else ``config.json``'s, else ``full``.
+    ``train_missing`` comes from ``modality_dropout`` and the requested ``train_missing_rate``;
+    ``train_missing_rate`` (the tidy column) is the observed share of training stays without a CXR.
+    """
     run_dir = Path(run_dir)
     cfg = _read_json(run_dir / "config.json")
+    # Runs written before training could remove CXRs on purpose stored the *observed* share of training stays
+    # without a CXR as "train_missing_rate"; newer runs store that as "train_cxr_missing_share" and use
+    # "train_missing_rate" for the share removed on request. The tidy column train_missing_rate stays the
+    # observed share; train_missing describes what was requested.
+    if "train_cxr_missing_share" in cfg:
+        observed_share, requested_rate = cfg.get("train_cxr_missing_share"), cfg.get("train_missing_rate")
+    else:
+        observed_share, requested_rate = cfg.get("train_missing_rate"), None
     modalities = cfg.get("modalities") or []
     if isinstance(modalities, str):
         modalities = [modalities]
@@ -107,11 +157,13 @@ def load_run_info(run_dir: Path) -> RunInfo:
         task=str(cfg.get("task") or ""),
         fold=_opt_int(cfg.get("fold")),
         seed=_opt_int(cfg.get("seed")),
-        train_cohort=str(cfg.get("train_cohort") or ""),
-        test_cohort=str(cfg.get("test_cohort") or ""),
-        train_missing_rate=_opt_float(cfg.get("train_missing_rate")),
+        train_cohort=str(cfg.get("train_cohort") or "full"),
+        test_cohort=str(test_cohort or cfg.get("test_cohort") or "full"),
+        train_missing_rate=_opt_float(observed_share),
         selection=str(cfg.get("selection") or "overall"),
         config=cfg,
+        split=str(cfg.get("split") or "random"),
+        train_missing=train_missing_text(cfg.get("modality_dropout"), requested_rate),
     )
 
 

@@ -10,8 +10,9 @@ so that Σ_i φ_i = v(N) − v(∅) (efficiency). **v(∅) = 0.5**, the AUROC of
 
 Which runs. For each fusion run F (method m, modalities N, task, fold, seed, test cohort), each
 non-empty proper subset S of N takes the finished run with modalities exactly S on the same task, fold,
-seed and test cohort — preferring method m, then the single-modality method of that name (``ehr``,
-``cxr``); several candidates: the first by run id (logged). F itself is v(N). Without every subset the
+seed, test cohort and split — among those, the runs with F's train-time missingness (``train_missing``)
+if any, else those trained without; preferring method m, then the single-modality method of that name
+(``ehr``, ``cxr``); several candidates: the first by run id (logged). F itself is v(N). Without every subset the
 fusion run gets no Shapley rows (logged).
 
 On which stays. All subsets are scored on the **same stays**: the test stays that have every modality
@@ -98,9 +99,19 @@ def shapley_values(value: Mapping[frozenset, object], players: Sequence[str], v_
     return out
 
 
+def _protocol(info: RunInfo) -> str:
+    return getattr(info, "train_missing", None) or "none"
+
+
 def _pick(candidates: list[RunInfo], method: str, subset: tuple[str, ...], full: RunInfo) -> RunInfo | None:
     if not candidates:
         return None
+    # like with like: subset runs trained with the fusion run's train-time missingness, else without any
+    for protocol in dict.fromkeys((_protocol(full), "none")):
+        matching = [c for c in candidates if _protocol(c) == protocol]
+        if matching:
+            candidates = matching
+            break
     same = [c for c in candidates if c.method == method]
     named = [c for c in candidates if len(subset) == 1 and c.method == subset[0]]
     pool = sorted(same or named or candidates, key=lambda c: c.run_id)
@@ -124,7 +135,8 @@ def evaluate_shapley(
     infos = [load_run_info(p) for p in run_dirs]
     by_key: dict[tuple, list[RunInfo]] = {}
     for info in infos:
-        by_key.setdefault((info.task, info.fold, info.seed, info.test_cohort), []).append(info)
+        by_key.setdefault((info.task, info.fold, info.seed, info.test_cohort, getattr(info, "split", "random")),
+                          []).append(info)  # fmt: skip
     rows: list[dict] = []
     for key, group in sorted(by_key.items(), key=lambda kv: str(kv[0])):
         for full in sorted(group, key=lambda i: i.run_id):

@@ -9,6 +9,12 @@ One value per row. Conventions fixed here where DESIGN is silent:
 * ``higher_is_better`` is empty for descriptive quantities without a direction (``prevalence``,
   ``selection_rate``).
 * ``value`` is empty whenever ``defined`` is false: an undefined metric is never written as 0.
+* ``train_cohort``/``test_cohort`` are ``full`` or ``matched`` (only stays with a CXR), ``split`` is
+  ``random`` or ``temporal``, ``train_missing`` describes missingness induced at training
+  (``none``, ``dropout=0.3``, ``rate=0.5`` or both joined by ``+``); see :func:`.runs.load_run_info`.
+* Paired comparisons against a reference method (:mod:`.comparisons`) put the reference in
+  ``scenario_params`` (``{"reference": ..., "reference_run": ..., ...}``); their p-values are rows of
+  their own (``*_p``, ``*_p_adjusted``) with empty intervals.
 """
 
 from __future__ import annotations
@@ -23,11 +29,15 @@ from mmfair.core.errors import InputFileError
 from mmfair.core.io import write_csv_atomic
 
 TIDY_COLUMNS: tuple[str, ...] = (
-    "run_id", "method", "modalities", "task", "label", "fold", "seed", "train_cohort", "test_cohort",
-    "selection", "scenario", "scenario_params", "missing_rate", "train_missing_rate", "draw", "draw_seed",
-    "threshold_rule", "attribute", "group", "metric", "value", "higher_is_better", "n", "n_pos", "defined",
-    "ci_low", "ci_high",
+    "run_id", "method", "modalities", "task", "label", "fold", "seed", "train_cohort", "test_cohort", "split",
+    "selection", "scenario", "scenario_params", "missing_rate", "train_missing_rate", "train_missing", "draw",
+    "draw_seed", "threshold_rule", "attribute", "group", "metric", "value", "higher_is_better", "n", "n_pos",
+    "defined", "ci_low", "ci_high",
 )  # fmt: skip
+
+#: Columns added after results files were first written, with the value an older file's rows get on reading
+#: (the defaults of the run settings they describe: runs from before these settings existed used them).
+LATER_COLUMNS: dict[str, str] = {"split": "random", "train_missing": "none"}
 
 VALUE_COLUMNS: tuple[str, ...] = ("value", "higher_is_better", "n", "n_pos", "defined", "ci_low", "ci_high")
 KEY_COLUMNS: tuple[str, ...] = tuple(c for c in TIDY_COLUMNS if c not in VALUE_COLUMNS)
@@ -41,6 +51,10 @@ DEFAULTS: dict[str, object] = {
     "label": "all",
     "attribute": "all",
     "draw": 0,
+    "train_cohort": "full",
+    "test_cohort": "full",
+    "split": "random",
+    "train_missing": "none",
 }
 
 #: Direction of each metric; ``None`` for descriptive quantities. Gaps and costs: lower is better.
@@ -53,6 +67,9 @@ HIGHER_IS_BETTER: dict[str, bool | None] = {
     "equalized_odds_mean": False, "tpr_gap": False, "fpr_gap": False,
     "relative_robustness": True, "effective_robustness": True, "r_star": True, "shapley": True,
     "n_params": False, "train_seconds": False, "peak_memory_mb": False, "infer_stays_per_s": True,
+    "selected_epoch": None,
+    "auroc_difference": True, "auroc_difference_p": None, "auroc_difference_p_adjusted": None,
+    "auroc_gap_difference": False, "auroc_gap_difference_p": None, "auroc_gap_difference_p_adjusted": None,
 }  # fmt: skip
 
 _UNKNOWN_METRIC = "metric '{0}' is not in the tidy schema (DESIGN §3.4); add it there first"
@@ -149,6 +166,9 @@ def read_results(path: Path) -> pd.DataFrame:
     if not path.exists():
         return to_frame([])
     df = pd.read_csv(path, dtype=str, keep_default_na=False)
+    for column, default in LATER_COLUMNS.items():
+        if column not in df.columns:
+            df[column] = default
     missing = [c for c in TIDY_COLUMNS if c not in df.columns]
     if missing:
         raise InputFileError(_BAD_COLUMNS.format(path, ", ".join(missing)))

@@ -36,10 +36,8 @@ def render_markdown(tables: dict[str, pd.DataFrame], title: str = "mmfair report
     parts = [f"# {title}", "", INTRO, ""]
     for name, df in tables.items():
         parts += [f"## {df.attrs.get('title', name)}", "", df.attrs.get("description", ""), ""]
-        if len(df) == 0:
-            parts += ["_No results yet._", ""]
-            continue
-        parts += [_markdown_table(df), ""]
+        # an empty table keeps its footnotes: they may say why it is empty (e.g. too few methods to rank)
+        parts += ["_No results yet._" if len(df) == 0 else _markdown_table(df), ""]
         for note in df.attrs.get("footnotes", []):
             parts.append(f"> {note}")
         if df.attrs.get("footnotes"):
@@ -57,7 +55,8 @@ def render_csv(tables: dict[str, pd.DataFrame]) -> str:
     return buf.getvalue()
 
 
-_KEY_COLUMNS = ("modalities", "task", "selection", "threshold_rule", "label", "runs", "scenario", "removed", "modality")
+_KEY_COLUMNS = ("modalities", "task", "selection", "threshold_rule", "test_cohort", "label", "runs", "scenario",
+                "removed", "modality", "reference", "fold", "seed")
 
 
 def render_rich(tables: dict[str, pd.DataFrame]) -> list[Table]:

@@ -19,23 +19,29 @@ from typing import Iterable
 import numpy as np
 import pandas as pd
 
+from mmfair.core.evaluation.robustness import train_missing_labels
 from mmfair.core.evaluation.tidy import normalise, to_frame
 from mmfair.core.reporting.fairness import FOOTNOTE_INTERSECTION, GAP_COLUMNS, GROUP_COLUMNS
 from mmfair.core.reporting.fairness import complement, gap_footnotes, is_intersection
 from mmfair.core.reporting.suppression import is_small, marker
-from mmfair.core.reporting.robustness import robustness_tables
+from mmfair.core.reporting.robustness import TRAIN_MISSING_HEADER, robustness_tables
 
 NA = "n/a"
 NOT_APPLICABLE = "–"
 MIXED = "‡"
 
 _RUN_KEYS = ("method", "modalities", "task")
+#: Missing-modality tables also keep runs trained with missingness (CXR dropout, a share of training stays
+#: without it) apart from those trained without: never pooled as if they were seeds.
+_MISSING_KEYS = (*_RUN_KEYS, TRAIN_MISSING_HEADER)
 _CLEAN_METRICS = {"auroc": "AUROC", "auprc": "AUPRC", "brier": "Brier", "accuracy": "Accuracy",
                   "kappa": "Kappa", "macro_f1": "Macro F1"}  # fmt: skip
-_COST_METRICS = {"n_params": "Parameters", "train_seconds": "Train s", "peak_memory_mb": "Peak MB"}
+_COST_METRICS = {"n_params": "Parameters", "train_seconds": "Train s", "peak_memory_mb": "Peak MB",
+                 "infer_stays_per_s": "Inference stays/s"}
 _GROUP_METRICS = GROUP_COLUMNS
-#: Fairness rows of one run differ by checkpoint selection rule and operating point: never averaged together.
-_FAIR_KEYS = ("selection", "threshold_rule")
+#: Fairness rows of one run differ by checkpoint selection rule, operating point and test cohort: never
+#: averaged together.
+_FAIR_KEYS = ("selection", "threshold_rule", "test_cohort")
 _GAP_METRICS = GAP_COLUMNS
 
 FOOTNOTE_CI = ("Values from one run show the 95 % patient-level bootstrap interval [2.5th, 97.5th "
@@ -54,7 +60,8 @@ FOOTNOTE_GAPS = ("Gaps are computed on hard predictions at the validation-chosen
 DESCRIPTIONS = {
     "clean": ("Clean test performance", "Test metrics with every modality as recorded (label = all: the "
               "task summary, macro over phenotypes)."),
-    "costs": ("Cost", "Parameters, total training seconds and peak memory per method."),
+    "costs": ("Cost", "Parameters, total training seconds, peak memory and inference speed (test stays per second) "
+              "per method."),
     "missing": ("Robustness to a missing modality (MCAR)", "Test AUROC on the stays that have the removed "
                 "modality, after removing it from the given share of them at random at test time (0 % is the "
                 "clean reference)."),
@@ -180,13 +187,14 @@ def missing_table(missing: pd.DataFrame, metric: str = "auroc") -> pd.DataFrame:
     rows = rows[rows["scenario"] == "mcar"].copy()
     notes = [FOOTNOTE_DRAWS, FOOTNOTE_CI]
     if len(rows) == 0:
-        return _finish(pd.DataFrame(columns=[*_RUN_KEYS, "removed", "runs"]), "missing", notes)
+        return _finish(pd.DataFrame(columns=[*_MISSING_KEYS, "removed", "runs"]), "missing", notes)
     rows["rate"] = rows.apply(_requested_rate, axis=1)
     rows["removed"] = rows.apply(_scenario_param, axis=1, args=("modality", "cxr"))
+    rows[TRAIN_MISSING_HEADER] = train_missing_labels(rows)
     rates = sorted(rows["rate"].unique())
     labels = {r: f"{r * 100:g}%" for r in rates}
     out, any_na, any_mixed = [], False, False
-    keys = [*_RUN_KEYS, "removed"]
+    keys = [*_MISSING_KEYS, "removed"]
     for key, block in rows.groupby(keys, sort=True):
         rec = dict(zip(keys, key))
         rec["runs"] = str(block["run_id"].nunique())
@@ -204,13 +212,14 @@ def missing_profile_table(missing: pd.DataFrame, metric: str = "auroc") -> pd.Da
     """The other mechanisms (group, label, natural): one row per run group, mechanism and removal profile."""
     rows = _select(missing, metric=metric, label="all", group="all")
     rows = rows[~rows["scenario"].isin(["none", "mcar"])].copy()
-    keys = [*_RUN_KEYS, "scenario", "removed", "by", "profile"]
+    keys = [*_MISSING_KEYS, "scenario", "removed", "by", "profile"]
     notes = [FOOTNOTE_DRAWS, FOOTNOTE_CI]
     if len(rows) == 0:
         return _finish(pd.DataFrame(columns=keys + ["runs", "missing rate", metric.upper()]), "missing_profiles", notes)
     rows["removed"] = rows.apply(_scenario_param, axis=1, args=("modality", "cxr"))
     rows["by"] = rows.apply(_scenario_param, axis=1, args=("by", ""))
     rows["profile"] = rows.apply(_scenario_param, axis=1, args=("rates", "observed"))
+    rows[TRAIN_MISSING_HEADER] = train_missing_labels(rows)
     out, any_na = [], False
     for key, block in rows.groupby(keys, sort=True):
         rec = dict(zip(keys, key))
@@ -320,12 +329,38 @@ def build_tables(metrics: pd.DataFrame | None, missing: pd.DataFrame | None, fai
     if min_group_size < 1:
         raise ValueError(f"min_group_size must be >= 1, got {min_group_size}")
     metrics, missing, fairness = _prepare(metrics), _prepare(missing), _prepare(fairness)
+    labelled_missing = label_conditions(missing, ("train_cohort", "split"))  # train missing has its own column
+    metrics, fairness = label_conditions(metrics), label_conditions(fairness)
     return {
         "clean": clean_table(metrics),
         "costs": cost_table(metrics),
-        "missing": missing_table(missing),
-        "missing_profiles": missing_profile_table(missing),
+        "missing": missing_table(labelled_missing),
+        "missing_profiles": missing_profile_table(labelled_missing),
         **robustness_tables(missing, min_group_size),
         "fairness_groups": fairness_group_table(fairness, min_group_size),
         "fairness_gaps": fairness_gap_table(fairness),
     }
+
+
+#: Training conditions (tidy columns) and their defaults.
+CONDITIONS = {"train_cohort": "full", "split": "random", "train_missing": "none"}
+
+
+def label_conditions(df: pd.DataFrame, columns: Iterable[str] = tuple(CONDITIONS)) -> pd.DataFrame:
+    """``method`` extended by the training conditions that differ from their defaults, e.g. ``late (matched,
+    temporal)``, so runs trained under different conditions are never pooled in a table as if they were
+    seeds of one method; rows at the defaults keep the plain name."""
+    present = [c for c in columns if c in df.columns]
+    if len(df) == 0 or not present:
+        return df
+    parts = []
+    for column in present:
+        default = CONDITIONS[column]
+        values = df[column].astype(object).where(df[column].notna(), default).astype(str).replace("", default)
+        parts.append(values.where(values != default, ""))
+    tags = pd.concat(parts, axis=1).apply(lambda r: ", ".join(v for v in r if v), axis=1)
+    if not tags.astype(bool).any():
+        return df
+    df = df.copy()
+    df["method"] = df["method"].astype(str) + tags.map(lambda t: f" ({t})" if t else "")
+    return df

@@ -9,8 +9,8 @@ from mmfair.core.evaluation import TIDY_COLUMNS, evaluate_clean, evaluate_missin
 from mmfair.core.evaluation.tidy import KEY_COLUMNS, make_row, read_results
 
 DESIGN_ORDER = (
-    "run_id, method, modalities, task, label, fold, seed, train_cohort, test_cohort, selection, "
-    "scenario, scenario_params, missing_rate, train_missing_rate, draw, draw_seed, threshold_rule, "
+    "run_id, method, modalities, task, label, fold, seed, train_cohort, test_cohort, split, selection, "
+    "scenario, scenario_params, missing_rate, train_missing_rate, train_missing, draw, draw_seed, threshold_rule, "
     "attribute, group, metric, value, higher_is_better, n, n_pos, defined, ci_low, ci_high"
 )
 

@@ -88,7 +88,8 @@ def _reference(y, s, g, thr):
 def test_every_group_metric_and_gap_matches_sklearn_and_fairlearn(make_run, extra_gaps):
     run = make_run("g1", thresholds={"val-youden": {"all": 0.55}})
     pred = pd.read_csv(run / "predictions_test.csv")
-    rows = evaluate_fairness([run], EvalFairConfig(attributes=("race_group",), bootstrap=40))
+    # min_group_size=1: every group with both classes enters the gaps, as in fairlearn
+    rows = evaluate_fairness([run], EvalFairConfig(attributes=("race_group",), bootstrap=40, min_group_size=1))
     assert tuple(rows.columns) == TIDY_COLUMNS
     y, s, g = pred.label.to_numpy(), pred.score.to_numpy(), pred.race_group.to_numpy()
     ref, gaps = _reference(y, s, g, 0.55)
@@ -142,7 +143,7 @@ def test_one_class_subgroup_is_undefined_never_zero_and_left_out(make_run, extra
     pred = pd.read_csv(run / "predictions_test.csv")
     pred.loc[pred.race_group == "ASIAN", "label"] = 0
     pred.to_csv(run / "predictions_test.csv", index=False)
-    rows = evaluate_fairness([run], EvalFairConfig(attributes=("race_group",), bootstrap=20))
+    rows = evaluate_fairness([run], EvalFairConfig(attributes=("race_group",), bootstrap=20, min_group_size=1))
     for metric in ("auroc", "auprc", "tpr"):
         r = _one(rows, metric=metric, group="ASIAN")
         assert not r.defined and np.isnan(r.value) and np.isnan(r.ci_low)
@@ -152,17 +153,16 @@ def test_one_class_subgroup_is_undefined_never_zero_and_left_out(make_run, extra
     y, s, g = pred.label.to_numpy(), pred.score.to_numpy(), pred.race_group.to_numpy()
     keep = g != "ASIAN"
     _, gaps_kept = _reference(y[keep], s[keep], g[keep], 0.45)
+    # a one-class group fails the small-cell rule (n_pos = 0 < 1), so it is left out of every gap
     for metric in ("equalized_odds_difference", "equalized_odds_mean", "tpr_gap", "fpr_gap", "auroc_gap",
-                   "worst_group_auroc"):  # fmt: skip
+                   "worst_group_auroc", "demographic_parity_ratio", "demographic_parity_difference",
+                   "equal_opportunity_difference", "ece_gap", "brier_gap"):  # fmt: skip
         r = _one(rows, metric=metric)
         assert r.value == pytest.approx(gaps_kept[metric]) and r.n == keep.sum(), metric
     overall = roc_auc_score(y, s)
     aucs = np.array([roc_auc_score(y[g == k], s[g == k]) for k in ("BLACK", "WHITE")])
     assert _one(rows, metric="es_auc").value == pytest.approx(overall / (1 + np.abs(aucs - overall).sum()))
     hard = (s >= 0.45).astype(int)
-    # rates that need no positive use every group
-    assert _one(rows, metric="demographic_parity_ratio").value == pytest.approx(
-        demographic_parity_ratio(y, hard, sensitive_features=g))
     assert _one(rows, metric="fpr", group="ASIAN").value == pytest.approx(false_positive_rate(y[~keep], hard[~keep]))
     # what fairlearn's MetricFrame.difference would do on its own: skip the NaN group silently
     frame = MetricFrame(metrics=lambda a, b: roc_auc_score(a, b) if len(set(a)) > 1 else np.nan,
@@ -175,18 +175,19 @@ def test_gaps_undefined_with_one_usable_group(make_run, extra_gaps):
     pred = pd.read_csv(run / "predictions_test.csv")
     pred.loc[pred.gender == "F", "label"] = 1
     pred.to_csv(run / "predictions_test.csv", index=False)
-    rows = evaluate_fairness([run], EvalFairConfig(attributes=("gender",), bootstrap=10))
+    rows = evaluate_fairness([run], EvalFairConfig(attributes=("gender",), bootstrap=10, min_group_size=1))
+    # F has no negative: the small-cell rule leaves it out of every gap, so one group is left and no gap exists
     for metric in ("auroc_gap", "worst_group_auroc", "es_auc", "equalized_odds_difference", "equalized_odds_mean",
-                   "tpr_gap", "fpr_gap"):  # fmt: skip
+                   "tpr_gap", "fpr_gap", "equal_opportunity_difference", "demographic_parity_difference",
+                   "brier_gap"):  # fmt: skip
         r = _one(rows, metric=metric)
         assert not r.defined and np.isnan(r.value), metric
-    assert _one(rows, metric="equal_opportunity_difference").defined  # both groups have positives
+    assert _one(rows, metric="tpr", group="F").defined  # its own rows are still written
     # fairlearn alone would call this perfectly fair: MetricFrame.difference skips the NaN group
     y, s, g = pred.label.to_numpy(), pred.score.to_numpy(), pred.gender.to_numpy()
     frame = MetricFrame(metrics=lambda a, b: roc_auc_score(a, b) if len(set(a)) > 1 else np.nan,
                         y_true=y, y_pred=s, sensitive_features=g)  # fmt: skip
     assert frame.difference() == 0.0
-    assert _one(rows, metric="brier_gap").defined
 
 
 def test_demographic_parity_ratio_undefined_when_nobody_is_flagged(make_run):

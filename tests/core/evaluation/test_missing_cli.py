@@ -51,7 +51,8 @@ def test_group_then_mcar_with_summaries(workspace):
     shap = rows[rows.metric == "shapley"]
     assert set(shap.run_id) == {"late-f0", "early-f0"} and set(shap.modalities) == {"ehr", "cxr"}
     assert "Modality contributions" in res.output
-    assert {json.loads(p)["of"] for p in summ.scenario_params} == {"auroc", "auprc", "auroc_gap"}
+    gaps = {"auroc_gap", "equalized_odds_difference", "demographic_parity_difference"}
+    assert {json.loads(p)["of"] for p in summ.scenario_params} == {"auroc", "auprc"} | gaps
     gap = summ[summ.attribute == "race_group"]  # --by race_group: the gap's curve is summarised too
     assert set(gap.scenario) == {"group"} and not gap.higher_is_better.any()
     er = rows[(rows.metric == "effective_robustness") & (rows.run_id == "late-f0")]
@@ -60,6 +61,15 @@ def test_group_then_mcar_with_summaries(workspace):
     n = len(rows)
     assert _invoke(workspace, "--rate", "0.5", "--rate", "1", "--bootstrap", "20").exit_code == 0
     assert len(read_results(workspace / "results" / "missing.csv")) == n
+    # ... also rows an older version keyed differently (a per-group row with the overall missing rate)
+    path = workspace / "results" / "missing.csv"
+    group_rows = rows[(rows.scenario == "group") & (rows.group != "all")]
+    stale = group_rows.iloc[[0]].assign(missing_rate=group_rows.missing_rate.iloc[0] + 0.123)
+    stale.to_csv(path, mode="a", header=False, index=False)
+    assert len(read_results(path)) == n + 1
+    assert _invoke(workspace, "--mechanism", "group", "--by", "race_group", "--rates", "WHITE=0.2,BLACK=0.6",
+                   "--rates", "WHITE=0.4,BLACK=1", "--bootstrap", "20").exit_code == 0  # fmt: skip
+    assert len(read_results(path)) == n
 
 
 @pytest.mark.parametrize("args, message", [

@@ -122,16 +122,84 @@ def test_update_summaries_replaces_stale_rows(tmp_path, table):
     assert not now[(now.run_id == "early-0") & (now.metric == "effective_robustness")].defined.iloc[0]
 
 
-def test_gap_curves_keep_their_direction():
+def _gap_rows(run_id, method, modalities, gaps, highs, *, metric="auroc_gap", train_missing=None):
     rows = []
-    for rate, gap in zip((0.0, 0.5, 1.0), (0.05, 0.08, 0.15)):
+    for rate, gap, hi in zip((0.0, 0.5, 1.0), gaps, highs):
         params = {"modality": "cxr", "stratified_on": "label", "requested_rate": rate}
-        rows.append(make_row(run_id="late-0", method="late", modalities="ehr+cxr", task="mortality", fold=0,
+        extra = {} if train_missing is None else {"train_missing": train_missing}
+        rows.append(make_row(run_id=run_id, method=method, modalities=modalities, task="mortality", fold=0,
                              scenario="mcar", scenario_params=json.dumps(params), missing_rate=rate,
-                             attribute="race_group", group="all", metric="auroc_gap", value=gap, ci_low=gap - 0.02))  # fmt: skip
+                             attribute="race_group", group="all", metric=metric, value=gap,
+                             ci_low=None if gap is None else gap - 0.02, ci_high=hi, defined=gap is not None,
+                             **extra))  # fmt: skip
+    return rows
+
+
+def test_gap_curves_keep_their_direction():
+    rows = _gap_rows("late-0", "late", "ehr+cxr", (0.05, 0.08, 0.15), (0.07, 0.10, 0.17))
     s = summarise(to_frame(rows))
     rr = _get(s, "late-0", "relative_robustness")
     assert rr.attribute == "race_group" and rr.value == pytest.approx(0.5 * 0.065 + 0.5 * 0.115)
-    assert rr.higher_is_better is False or not bool(rr.higher_is_better)
-    assert json.loads(rr.scenario_params)["of"] == "auroc_gap"
-    assert not (s.metric == "r_star").any()  # r* only for higher-is-better metrics
+    assert not bool(rr.higher_is_better)
+    params = json.loads(rr.scenario_params)
+    assert params["of"] == "auroc_gap" and params["direction"] == "lower is better"
+    rs = _get(s, "late-0", "r_star")  # reported, but no single-modality run to compare with
+    assert not rs.defined and "no single-modality" in json.loads(rs.scenario_params)["reason"]
+
+
+def test_gap_r_star_mirrors_auroc_with_the_upper_bound():
+    # fusion gap upper bounds 0.07, 0.10, 0.17 against the smallest single-modality gap at each rate:
+    # ehr's flat 0.09 and cxr's 0.12, 0.12, undefined -> best 0.09, 0.09, 0.09: first above at 0.5
+    rows = _gap_rows("late-0", "late", "ehr+cxr", (0.05, 0.08, 0.15), (0.07, 0.10, 0.17))
+    rows += _gap_rows("ehr-0", "ehr", "ehr", (0.09, 0.09, 0.09), (0.11, 0.11, 0.11))
+    rows += _gap_rows("cxr-0", "cxr", "cxr", (0.12, 0.12, None), (0.14, 0.14, None))
+    rows += _gap_rows("fair-0", "fair", "ehr+cxr", (0.02, 0.03, 0.04), (0.04, 0.06, 0.08))
+    for metric in ("equalized_odds_difference", "demographic_parity_difference"):
+        rows += _gap_rows("late-0", "late", "ehr+cxr", (0.10, 0.20, 0.30), (0.12, 0.22, 0.32), metric=metric)
+    s = summarise(to_frame(rows))
+    by_of = s.assign(of=s.scenario_params.map(lambda p: json.loads(p)["of"]))
+    late = by_of[(by_of.run_id == "late-0") & (by_of.metric == "r_star")].set_index("of")
+    assert late.loc["auroc_gap", "value"] == pytest.approx(0.5) and bool(late.loc["auroc_gap", "higher_is_better"])
+    fair = _get(s, "fair-0", "r_star")
+    fair_params = json.loads(fair.scenario_params)
+    assert not fair.defined and fair_params["crossed"] is False and "upper bound never above" in fair_params["reason"]
+    # no single-modality curve for these two gaps: reported with a reason, and every gap's direction labelled
+    assert set(late.index) == {"auroc_gap", "equalized_odds_difference", "demographic_parity_difference"}
+    assert not late.loc["demographic_parity_difference", "defined"]
+    rr = by_of[by_of.metric.isin(["relative_robustness", "effective_robustness"])]
+    assert not rr.higher_is_better.astype(bool).any()
+    assert {json.loads(p)["direction"] for p in rr.scenario_params} == {"lower is better"}
+    # effective robustness of a gap: fair vs late shifted by -0.03: terms 0, 0.03-0.05, 0.04-0.12
+    assert _get(s, "fair-0", "effective_robustness").value == pytest.approx((0 - 0.02 - 0.08) / 3)
+
+
+def test_train_time_missingness_is_compared_like_with_like(table):
+    # a late run trained with CXR dropout: flat curve; its own reference is itself, not the plain late run
+    rows = list(table.to_dict("records"))
+    dropout = _curve_rows("late-d3", "late", "ehr+cxr", [0.78, 0.78, 0.77, 0.76], [0.76, 0.76, 0.75, 0.74])
+    early_dropout = _curve_rows("early-d3", "early", "ehr+cxr", [0.80, 0.79, 0.77, 0.74], [0.78, 0.77, 0.75, 0.72])
+    for r in dropout + early_dropout:
+        r["train_missing"] = "dropout=0.3"
+    s = summarise(to_frame(rows + dropout + early_dropout))
+    er = _get(s, "late-d3", "effective_robustness")
+    params = json.loads(er.scenario_params)
+    assert er.value == pytest.approx(0.0) and params["reference_runs"] == ["late-d3"]
+    assert params["reference_train_missing"] == "dropout=0.3"
+    assert er.train_missing == "dropout=0.3"
+    # early with dropout against late with dropout (shift +0.02): terms 0, -0.01, -0.02, -0.04
+    assert _get(s, "early-d3", "effective_robustness").value == pytest.approx(-0.07 / 4)
+    # the plain runs keep their hand-computed values: the dropout runs are not averaged into the reference
+    assert _get(s, "early-0", "effective_robustness").value == pytest.approx(-0.0275)
+    assert json.loads(_get(s, "early-0", "effective_robustness").scenario_params)["reference_runs"] == ["late-0"]
+    # no single-modality run trained with dropout: r* falls back to the plain ones, and says so
+    rs = _get(s, "late-d3", "r_star")
+    assert json.loads(rs.scenario_params)["single_train_missing"] == "none"
+    assert not rs.defined and json.loads(rs.scenario_params)["crossed"] is False  # 0.74 never below 0.72
+    # with an EHR-only run trained under the same protocol (flat 0.77), that one is the comparator
+    ehr_dropout = _curve_rows("ehr-d3", "ehr", "ehr", [0.77] * 4, [0.75] * 4)
+    for r in ehr_dropout:
+        r["train_missing"] = "dropout=0.3"
+    s2 = summarise(to_frame(rows + dropout + early_dropout + ehr_dropout))
+    rs2 = _get(s2, "late-d3", "r_star")
+    assert rs2.value == pytest.approx(0.0) and json.loads(rs2.scenario_params)["single_train_missing"] == "dropout=0.3"
+    assert _get(s2, "early-0", "r_star").value == pytest.approx(0.5)  # the plain runs still use the plain ones

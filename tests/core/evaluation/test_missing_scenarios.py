@@ -174,20 +174,35 @@ def test_group_rows_and_gap_per_draw(make_run, fake_predict):
     fn = fake_predict()
     cfg = EvalMissingConfig(mechanism="group", by="race_group", level_rates=("BLACK=0.5",), bootstrap=20)
     rows = evaluate_missing([run], cfg, fn)
-    top = rows[(rows.missing_rate > 0)]
+    top = rows[rows.scenario_params.str.contains('"BLACK": 0.5')]
     keep = fn.calls[-1][2]["cxr"]
     scored = fake_predict()(run, "test", {"cxr": keep})
     groups = top[(top.attribute == "race_group") & (top.metric == "auroc")].set_index("group")
     assert set(groups.index) == {"WHITE", "BLACK", "ASIAN"}
-    values = {}
+    values, tpr, fpr, selected = {}, {}, {}, {}
+    hard = scored.score.to_numpy() >= 0.45  # the run's stored val-youden threshold
+    y = pred.label.to_numpy()
     for g in ("WHITE", "BLACK", "ASIAN"):
         m = present & (pred.race_group == g).to_numpy()
-        values[g] = roc_auc_score(pred.label[m], scored.score[m])
+        values[g] = roc_auc_score(y[m], scored.score[m])
+        tpr[g], fpr[g] = hard[m & (y == 1)].mean(), hard[m & (y == 0)].mean()
+        selected[g] = hard[m].mean()
         assert groups.loc[g, "value"] == pytest.approx(values[g]) and groups.loc[g, "n"] == m.sum()
+        # a group row's missing_rate is the group's own share: half of BLACK, nothing elsewhere
+        assert groups.loc[g, "missing_rate"] == pytest.approx((~keep[m]).mean())
+        assert groups.loc[g, "missing_rate"] == (pytest.approx(0.5, abs=0.02) if g == "BLACK" else 0.0)
     gap = top[(top.metric == "auroc_gap")].iloc[0]
     assert gap.attribute == "race_group" and gap.group == "all" and not gap.higher_is_better
     assert gap.value == pytest.approx(max(values.values()) - min(values.values()))
     assert gap.ci_low <= gap.ci_high
+    assert gap.missing_rate == pytest.approx((~keep[present]).mean())  # the overall share: the curve's x
+    # the threshold gaps (eval-fair's definitions) at the validation threshold, lower is better
+    eod = top[top.metric == "equalized_odds_difference"].iloc[0]
+    spread = lambda d: max(d.values()) - min(d.values())  # noqa: E731
+    assert eod.value == pytest.approx(max(spread(tpr), spread(fpr))) and not eod.higher_is_better
+    dpd = top[top.metric == "demographic_parity_difference"].iloc[0]
+    assert dpd.value == pytest.approx(spread(selected)) and dpd.defined and dpd.ci_low <= dpd.value <= dpd.ci_high
+    assert not dpd.higher_is_better
     # overall rows are unchanged by the group rows; no group rows without attributes under mcar
     assert (rows[(rows.attribute == "all")].group == "all").all()
     plain = evaluate_missing([run], EvalMissingConfig(rates=(0.5,), bootstrap=0), fake_predict())

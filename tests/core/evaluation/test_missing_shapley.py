@@ -111,3 +111,21 @@ def test_update_replaces_rows(tmp_path, subset_runs):
     assert len(read_results(path)) == len(first)
     update_shapley(path, subset_runs[:2], attributes=("gender",), bootstrap=0)
     assert len(read_results(path)) == 0
+
+
+def test_subset_runs_match_train_time_missingness(make_run, subset_runs):
+    def with_dropout(run, rate=0.3):
+        cfg = json.loads((run / "config.json").read_text())
+        cfg["modality_dropout"] = rate
+        (run / "config.json").write_text(json.dumps(cfg))
+        return run
+
+    late_d = with_dropout(_subset_run(make_run, "late-d", "late", ["ehr", "cxr"], 4, n_subjects=300))
+    ehr_d = with_dropout(_subset_run(make_run, "ehr--dropout", "ehr", ["ehr"], 5, n_subjects=300))
+    rows = evaluate_shapley([*subset_runs, late_d, ehr_d], attributes=(), bootstrap=0)
+    used = {r: json.loads(b.scenario_params.iloc[0])["subset_runs"] for r, b in rows.groupby("run_id")}
+    # the dropout run takes the EHR run trained with dropout, and falls back to the plain CXR run
+    assert used["late-d"] == {"cxr": "cxr-0", "ehr": "ehr--dropout", "ehr+cxr": "late-d"}
+    # the plain run never takes a dropout run, although "ehr--dropout" sorts first among the EHR runs
+    assert used["late-0"] == {"cxr": "cxr-0", "ehr": "ehr-0", "ehr+cxr": "late-0"}
+    assert set(rows[rows.run_id == "late-d"].train_missing) == {"dropout=0.3"}

@@ -190,3 +190,14 @@ def test_terminal_tables_move_constant_key_columns_into_the_title(fairness):
     headers = [c.header for c in groups.columns]
     assert "selection" not in headers and "selection: overall" in groups.title
     assert "AUROC" in headers and "group" in headers
+
+
+def test_runs_trained_under_other_conditions_are_labelled_not_pooled():
+    from mmfair.core.reporting.tables import label_conditions
+
+    rows = pd.DataFrame({"method": ["late", "late", "late", "early"], "train_cohort": ["full", "matched", "full", "full"],
+                         "split": ["random", "random", "temporal", ""], "train_missing": ["none", "none", "dropout=0.3", None]})
+    assert label_conditions(rows)["method"].tolist() == ["late", "late (matched)", "late (temporal, dropout=0.3)", "early"]
+    assert label_conditions(rows, ("train_cohort",))["method"].tolist() == ["late", "late (matched)", "late", "early"]
+    plain = rows.assign(train_cohort="full", split="random", train_missing="none")
+    assert label_conditions(plain) is plain  # nothing to label: the table is untouched

@@ -12,15 +12,18 @@ from mmfair.core.reporting.robustness import robustness_table
 RATES = (0.0, 0.5, 1.0)
 
 
-def _curve(run_id, method, modalities, values, lows, seed=0, metric="auroc"):
+def _curve(run_id, method, modalities, values, lows, seed=0, metric="auroc", attribute="all", train_missing=None,
+           highs=None):  # fmt: skip
     rows = []
-    for rate, v, lo in zip(RATES, values, lows):
+    highs = highs or [v + 0.02 for v in values]
+    for rate, v, lo, hi in zip(RATES, values, lows, highs):
         params = {"modality": "cxr", "stratified_on": "label", "requested_rate": rate}
+        extra = {} if train_missing is None else {"train_missing": train_missing}
         rows.append(make_row(
             run_id=run_id, method=method, modalities=modalities, task="mortality", fold=0, seed=seed,
             test_cohort="full", scenario="mcar", scenario_params=json.dumps(params, sort_keys=True),
             missing_rate=rate, draw=0, draw_seed=1, metric=metric, value=v, n=100, n_pos=30,
-            ci_low=lo, ci_high=v + 0.02,
+            ci_low=lo, ci_high=hi, attribute=attribute, **extra,
         ))  # fmt: skip
     return rows
 
@@ -39,7 +42,8 @@ def missing():
 
 def test_table_values(missing):
     t = robustness_table(missing).set_index("method")
-    assert list(t.columns[:4]) == ["modalities", "task", "scenario", "modality"]
+    assert list(t.columns[:5]) == ["modalities", "task", "train missing", "scenario", "modality"]
+    assert set(t["train missing"]) == {"none"}  # tables from before the column existed read as none
     # robust: flat 0.85 -> RR 0.850, ER vs late (mean curve 0.81, 0.76, 0.71; shift +0.04): (0+0.05+0.10)/3
     assert t.loc["robust", "AUROC RR"] == "0.850"
     assert t.loc["robust", "AUROC ER"] == f"{0.05:.3f}"
@@ -84,7 +88,7 @@ def test_shapley_table_with_small_cells():
     rows += _shapley("late-0", "race_group", "ASIAN", {"ehr": 0.30, "cxr": 0.00}, 30, 5)  # 5 positives: small
     tables = build_tables(None, to_frame(rows), None, min_group_size=10)
     t = tables["shapley"]
-    assert list(t.columns) == ["method", "task", "attribute", "group", "runs", "n", "φ ehr", "φ cxr"]
+    assert list(t.columns) == ["method", "task", "train missing", "attribute", "group", "runs", "n", "φ ehr", "φ cxr"]
     assert t.iloc[0]["attribute"] == "all" and t.iloc[0]["φ ehr"] == "+0.250 [+0.240, +0.260]"
     by = t.set_index("group")
     assert by.loc["ASIAN", "φ cxr"] == "<10" and by.loc["ASIAN", "n"] == "<10"
@@ -92,3 +96,47 @@ def test_shapley_table_with_small_cells():
     assert by.loc["WHITE", "φ cxr"] == "+0.040 [+0.030, +0.050]"
     md = render_markdown(tables)
     assert "## Modality contributions (Shapley)" in md and "0.300" not in md and "0.100" not in md
+
+
+def test_gap_summaries_table_labels_direction_and_values(missing):
+    rows = list(missing[~missing.metric.isin(["relative_robustness", "effective_robustness", "r_star"])]
+                .to_dict("records"))  # fmt: skip
+    # late's AUROC gap grows 0.04 -> 0.10 -> 0.16 (upper bounds +0.02); ehr's stays at 0.05
+    rows += _curve("late-0", "late", "ehr+cxr", [0.04, 0.10, 0.16], [0.02, 0.08, 0.14], metric="auroc_gap",
+                   attribute="race_group")  # fmt: skip
+    rows += _curve("ehr-0", "ehr", "ehr", [0.05] * 3, [0.03] * 3, metric="auroc_gap", attribute="race_group")
+    rows += _curve("late-0", "late", "ehr+cxr", [0.10, 0.12, 0.14], [0.05, 0.07, 0.09],
+                   metric="equalized_odds_difference", attribute="race_group")  # fmt: skip
+    curves = to_frame(rows)
+    table = to_frame(list(curves.to_dict("records")) + list(summarise(curves).to_dict("records")))
+    tables = build_tables(None, table, None)
+    gaps = tables["robustness_gaps"]
+    assert list(gaps.columns) == ["method", "modalities", "task", "train missing", "scenario", "modality",
+                                  "label", "attribute", "gap", "runs", "RR", "ER", "r*"]  # fmt: skip
+    late = gaps[gaps.method == "late"].set_index("gap")
+    assert list(late.index) == ["AUROC gap (lower is better)", "EO diff (lower is better)"]
+    assert late.loc["AUROC gap (lower is better)", "RR"] == f"{0.5 * 0.07 + 0.5 * 0.13:.3f}"
+    # r*: upper bound 0.06 > ehr's 0.05 already at rate 0
+    assert late.loc["AUROC gap (lower is better)", "r*"] == "0.000"
+    assert late.loc["EO diff (lower is better)", "r*"] == "n/a"  # no single-modality EO curve
+    assert gaps.attrs["title"] == "Robustness summaries of the fairness gaps"
+    assert any("Lower is better for every gap" in n for n in gaps.attrs["footnotes"])
+    assert "## Robustness summaries of the fairness gaps" in render_markdown(tables)
+    # the overall table is unchanged by the gap rows
+    assert len(tables["robustness"]) == 3
+
+
+def test_train_missing_runs_are_separate_rows_and_never_pooled(missing):
+    curves = missing[~missing.metric.isin(["relative_robustness", "effective_robustness", "r_star"])]
+    rows = list(curves.to_dict("records"))
+    rows += _curve("late-d3", "late", "ehr+cxr", [0.79, 0.78, 0.77], [0.77, 0.76, 0.75], train_missing="dropout=0.3")
+    curves = to_frame(rows)
+    table = to_frame(list(curves.to_dict("records")) + list(summarise(curves).to_dict("records")))
+    tables = build_tables(None, table, None)
+    t = tables["robustness"].set_index(["method", "train missing"])
+    assert t.loc[("late", "dropout=0.3"), "runs"] == "1" and t.loc[("late", "none"), "runs"] == "2"
+    assert t.loc[("late", "dropout=0.3"), "AUROC RR"] == f"{0.5 * 0.785 + 0.5 * 0.775:.3f}"
+    assert t.loc[("late", "dropout=0.3"), "AUROC ER"] == "0.000"  # its own reference: late with dropout
+    mcar = tables["missing"].set_index(["method", "train missing"])
+    assert mcar.loc[("late", "dropout=0.3"), "50%"] == "0.780 [0.760, 0.800]"
+    assert "±" in mcar.loc[("late", "none"), "50%"]  # the two plain seeds, without the dropout run

@@ -177,3 +177,12 @@ def test_prepare_gets_the_training_split_and_its_buffers_reach_model_pt(tiny_ws,
     state = torch.load(result.run_dir / "model.pt", weights_only=True)
     assert state["bank_mean"].abs().sum() > 0
     assert load_run(result.run_dir).model.params.bank_size == 4
+
+
+def test_model_variants_get_their_own_method_name():
+    from mmfair.core.training.modulators import method_name
+
+    assert method_name(config(fusion="late")) == "late"
+    assert method_name(config(fusion="early", cxr_input="images", missing_token="learned")) == "early[images,learned-token]"
+    assert method_name(config(fusion="healnet", fusion_params={"depth": 3, "heads": 2})) == "healnet[depth=3]"
+    assert method_name(config(fusion="healnet", fusion_params={"depth": 2})) == "healnet"  # the default value

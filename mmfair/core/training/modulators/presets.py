@@ -70,10 +70,23 @@ def resolve_modulator(config: TrainConfig) -> TrainConfig:
 
 
 def method_name(config: TrainConfig) -> str:
-    """The name results tables show: the preset whose parts these are, else ``fusion+modulator``."""
-    if config.modulator is None:
-        return config.fusion
-    for preset in PRESETS.values():
-        if preset.base == config.fusion and preset.modulator == config.modulator:
-            return preset.name
-    return f"{config.fusion}+{config.modulator}"
+    """The name results tables show: the preset whose parts these are, else ``fusion+modulator``; variants
+    of a method's model get a tag, so results tables never pool them with the default: ``[images]``
+    (``--cxr-input images``), ``[learned-token]``, and every ``fusion_params`` value off its default
+    (``healnet[depth=3]``). Training conditions (cohort, split, train-time missingness) are tidy columns."""
+    name = f"{config.fusion}+{config.modulator}" if config.modulator is not None else config.fusion
+    if config.modulator is not None:
+        for preset in PRESETS.values():
+            if preset.base == config.fusion and preset.modulator == config.modulator:
+                name = preset.name
+                break
+    tags = []
+    if config.cxr_input == "images":
+        tags.append("images")
+    if config.missing_token == "learned":
+        tags.append("learned-token")
+    params_cls = getattr(FUSIONS.get(config.fusion), "Params", None)
+    if params_cls is not None and config.fusion_params:
+        defaults = params_cls().model_dump(mode="json")
+        tags += [f"{k}={v}" for k, v in sorted(config.fusion_params.items()) if defaults.get(k, object()) != v]
+    return f"{name}[{','.join(tags)}]" if tags else name
