@@ -138,8 +138,14 @@ def paired_permutation_test(
     >>> paired_permutation_test(y, a, b, np.arange(40), n_perm=99).p_value
     0.01
     """
+    rank_based = statistic is None
     statistic = statistic or auroc_rows
     y, a, b, subjects = paired_arrays(y_true, out_a, out_b, subject_ids)
+    if rank_based and a.size:
+        # AUROC depends on each method's ranking only; swapping raw scores between methods whose scales differ
+        # (one calibrated, one not) mixes incomparable numbers and widens the null. Swapping each method's
+        # normalised ranks keeps the observed difference and makes the test invariant to monotone rescaling.
+        a, b = sps.rankdata(a) / a.size, sps.rankdata(b) / b.size
     va, vb = (float(v) for v in statistic(y, np.stack([a, b])))
     observed = va - vb
     _, codes = np.unique(subjects, return_inverse=True)

@@ -493,14 +493,26 @@ def train_run(
     return RunResult(run_id=run_id, run_dir=run_dir, skipped=False, best_epoch=outcome.best_epoch, train_seconds=outcome.seconds)
 
 
+def training_fields(info: dict[str, Any]) -> dict[str, Any]:
+    """The ``TrainConfig`` fields of a run's config.json, read as the run meant them. Runs written before the
+    missing-modality options stored observations under two of today's names: ``train_cohort`` "paired" (a
+    CXR-only method trained on the stays with one: today's "matched") and ``train_missing_rate`` (the observed
+    share of training stays without a CXR, not a requested removal)."""
+    fields = {k: v for k, v in info.items() if k in TrainConfig.model_fields}
+    if "train_cxr_missing_share" not in info:
+        fields.pop("train_missing_rate", None)
+        if fields.get("train_cohort") == "paired":
+            fields["train_cohort"] = "matched"
+    return fields
+
+
 def load_run(run_dir: Path | str, device: str | torch.device = "cpu", ws: Workspace | None = None) -> LoadedRun:
     """Load a finished run. The workspace defaults to the run folder's grandparent (``<ws>/runs/<id>``)."""
     run_dir = Path(run_dir)
     if not (run_dir / "DONE").exists():
         raise InputFileError(f"{run_dir}: not a finished run (no DONE file)")
     info = json.loads((run_dir / "config.json").read_text())
-    fields = set(TrainConfig.model_fields)
-    config = TrainConfig(**{k: v for k, v in info.items() if k in fields})
+    config = TrainConfig(**training_fields(info))
     ws = ws or Workspace.resolve(run_dir.resolve().parent.parent)
     store = _cached_store(ws, config.cxr_embedding, images=config.cxr_input == "images")
     if store.fingerprint != info.get("store_fingerprint"):

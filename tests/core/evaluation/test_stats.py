@@ -166,3 +166,16 @@ def test_adjust_p_dispatch_and_phenotype_family():
     assert (S.adjust_p(pvals, "bh")[:2] < 0.05).all()
     with pytest.raises(ValueError):
         S.adjust_p(pvals, "bonferroni-ish")
+
+
+def test_auroc_permutation_test_is_invariant_to_rescaling_either_method():
+    from mmfair.core.evaluation.stats import paired_permutation_test
+
+    rng = np.random.default_rng(3)
+    y = np.repeat([0, 1], 60)
+    a = y + rng.normal(0, 1.0, y.size)
+    b = y + rng.normal(0, 1.6, y.size)
+    plain = paired_permutation_test(y, a, b, np.arange(y.size), n_perm=400, seed=1)
+    rescaled = paired_permutation_test(y, 1 / (1 + np.exp(-a)), 50 + 0.01 * b, np.arange(y.size), n_perm=400, seed=1)
+    assert rescaled.observed == pytest.approx(plain.observed)
+    assert rescaled.p_value == pytest.approx(plain.p_value)  # raw-score swapping fails this: scales differ

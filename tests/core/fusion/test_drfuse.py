@@ -7,6 +7,7 @@ import pytest
 import torch
 
 import mmfair.core.fusion  # noqa: F401  (registers the methods)
+from fusion_batches import random_batch
 from mmfair.core.fusion import FusionSpec
 from mmfair.core.fusion._drfuse import CXR_SLOT, DrFuse, bernoulli_jsd, logit_of_mean_probability
 from mmfair.core.registry import FUSIONS
@@ -16,13 +17,6 @@ F, D, T, B = 4, 12, 48, 8
 SOME = torch.tensor([True, False] * (B // 2))
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    from mmfair.core.training.trainer import cpu_threads
-
-    with cpu_threads(1):
-        yield
-
 
 def make_spec(n_outputs: int = 3, output_kind: str = "sigmoid") -> FusionSpec:
     return FusionSpec(n_features=F, cxr_dim=D, n_outputs=n_outputs, hidden_dim=16, dropout=0.1,
@@ -30,16 +24,7 @@ def make_spec(n_outputs: int = 3, output_kind: str = "sigmoid") -> FusionSpec:
 
 
 def make_batch(present_cxr: torch.Tensor, n_outputs: int = 3, seed: int = 0) -> dict:
-    g = torch.Generator().manual_seed(seed)
-    ehr = torch.randn(B, T, 2 * F, generator=g)
-    ehr[..., F:] = (torch.rand(B, T, F, generator=g) < 0.4).float()
-    cxr = torch.randn(B, D, generator=g)
-    cxr[~present_cxr] = 0.0
-    return {
-        "inputs": {"ehr": ehr, "cxr": cxr},
-        "present": {"ehr": torch.ones(B, dtype=torch.bool), "cxr": present_cxr.clone()},
-        "labels": (torch.rand(B, n_outputs, generator=g) > 0.5).float(),
-    }
+    return random_batch(present_cxr, F, D, T, n_outputs=n_outputs, seed=seed)
 
 
 def test_registered_with_params():

@@ -7,6 +7,7 @@ import pytest
 import torch
 
 import mmfair.core.fusion  # noqa: F401  (registers the methods)
+from fusion_batches import random_batch
 from mmfair.core.fusion import FusionSpec
 from mmfair.core.fusion._flexmoe import SparseMoE, squared_coefficient_of_variation
 from mmfair.core.registry import FUSIONS
@@ -14,13 +15,6 @@ from mmfair.core.registry import FUSIONS
 F, D, T, B, H = 4, 12, 48, 6, 16
 SOME = torch.tensor([True, False, True, False, False, True])
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    from mmfair.core.training.trainer import cpu_threads
-
-    with cpu_threads(1):
-        yield
 
 
 def make_model(**params):
@@ -31,14 +25,7 @@ def make_model(**params):
 
 
 def make_batch(present: torch.Tensor, seed: int = 0) -> dict:
-    g = torch.Generator().manual_seed(seed)
-    ehr = torch.randn(len(present), T, 2 * F, generator=g)
-    ehr[..., F:] = (torch.rand(len(present), T, F, generator=g) < 0.4).float()
-    cxr = torch.randn(len(present), D, generator=g)
-    cxr[~present] = 0.0
-    return {"inputs": {"ehr": ehr, "cxr": cxr},
-            "present": {"ehr": torch.ones(len(present), dtype=torch.bool), "cxr": present.clone()},
-            "labels": (torch.rand(len(present), 2, generator=g) > 0.5).float()}
+    return random_batch(present, F, D, T, seed=seed)
 
 
 @pytest.mark.parametrize("training", [True, False])

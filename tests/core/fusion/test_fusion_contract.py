@@ -7,6 +7,7 @@ import torch
 
 import mmfair.core.fusion  # noqa: F401  (registers the methods)
 import mmfair.core.training  # noqa: F401  (registers the presets, so every collection order sees them all)
+from fusion_batches import BinaryTask
 from mmfair.core.fusion import FusionSpec, Output
 from mmfair.core.registry import FUSIONS
 
@@ -35,23 +36,6 @@ PRESENCE = {
     "all_present": torch.ones(B, dtype=torch.bool),
 }
 
-
-class _BinaryTask:
-    kind = "binary"
-
-    @staticmethod
-    def loss(logits, labels, weight=None):
-        per_row = torch.nn.functional.binary_cross_entropy_with_logits(logits, labels, reduction="none").mean(1)
-        w = torch.ones_like(per_row) if weight is None else weight.float()
-        return (per_row * w).sum() / w.sum().clamp_min(1.0)
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    from mmfair.core.training.trainer import cpu_threads
-
-    with cpu_threads(1):  # tiny models: one thread is fastest, and robust on a busy machine
-        yield
 
 
 @pytest.fixture(params=sorted(FUSIONS.names()))
@@ -85,7 +69,7 @@ def test_forward_backward_shapes_and_groups(method, n_outputs, presence):
     assert ((probs[scorable] >= 0) & (probs[scorable] <= 1)).all()
     for m, emb in out.embeddings.items():
         assert m in model.modalities and emb.shape[0] == B
-    loss = model.training_loss(out, batch, _BinaryTask())
+    loss = model.training_loss(out, batch, BinaryTask())
     assert loss.dim() == 0 and torch.isfinite(loss)
     loss.backward()
     groups = model.param_groups()
@@ -152,7 +136,7 @@ def test_late_loss_is_the_sum_of_unimodal_losses_on_present_stays():
     model = FUSIONS.get("late")(make_spec())
     batch = make_batch(PRESENCE["some_absent"])
     out = model(batch)
-    task = _BinaryTask()
+    task = BinaryTask()
     expected = task.loss(out.unimodal_logits["ehr"], batch["labels"]) + task.loss(
         out.unimodal_logits["cxr"], batch["labels"], batch["present"]["cxr"]
     )

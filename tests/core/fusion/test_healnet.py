@@ -7,6 +7,7 @@ import pytest
 import torch
 
 import mmfair.core.fusion  # noqa: F401  (registers the methods)
+from fusion_batches import random_batch
 from mmfair.core.fusion import FusionSpec
 from mmfair.core.fusion._healnet import CXRChunkTokens, fourier_position_features
 from mmfair.core.registry import FUSIONS
@@ -14,13 +15,6 @@ from mmfair.core.registry import FUSIONS
 F, D, T, B = 4, 12, 48, 6
 SOME = torch.tensor([True, False, True, False, False, True])
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    from mmfair.core.training.trainer import cpu_threads
-
-    with cpu_threads(1):
-        yield
 
 
 def make_spec(hidden_dim: int = 16, cxr_dim: int = D) -> FusionSpec:
@@ -34,14 +28,7 @@ def make_model(**params):
 
 
 def make_batch(present: torch.Tensor, seed: int = 0) -> dict:
-    g = torch.Generator().manual_seed(seed)
-    ehr = torch.randn(len(present), T, 2 * F, generator=g)
-    ehr[..., F:] = (torch.rand(len(present), T, F, generator=g) < 0.4).float()
-    cxr = torch.randn(len(present), D, generator=g)
-    cxr[~present] = 0.0
-    return {"inputs": {"ehr": ehr, "cxr": cxr},
-            "present": {"ehr": torch.ones(len(present), dtype=torch.bool), "cxr": present.clone()},
-            "labels": torch.zeros(len(present), 2)}
+    return random_batch(present, F, D, T, seed=seed, zero_labels=True)
 
 
 def ehr_only_logits(model, batch) -> torch.Tensor:

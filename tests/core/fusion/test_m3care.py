@@ -13,13 +13,6 @@ from mmfair.core.training.data import Split
 F, D, T = 3, 12, 8
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    from mmfair.core.training.trainer import cpu_threads
-
-    with cpu_threads(1):
-        yield
-
 
 def make_spec() -> FusionSpec:
     return FusionSpec(n_features=F, cxr_dim=D, n_outputs=2, hidden_dim=16, dropout=0.1, seq_len=T)

@@ -7,29 +7,13 @@ import numpy as np
 import pytest
 import torch
 
+from fusion_batches import BinaryTask
 from mmfair.core.fusion import FusionSpec
 from mmfair.core.registry import FUSIONS
 from mmfair.core.training.data import Split
 
 F, D, T = 3, 12, 8
 
-
-class _BinaryTask:
-    kind = "binary"
-
-    @staticmethod
-    def loss(logits, labels, weight=None):
-        per_row = torch.nn.functional.binary_cross_entropy_with_logits(logits, labels, reduction="none").mean(1)
-        w = torch.ones_like(per_row) if weight is None else weight.float()
-        return (per_row * w).sum() / w.sum().clamp_min(1.0)
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    from mmfair.core.training.trainer import cpu_threads
-
-    with cpu_threads(1):
-        yield
 
 
 def make_model(**params) -> torch.nn.Module:
@@ -130,7 +114,7 @@ def test_absent_cxr_is_reconstructed_at_evaluation_and_placeholders_never_matter
 def training_loss(model, batch, seed: int) -> torch.Tensor:
     torch.manual_seed(seed)
     out = model.train()(batch)
-    return model.training_loss(out, batch, _BinaryTask())
+    return model.training_loss(out, batch, BinaryTask())
 
 
 def test_monte_carlo_samples_change_the_training_loss_but_not_evaluation():

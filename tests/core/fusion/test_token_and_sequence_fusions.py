@@ -19,13 +19,6 @@ F, D, T, B = 4, 12, 48, 8
 NEW = ["attention", "medfuse", "utde"]
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    from mmfair.core.training.trainer import cpu_threads
-
-    with cpu_threads(1):
-        yield
-
 
 def spec(n_outputs: int = 2, encoder: str = "lstm", output_kind: str = "sigmoid") -> FusionSpec:
     return FusionSpec(n_features=F, cxr_dim=D, n_outputs=n_outputs, hidden_dim=16, ehr_encoder=encoder,

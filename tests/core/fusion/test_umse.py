@@ -6,19 +6,13 @@ import pytest
 import torch
 
 import mmfair.core.fusion  # noqa: F401  (registers the methods)
+from fusion_batches import random_batch
 from mmfair.core.fusion import FusionSpec
 from mmfair.core.registry import FUSIONS
 
 F, D, T, B, H = 4, 12, 48, 6, 16
 SOME = torch.tensor([True, False, True, False, False, True])
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    from mmfair.core.training.trainer import cpu_threads
-
-    with cpu_threads(1):
-        yield
 
 
 def make_model(**params):
@@ -29,14 +23,7 @@ def make_model(**params):
 
 
 def make_batch(present: torch.Tensor, seed: int = 0) -> dict:
-    g = torch.Generator().manual_seed(seed)
-    ehr = torch.randn(len(present), T, 2 * F, generator=g)
-    ehr[..., F:] = (torch.rand(len(present), T, F, generator=g) < 0.4).float()
-    cxr = torch.randn(len(present), D, generator=g)
-    cxr[~present] = 0.0
-    return {"inputs": {"ehr": ehr, "cxr": cxr},
-            "present": {"ehr": torch.ones(len(present), dtype=torch.bool), "cxr": present.clone()},
-            "labels": torch.zeros(len(present), 2)}
+    return random_batch(present, F, D, T, seed=seed, zero_labels=True)
 
 
 def cxr_gradient(model, batch, output: str = "logits") -> torch.Tensor:

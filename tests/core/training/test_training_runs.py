@@ -224,3 +224,17 @@ def test_compiled_cuda_run_trains_and_matches_its_saved_predictions(tiny_ws):
     run = load_run(result.run_dir, device="cuda")
     saved = read_predictions_text(result.run_dir / "predictions_test.csv")
     pd.testing.assert_frame_equal(predict(run, "test"), saved)
+
+
+def test_runs_written_before_the_missing_modality_options_still_load(tiny_ws):
+    result = train_run(config(fusion="cxr"), tiny_ws)
+    path = result.run_dir / "config.json"
+    info = json.loads(path.read_text())
+    for key in ("train_cxr_missing_share", "modality_dropout", "split", "fusion_params", "missing_token"):
+        info.pop(key)
+    info.update(train_cohort="paired", train_missing_rate=0.4, test_cohort="full")  # as an older mmfair wrote it
+    path.write_text(json.dumps(info))
+    run = load_run(result.run_dir)
+    assert run.config.train_cohort == "matched" and run.config.train_missing_rate is None
+    saved = read_predictions_text(result.run_dir / "predictions_test.csv")
+    pd.testing.assert_frame_equal(predict(run, "test"), saved)
