@@ -26,6 +26,7 @@ def prep_cmd(
     config: Annotated[Optional[Path], typer.Option("--config", "-c", help="YAML/TOML file with prep options.")] = None,
     n_stays: Annotated[Optional[int], typer.Option(help="Synthetic source: cohort stays to generate (demo: 2000).")] = None,
     seed: Annotated[Optional[int], typer.Option(help="Synthetic source: generator seed.")] = None,
+    chart_volume: Annotated[Optional[str], typer.Option(help="Synthetic source: compact (only the rows prep reads; default) | mimic (MIMIC-IV v2.2's rows per stay: ~4,300 chartevents and ~1,600 labevents, mostly itemids prep filters out).")] = None,
     mimic_version: Annotated[Optional[str], typer.Option(help="auto | 2.2 | 3.0 | 3.1 (auto detects from the values).")] = None,
     image_size: Annotated[Optional[int], typer.Option(help="Side of the stored square images (128 synthetic, 256 real).")] = None,
     icd10_mode: Annotated[Optional[str], typer.Option(help="extended (default) | exact ICD-10 phenotype matching.")] = None,
@@ -48,12 +49,14 @@ def prep_cmd(
         synthetic = None
         if mimic_root is None:
             synthetic = SyntheticConfig.model_validate(
-                {k: v for k, v in {"n_stays": n_stays, "seed": seed}.items() if v is not None}
+                {k: v for k, v in {"n_stays": n_stays, "seed": seed, "chart_volume": chart_volume}.items()
+                 if v is not None}
             )
             if image_size is None:
                 image_size = DEMO_IMAGE_SIZE
-        elif n_stays is not None or seed is not None:
-            _util.fail("--n-stays and --seed apply to the synthetic source only; drop them or drop --mimic-root")
+        elif n_stays is not None or seed is not None or chart_volume is not None:
+            _util.fail("--n-stays, --seed and --chart-volume apply to the synthetic source only; "
+                       "drop them or drop --mimic-root")
         cfg = _util.build_config(
             PrepConfig,
             config,

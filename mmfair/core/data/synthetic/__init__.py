@@ -6,7 +6,8 @@ downloads (``reference/mimic_schema.md``), so prep reads it with the code it use
 label for each modality subset, the CXR acquisition probabilities and the switches used (DESIGN §4).
 The generating model is described in the private modules: ``_model`` (latents and labels),
 ``_population`` (people, admissions, stays, codes), ``_timeseries`` (vitals and labs), ``_studies`` and
-``_images`` (films), ``_oracle`` (best achievable predictions).
+``_images`` (films), ``_oracle`` (best achievable predictions), ``_volume`` (with ``chart_volume="mimic"``,
+MIMIC's rows per stay of itemids prep does not read, written a chunk of stays at a time).
 """
 
 from __future__ import annotations
@@ -33,7 +34,8 @@ from mmfair.core.data.synthetic._oracle import MODALITY_SUBSETS, oracle_probabil
 from mmfair.core.data.synthetic._population import build_population
 from mmfair.core.data.synthetic._studies import GROUP_ACQUISITION, images_and_tables, plan_studies
 from mmfair.core.data.synthetic._timeseries import build_events
-from mmfair.core.data.synthetic._writer import DATE, NULLABLE_INT, ONE_DECIMAL, write_empty, write_table
+from mmfair.core.data.synthetic import _volume as volume
+from mmfair.core.data.synthetic._writer import DATE, NULLABLE_INT, ONE_DECIMAL, TableWriter, write_empty, write_table
 from mmfair.core.errors import ConfigError
 
 __all__ = ["generate_source", "SyntheticSource", "GENERATOR_VERSION"]
@@ -62,8 +64,16 @@ class SyntheticSource:
                    out_dir / "ground_truth")
 
 
+# options added after trees existed: left out of the identity at their default, so those trees are reused
+_LATER_DEFAULTS = {"chart_volume": "compact"}
+
+
 def _identity(config: SyntheticConfig) -> dict:
-    return {"generator_version": GENERATOR_VERSION, "config": config.model_dump(mode="json")}
+    settings = config.model_dump(mode="json")
+    for key, default in _LATER_DEFAULTS.items():
+        if settings.get(key) == default:
+            settings.pop(key)
+    return {"generator_version": GENERATOR_VERSION, "config": settings}
 
 
 def _is_finished(out_dir: Path, config: SyntheticConfig) -> bool:
@@ -157,7 +167,7 @@ def _generate_into(root: Path, config: SyntheticConfig, progress: Progress | Non
 
     t = time.perf_counter()
     report("synthetic: writing MIMIC-IV tables", 2, steps)
-    _write_mimic(src.mimic_root, pop, chart, labs, output)
+    _write_mimic(src.mimic_root, pop, chart, labs, output, config)
     del chart, labs, output
     timings["write_mimic"] = time.perf_counter() - t
 
@@ -181,13 +191,20 @@ def _generate_into(root: Path, config: SyntheticConfig, progress: Progress | Non
     report("synthetic: done", steps, steps)
 
 
-def _write_mimic(mimic_root: Path, pop, chart: dict, labs: dict, output: dict) -> None:
+def _write_mimic(mimic_root: Path, pop, chart: dict, labs: dict, output: dict, config: SyntheticConfig) -> None:
     hosp, icu = mimic_root / "hosp", mimic_root / "icu"
+    mimic_volume = config.chart_volume == "mimic"
     write_table(hosp / "patients.csv.gz", pop.patients, v.PATIENTS_COLUMNS, {"dod": DATE})
     write_table(hosp / "admissions.csv.gz", pop.admissions, v.ADMISSIONS_COLUMNS)
     write_table(hosp / "diagnoses_icd.csv.gz", pop.diagnoses, v.DIAGNOSES_COLUMNS)
-    write_table(hosp / "labevents.csv.gz", labs, v.LABEVENTS_COLUMNS, {"hadm_id": NULLABLE_INT})
-    d_lab = pd.DataFrame(v.D_LABITEMS_ROWS, columns=v.D_LABITEMS_COLUMNS)
+    if mimic_volume:
+        _write_events_at_mimic_volume(icu / "chartevents.csv.gz", hosp / "labevents.csv.gz", pop.stays, chart, labs,
+                                      config.seed)
+    else:
+        write_table(hosp / "labevents.csv.gz", labs, v.LABEVENTS_COLUMNS, {"hadm_id": NULLABLE_INT})
+        write_table(icu / "chartevents.csv.gz", chart, v.CHARTEVENTS_COLUMNS)
+    d_lab = pd.DataFrame(v.D_LABITEMS_ROWS + (volume.d_labitems_rows() if mimic_volume else []),
+                         columns=v.D_LABITEMS_COLUMNS)
     write_table(hosp / "d_labitems.csv.gz", d_lab, v.D_LABITEMS_COLUMNS)
     d_icd = pd.DataFrame(
         sorted({(c, int(ver)) for c, ver in zip(pop.diagnoses["icd_code"], pop.diagnoses["icd_version"])}),
@@ -200,14 +217,28 @@ def _write_mimic(mimic_root: Path, pop, chart: dict, labs: dict, output: dict) -
         write_empty(hosp / f"{name}.csv.gz", ["subject_id"] if name not in ("provider", "d_hcpcs", "d_icd_procedures")
                     else ["code"])
     write_table(icu / "icustays.csv.gz", pop.icustays, v.ICUSTAYS_COLUMNS)
-    write_table(icu / "chartevents.csv.gz", chart, v.CHARTEVENTS_COLUMNS)
     write_table(icu / "outputevents.csv.gz", output, v.OUTPUTEVENTS_COLUMNS)
-    d_items = pd.DataFrame(v.D_ITEMS_ROWS, columns=v.D_ITEMS_COLUMNS)
+    d_items = pd.DataFrame(v.D_ITEMS_ROWS + (volume.d_items_rows() if mimic_volume else []), columns=v.D_ITEMS_COLUMNS)
     for col in ("lownormalvalue", "highnormalvalue"):
         d_items[col] = d_items[col].astype(float)
     write_table(icu / "d_items.csv.gz", d_items, v.D_ITEMS_COLUMNS)
     for name in v.EMPTY_ICU_TABLES:
         write_empty(icu / f"{name}.csv.gz", ["subject_id"] if name != "caregiver" else ["caregiver_id"])
+
+
+def _write_events_at_mimic_volume(chart_path: Path, lab_path: Path, stays: pd.DataFrame, chart: dict, labs: dict,
+                                  seed: int) -> None:
+    """chartevents and labevents with v2.2's rows per stay, generated and appended a chunk of stays at a time."""
+    started = time.perf_counter()
+    n_chart = n_labs = 0
+    with TableWriter(chart_path, v.CHARTEVENTS_COLUMNS) as chart_out, \
+            TableWriter(lab_path, v.LABEVENTS_COLUMNS, {"hadm_id": NULLABLE_INT}) as lab_out:
+        for chunk in volume.chunks(stays, chart, labs, seed):
+            n_chart += chart_out.append(chunk.chart)
+            n_labs += lab_out.append(chunk.labs)
+    seconds = time.perf_counter() - started
+    log.info("chartevents %d rows, labevents %d rows at MIMIC volume in %.1f s (%.0f rows/s)", n_chart, n_labs,
+             seconds, (n_chart + n_labs) / max(seconds, 1e-9))
 
 
 def _transfers(pop) -> pd.DataFrame:

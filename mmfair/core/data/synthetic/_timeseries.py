@@ -48,16 +48,36 @@ class _Events:
                                for k, c in cols.items()})
 
     def frame(self) -> dict[str, np.ndarray]:
-        keys = self.parts[0].keys()
-        return {k: np.concatenate([p[k] for p in self.parts]) for k in keys}
+        """The concatenated columns; the parts are released, so the rows are not held twice afterwards."""
+        parts, self.parts = self.parts, []
+        return {k: np.concatenate([p[k] for p in parts]) for k in parts[0].keys()}
 
 
 def _fmt(values: np.ndarray, fmt: str) -> np.ndarray:
-    return np.char.mod(fmt, values).astype(object)
+    """``fmt % value`` per element, formatting each distinct value once and sharing the string objects.
+
+    Distinct is by bit pattern (so -0.0 and 0.0 stay apart); a column of millions of readings then costs
+    one pointer per row instead of one Python string per row.
+    """
+    values = np.ascontiguousarray(values, dtype=np.float64)
+    codes, uniques = pd.factorize(values.view(np.int64))
+    texts = np.array([fmt % x for x in uniques.view(np.float64)], dtype=object)
+    return texts[codes]
+
+
+def _same_text(text: str, n: int) -> np.ndarray:
+    """``n`` references to one string (``np.full`` would make a new string object per row)."""
+    out = np.empty(n, dtype=object)
+    out[:] = text
+    return out
 
 
 def build_events(stays: pd.DataFrame, spo2_bias: bool, rng: np.random.Generator):
-    """Return (chartevents, labevents, outputevents) as dicts of column arrays (times as datetime64[s])."""
+    """Return (chartevents, labevents, outputevents) as dicts of column arrays (times as datetime64[s]).
+
+    The chartevents and labevents dicts also hold ``stay_row``, each row's position in ``stays`` (not a
+    MIMIC column).
+    """
     n = len(stays)
     lat = {name: stays[f"latent_{name}"].to_numpy() for name in model.LATENTS}
     intime = stays["intime"].to_numpy().astype("datetime64[s]")
@@ -96,9 +116,9 @@ def build_events(stays: pd.DataFrame, spo2_bias: bool, rng: np.random.Generator)
         idx = np.flatnonzero(mask)
         ct = charttime[idx] if minutes_offset is None else charttime[idx] + minutes_offset[idx].astype("timedelta64[m]")
         chart.add(row=row[idx], charttime=ct, itemid=np.full(len(idx), itemid),
-                  value=value_text[idx] if isinstance(value_text, np.ndarray) else np.full(len(idx), value_text, object),
+                  value=value_text[idx] if isinstance(value_text, np.ndarray) else _same_text(value_text, len(idx)),
                   valuenum=np.asarray(valuenum, dtype=float)[idx] if np.ndim(valuenum) else np.full(len(idx), valuenum),
-                  valueuom=np.full(len(idx), uom, object))
+                  valueuom=_same_text(uom, len(idx)))
 
     # heart rate
     hr = np.clip(np.round(86 + 9 * sev + 4 * infl + 3 * resp + rng.normal(0, 6, m)), 25, 220)
@@ -199,7 +219,8 @@ def build_events(stays: pd.DataFrame, spo2_bias: bool, rng: np.random.Generator)
         "value": c["value"],
         "valuenum": c["valuenum"],
         "valueuom": c["valueuom"],
-        "warning": np.zeros(nc, np.int64),
+        "warning": np.zeros(nc, np.int8),
+        "stay_row": c["row"],  # not a column: lets the writer interleave these rows with other rows per stay
     }
 
     # ---- labs ------------------------------------------------------------------------------------
@@ -269,7 +290,8 @@ def build_events(stays: pd.DataFrame, spo2_bias: bool, rng: np.random.Generator)
         "ref_range_upper": highs,
         "flag": abnormal_flag,
         "priority": np.where(rng.random(nl) < 0.6, "STAT", "ROUTINE").astype(object),
-        "comments": np.full(nl, "", object),
+        "comments": _same_text("", nl),
+        "stay_row": lb["row"],
     }
 
     # ---- urine output --------------------------------------------------------------------------
@@ -287,6 +309,6 @@ def build_events(stays: pd.DataFrame, spo2_bias: bool, rng: np.random.Generator)
         "storetime": uo_time + rng.integers(1, 90, len(idx)).astype("timedelta64[m]"),
         "itemid": np.where(foley[idx], v.URINE_FOLEY, v.URINE_VOID),
         "value": urine_ml[idx],
-        "valueuom": np.full(len(idx), "ml", object),
+        "valueuom": _same_text("ml", len(idx)),
     }
     return chartevents, labevents, outputevents
