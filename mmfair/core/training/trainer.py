@@ -34,6 +34,13 @@ log = logging.getLogger(__name__)
 
 Progress = Callable[[str, int, int], None]
 EVAL_BATCH_SIZE = 1024
+IMAGE_EVAL_BATCH_SIZE = 128  # images mode: the CNN's activations, not the stays, bound the batch
+
+
+def eval_batch_size(split: Split) -> int:
+    """Stays per prediction pass: fewer when the split carries images (``--cxr-input images``)."""
+    cxr = split.inputs.get("cxr")
+    return IMAGE_EVAL_BATCH_SIZE if cxr is not None and cxr.dim() > 2 else EVAL_BATCH_SIZE
 GROUP_ATTRIBUTES = ("race_group", "gender", "age_group", "insurance_group")
 
 
@@ -90,12 +97,13 @@ def predict_logits(
     split: Split,
     device: torch.device,
     present: dict[str, torch.Tensor] | None = None,
-    batch_size: int = EVAL_BATCH_SIZE,
+    batch_size: int | None = None,
 ) -> torch.Tensor:
     """Float32 logits [n, K] on the CPU for every row of ``split`` (eval mode, fixed batch size)."""
     was_training = model.training
     model.eval()
     chunks = []
+    batch_size = batch_size or eval_batch_size(split)
     for start in range(0, len(split), batch_size):
         batch = split.batch(slice(start, start + batch_size), present)
         with autocast(device):
@@ -179,8 +187,9 @@ def branch_scores(model: FusionModel, task: Any, split: Split, device: torch.dev
     was_training = model.training
     model.eval()
     chunks: dict[str, list[torch.Tensor]] = {m: [] for m in model.independent_branches}
-    for start in range(0, len(split), EVAL_BATCH_SIZE):
-        batch = split.batch(slice(start, start + EVAL_BATCH_SIZE))
+    step = eval_batch_size(split)
+    for start in range(0, len(split), step):
+        batch = split.batch(slice(start, start + step))
         with autocast(device):
             unimodal = model(batch).unimodal_logits
         for m in chunks:

@@ -1,9 +1,21 @@
-"""Random fusion batches for the method tests: EHR values ‖ an observed mask, CXR embeddings with a zero
-placeholder where absent, labels random 0/1 or zeros."""
+"""Shared pieces of the fusion-method tests: random batches (EHR values ‖ an observed mask, CXR embeddings
+with a zero placeholder where absent, labels random 0/1 or zeros), a binary task's loss, and the autouse
+fixture that runs the tiny models on one CPU thread (import it into a test module to use it; a conftest.py
+here would shadow the training tests' ``from conftest import …``)."""
 
 from __future__ import annotations
 
+import pytest
 import torch
+
+
+@pytest.fixture(autouse=True)
+def one_cpu_thread():
+    """One intra-op thread: fastest for these tiny models, and robust on a busy machine."""
+    from mmfair.core.training.trainer import cpu_threads
+
+    with cpu_threads(1):
+        yield
 
 
 def random_batch(present_cxr: torch.Tensor, n_features: int, cxr_dim: int, seq_len: int, *, n_outputs: int = 2,

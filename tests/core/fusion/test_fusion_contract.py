@@ -7,7 +7,7 @@ import torch
 
 import mmfair.core.fusion  # noqa: F401  (registers the methods)
 import mmfair.core.training  # noqa: F401  (registers the presets, so every collection order sees them all)
-from fusion_batches import BinaryTask
+from fusion_batches import BinaryTask, one_cpu_thread  # noqa: F401  (one_cpu_thread: autouse fixture)
 from mmfair.core.fusion import FusionSpec, Output
 from mmfair.core.registry import FUSIONS
 

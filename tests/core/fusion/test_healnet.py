@@ -7,7 +7,7 @@ import pytest
 import torch
 
 import mmfair.core.fusion  # noqa: F401  (registers the methods)
-from fusion_batches import random_batch
+from fusion_batches import one_cpu_thread, random_batch  # noqa: F401  (one_cpu_thread: autouse fixture)
 from mmfair.core.fusion import FusionSpec
 from mmfair.core.fusion._healnet import CXRChunkTokens, fourier_position_features
 from mmfair.core.registry import FUSIONS

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 
+from fusion_batches import one_cpu_thread  # noqa: F401  (autouse fixture)
 from mmfair.core.fusion import FusionSpec
 from mmfair.core.registry import FUSIONS
 from mmfair.core.training.data import Split

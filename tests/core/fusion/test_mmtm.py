@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from fusion_batches import one_cpu_thread  # noqa: F401  (autouse fixture)
 from mmfair.core.encoders.cxr_images import CXRImageSpec
 from mmfair.core.fusion import FusionSpec
 from mmfair.core.fusion._mmtm import MMTM, MMTMUnit

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from fusion_batches import BinaryTask
+from fusion_batches import BinaryTask, one_cpu_thread  # noqa: F401  (one_cpu_thread: autouse fixture)
 from mmfair.core.fusion import FusionSpec
 from mmfair.core.registry import FUSIONS
 from mmfair.core.training.data import Split

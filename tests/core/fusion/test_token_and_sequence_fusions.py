@@ -9,6 +9,7 @@ import pytest
 import torch
 
 import mmfair.core.fusion  # noqa: F401  (registers the methods)
+from fusion_batches import one_cpu_thread  # noqa: F401  (autouse fixture)
 from mmfair.core.encoders.ehr import build_ehr_encoder
 from mmfair.core.fusion import FusionSpec
 from mmfair.core.fusion._medfuse import MedFuse

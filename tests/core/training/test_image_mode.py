@@ -149,3 +149,12 @@ def test_external_weights_start_the_backbone(image_ws, tmp_path):
     loaded = model.image_encoder.backbone.model.state_dict()
     for name, value in other.model.state_dict().items():
         assert torch.equal(loaded[name], value)
+
+
+def test_prediction_passes_are_smaller_when_the_split_carries_images(image_ws):
+    from mmfair.core.training.trainer import EVAL_BATCH_SIZE, IMAGE_EVAL_BATCH_SIZE, eval_batch_size
+
+    _, splits, _, store = _model_and_splits(image_ws)
+    assert eval_batch_size(splits["val"]) == IMAGE_EVAL_BATCH_SIZE
+    embedded, _ = build_splits(load_store(image_ws), TASKS.get("mortality"), 0, torch.device("cpu"))
+    assert eval_batch_size(embedded["val"]) == EVAL_BATCH_SIZE
