@@ -21,7 +21,7 @@ def eval_missing_cmd(
     hours: Annotated[Optional[int], typer.Option("--hours", help="ehr_last_hours: remove the last K hours of the observation window.")] = None,
     noise_sd: Annotated[Optional[float], typer.Option("--noise-sd", help="ehr_noise: noise sd in units of each variable's training-fold IQR.")] = None,
     attribute: Annotated[Optional[list[str]], typer.Option("--attribute", "-a", help="Also per-group AUROC and the AUROC, equalized-odds and demographic-parity gaps (validation threshold) for this attribute, with their robustness summaries (repeatable; group: --by by default).")] = None,
-    modality: Annotated[Optional[str], typer.Option("--modality", help="cxr | ehr (the whole EHR, through the presence flags).")] = None,
+    modality: Annotated[Optional[str], typer.Option("--modality", help="cxr | ehr (the whole EHR, through the presence flags) | static (the static fields made unobserved; runs without the static modality have nothing to remove).")] = None,
     draws: Annotated[Optional[int], typer.Option(help="Random draws per rate (each recorded with its seed).")] = None,
     seed: Annotated[Optional[int], typer.Option(help="Base seed of the draws.")] = None,
     bootstrap: Annotated[Optional[int], typer.Option(help="Bootstrap replicates for confidence intervals.")] = None,

@@ -42,6 +42,8 @@ def train_cmd(
     cxr_weights: Annotated[Optional[Path], typer.Option(help="--cxr-input images: start the backbone from this local weights file (the prep encoder's timm model) instead of the prep encoder's weights.")] = None,
     image_size: Annotated[Optional[int], typer.Option(help="--cxr-input images: training image side (default the prep encoder's).")] = None,
     image_augment: Annotated[Optional[bool], typer.Option("--image-augment/--no-image-augment", help="--cxr-input images: random affine and brightness/contrast jitter in training (default on; never a horizontal flip).")] = None,
+    static: Annotated[bool, typer.Option("--static", help="Add the static modality: the packaged whitelist's default admission-time fields (age, admission type and location, first ICU), as time-constant EHR channels.")] = False,
+    static_field: Annotated[Optional[list[str]], typer.Option("--static-field", help="A static field (repeatable), e.g. gender: sensitive attributes enter only when named here; a field known only after the observation window is refused.")] = None,
     compile_model: Annotated[Optional[bool], typer.Option("--compile/--no-compile", help="torch.compile the training step on a CUDA device (ignored on CPU; not part of the run id).")] = None,
     bootstrap: Annotated[int, typer.Option(help="Bootstrap replicates for the metrics' confidence intervals.")] = 200,
 ) -> None:
@@ -55,7 +57,8 @@ def train_cmd(
         import mmfair.core.training  # noqa: F401
         from mmfair.core import pipeline, registry
 
-        fusions = _with_modality_subsets(fusion or [None], modalities)
+        static_fields = _static_fields(config, static, static_field)
+        fusions = _with_modality_subsets(fusion or [None], modalities, static_fields)
         tasks = task or [None]
         for name in fusion or []:
             registry.FUSIONS.get(name)
@@ -67,7 +70,7 @@ def train_cmd(
             _util.build_config(
                 TrainConfig,
                 config,
-                fusion=f,
+                fusion=f[0],
                 task=t,
                 fold=k,
                 seed=s,
@@ -89,6 +92,7 @@ def train_cmd(
                 train_cohort=train_cohort,
                 split=split,
                 compile=compile_model,
+                static_fields=f[1],
                 cxr_input=cxr_input,
                 cxr_weights=cxr_weights,
                 image_size=image_size,
@@ -107,18 +111,27 @@ def train_cmd(
 MODALITY_SUBSETS = {frozenset({"ehr"}): "ehr", frozenset({"cxr"}): "cxr"}
 
 
-def _with_modality_subsets(fusions: list[str | None], modalities: list[str] | None) -> list[str | None]:
-    """The methods to train for ``--modalities``: a single modality is its unimodal model, ``ehr,cxr`` the fusion."""
+def _with_modality_subsets(
+    fusions: list[str | None], modalities: list[str] | None, static_fields: tuple[str, ...] | None
+) -> list[tuple[str | None, tuple[str, ...] | None]]:
+    """(method, static fields) to train for ``--modalities``: a single modality is its unimodal model,
+    ``ehr,cxr`` the fusion; ``static`` in a subset switches the static modality on (the ``--static-field``
+    choice, else the whitelist's defaults), its absence off. Without ``--modalities``: the fusions as asked."""
     if not modalities:
-        return fusions
-    out: list[str | None] = []
+        return [(f, static_fields) for f in fusions]
+    from mmfair.core.training.static import load_whitelist
+
+    out: list[tuple[str | None, tuple[str, ...] | None]] = []
     for value in modalities:
         subset = frozenset(part.strip() for part in value.split(",") if part.strip())
-        unknown = subset - {"ehr", "cxr"}
-        if unknown or not subset:
-            raise ConfigError(f"--modalities '{value}': expected ehr, cxr or ehr,cxr")
-        chosen = [MODALITY_SUBSETS[subset]] if subset in MODALITY_SUBSETS else fusions
-        out += [f for f in chosen if f not in out]
+        unknown = subset - {"ehr", "cxr", "static"}
+        core = subset - {"static"}
+        if unknown or not core or ("static" in subset and "ehr" not in subset):
+            raise ConfigError(f"--modalities '{value}': expected ehr, cxr or ehr,cxr, optionally with static "
+                              "(which needs ehr: the static fields join the EHR input)")
+        chosen = [MODALITY_SUBSETS[core]] if core in MODALITY_SUBSETS else fusions
+        fields = (static_fields or load_whitelist().defaults) if "static" in subset else ()
+        out += [(f, fields) for f in chosen if (f, fields) not in out]
     return out
 
 
@@ -135,3 +148,14 @@ def _fusion_params(config_file: Path | None, pairs: list[str] | None) -> dict[st
             raise ConfigError(f"--fusion-param '{pair}': expected KEY=VALUE")
         values[key.strip()] = yaml.safe_load(raw)
     return values
+
+
+def _static_fields(config_file: Path | None, static: bool, fields: list[str] | None) -> tuple[str, ...] | None:
+    """``--static`` (the whitelist's defaults) and ``--static-field`` names over the config file's static_fields."""
+    if not static and not fields:
+        return None
+    from mmfair.core.training.static import load_whitelist
+
+    chosen = list(load_config_file(config_file).get("static_fields") or []) if config_file else []
+    chosen += list(load_whitelist().defaults) if static else []
+    return tuple(dict.fromkeys(chosen + list(fields or [])))

@@ -156,11 +156,14 @@ class TrainConfig(_Frozen):
     image_size: int | None = Field(None, ge=16, le=1024, description="images mode: training image side; default the "
                                    "prep encoder's")
     image_augment: bool = Field(True, description="images mode: random affine and brightness/contrast jitter in training")
+    static_fields: tuple[str, ...] = Field((), description="the static modality: admission-time cohort.csv fields from "
+                                           "the packaged whitelist (train --static adds its defaults; sensitive ones "
+                                           "only when named); empty = off")
     # fields added after run ids existed: left out of the identity at their default, so earlier runs keep their id
     LATER_DEFAULTS: ClassVar[dict[str, Any]] = {
         "fusion_params": {}, "missing_token": "zero", "modality_dropout": 0.0, "train_missing_rate": None,
         "train_cohort": "full", "split": "random", "cxr_input": "embeddings", "cxr_weights": None,
-        "image_size": None, "image_augment": True,
+        "image_size": None, "image_augment": True, "static_fields": [],
     }
 
     def identity(self) -> dict[str, Any]:
@@ -195,7 +198,7 @@ class EvalMissingConfig(_Frozen):
     noise_sd: float | None = Field(None, gt=0, description="ehr_noise: noise sd in units of each variable's training IQR")
     draws: int = Field(1, gt=0)
     seed: int = 0
-    modality: Literal["cxr", "ehr"] = "cxr"
+    modality: Literal["cxr", "ehr", "static"] = "cxr"
     bootstrap: int = Field(200, ge=0)
     device: str = "auto"
     reference: str = Field("late", description="method whose curve effective robustness is measured against")

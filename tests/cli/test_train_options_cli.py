@@ -67,3 +67,20 @@ def test_image_mode_options_reach_the_config(tmp_path, captured):
     (config,) = captured
     assert (config.cxr_input, config.cxr_weights, config.image_size, config.image_augment, config.compile) == (
         "images", weights, 64, False, True)
+
+
+def test_static_adds_the_whitelist_defaults_and_named_fields(tmp_path, captured):
+    result = invoke(tmp_path, "--fusion", "late", "--static", "--static-field", "gender")
+    assert result.exit_code == 2
+    (config,) = captured
+    assert config.static_fields == ("age", "admission_type", "admission_location", "first_careunit", "gender")
+
+
+def test_modality_subsets_with_static(tmp_path, captured):
+    result = invoke(tmp_path, "--fusion", "late", "--modalities", "ehr", "--modalities", "ehr,static",
+                    "--modalities", "ehr,cxr,static")
+    assert result.exit_code == 2
+    defaults = ("age", "admission_type", "admission_location", "first_careunit")
+    assert [(c.fusion, c.static_fields) for c in captured] == [("ehr", ()), ("ehr", defaults), ("late", defaults)]
+    bad = invoke(tmp_path, "--fusion", "late", "--modalities", "cxr,static")
+    assert bad.exit_code == 2 and "needs ehr" in bad.output

@@ -66,7 +66,7 @@ ERR_EMPTY_COHORT = "no ICU stay is left after the cohort filters (see the attrit
 
 DEMOGRAPHIC_COLUMNS = ["anchor_year_group", "temporal_split", "age", "age_group", "gender", "race",
                        "race_group", "insurance", "insurance_group", "language", "language_group",
-                       "marital_status", "admission_type"]
+                       "marital_status", "admission_type", "admission_location", "first_careunit"]
 LABEL_COLUMNS = ["los_days", "mortality", "mortality_icu", "los_class"]
 CXR_COLUMNS = ["has_cxr", "cxr_dicom_id", "cxr_study_id", "cxr_time_hours"]
 
@@ -89,12 +89,13 @@ def load_stays(con: duckdb.DuckDBPyConnection, source: MimicSource) -> pd.DataFr
     sql = f"""
         WITH s AS (
             SELECT subject_id, hadm_id, stay_id, CAST(intime AS TIMESTAMP) AS intime,
-                   CAST(outtime AS TIMESTAMP) AS outtime, los AS los_days
+                   CAST(outtime AS TIMESTAMP) AS outtime, los AS los_days, first_careunit
             FROM {scans["icu/icustays"]}),
         a AS (
             SELECT hadm_id AS a_hadm_id, CAST(admittime AS TIMESTAMP) AS admittime,
                    CAST(dischtime AS TIMESTAMP) AS dischtime, CAST(deathtime AS TIMESTAMP) AS deathtime,
-                   admission_type, insurance, language, marital_status, race, hospital_expire_flag
+                   admission_type, admission_location, insurance, language, marital_status, race,
+                   hospital_expire_flag
             FROM {scans["hosp/admissions"]}),
         p AS (
             SELECT subject_id AS p_subject_id, gender, anchor_age, anchor_year, anchor_year_group
@@ -197,8 +198,8 @@ def age_group(age: pd.Series) -> pd.Series:
 def add_demographics(cohort: pd.DataFrame, config: PrepConfig) -> pd.DataFrame:
     maps = load_group_maps()
     out = cohort.copy()
-    for column in ("race", "insurance", "language", "marital_status", "admission_type",
-                   "anchor_year_group", "gender"):
+    for column in ("race", "insurance", "language", "marital_status", "admission_type", "admission_location",
+                   "first_careunit", "anchor_year_group", "gender"):
         out[column] = out[column].fillna("").astype(str)
     out["age"] = out["age"].astype(int)
     out["age_group"] = age_group(out["age"])

@@ -383,7 +383,10 @@ def evaluate_missing(
         source = predictions_path(run_dir, "test")
         spec = task_spec(pred, source)
         in_cohort = cohort_mask(pred, config.test_cohort, source)  # matched: only stays with a CXR
-        present = presence(pred, modality, source)
+        if modality == "static" and "present_static" not in pred.columns:
+            present = np.zeros(len(pred), dtype=bool)  # a run without the static modality: nothing to remove
+        else:
+            present = presence(pred, modality, source)
         strata, strata_col = _strata(pred, spec)
         ctx = StayContext(pred, present, strata, strata_col, str(source))
         boot = PatientBootstrap(subject_ids(pred, source), config.bootstrap, config.seed)

@@ -330,12 +330,22 @@ class EmbeddingScaler:
 class FoldScaler:
     """Every modality's statistics for one run fold, fitted on the training rows only (``scaling.json``)."""
 
-    def __init__(self, feature_names: list[str] | None = None) -> None:
+    def __init__(self, feature_names: list[str] | None = None, static_fields: tuple[str, ...] = ()) -> None:
         self.ehr = EHRScaler(feature_names)
         self.cxr: EmbeddingScaler | None = None
+        self.static_fields = tuple(static_fields)
+        self.static: Any = None  # a training.static.StaticEncoder when the static modality is on
+
+    @property
+    def static_width(self) -> int:
+        return 0 if self.static is None else self.static.width_
 
     def fit(self, store: "StoreData", rows: np.ndarray) -> "FoldScaler":
         self.ehr.fit(store.values[rows])
+        if self.static_fields:
+            from mmfair.core.training.static import StaticEncoder
+
+            self.static = StaticEncoder(self.static_fields).fit(store.cohort.iloc[rows])
         if store.cxr_embeddings is not None:
             cxr_rows = store.cxr_row[rows]
             cxr_rows = cxr_rows[cxr_rows >= 0]
@@ -347,13 +357,21 @@ class FoldScaler:
         return embeddings if self.cxr is None else self.cxr.transform(embeddings)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"ehr": self.ehr.to_dict(), "cxr": None if self.cxr is None else self.cxr.to_dict()}
+        out = {"ehr": self.ehr.to_dict(), "cxr": None if self.cxr is None else self.cxr.to_dict()}
+        if self.static is not None:
+            out["static"] = self.static.to_dict()
+        return out
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "FoldScaler":
         scaler = cls()
         scaler.ehr = EHRScaler.from_dict(d["ehr"])
         scaler.cxr = None if d.get("cxr") is None else EmbeddingScaler.from_dict(d["cxr"])
+        if d.get("static") is not None:
+            from mmfair.core.training.static import StaticEncoder
+
+            scaler.static = StaticEncoder.from_dict(d["static"])
+            scaler.static_fields = scaler.static.fields
         return scaler
 
     @classmethod
@@ -402,9 +420,15 @@ def build_split(
     """``values``: raw hourly values [len(rows), T, F] to use instead of ``store.values[rows]`` (a test-time
     EHR perturbation); the mask, forward fill, median fill and scaling are then computed from them."""
     scaled, mask = scaler.ehr.transform(store.values[rows] if values is None else values)
+    if scaler.static is not None:  # the static modality: time-constant, always-observed channels
+        static = np.repeat(scaler.static.transform(store.cohort.iloc[rows])[:, None, :], scaled.shape[1], axis=1)
+        scaled = np.concatenate([scaled, static], axis=2)
+        mask = np.concatenate([mask, np.ones_like(static)], axis=2)
     ehr = torch.from_numpy(np.concatenate([scaled, mask], axis=2))
     cxr_row = store.cxr_row[rows]
     present = {"ehr": torch.ones(len(rows), dtype=torch.bool), "cxr": torch.from_numpy(cxr_row >= 0)}
+    if scaler.static is not None:
+        present["static"] = torch.ones(len(rows), dtype=torch.bool)
     inputs = {"ehr": ehr}
     if image_size is not None:  # images mode: uint8 images at the training size, zeros for absent stays
         if store.cxr_images is None:
@@ -439,11 +463,12 @@ def build_splits(
     split_rule: str = "random",
     train_cohort: str = "full",
     image_size: int | None = None,
+    static_fields: tuple[str, ...] = (),
 ) -> tuple[dict[str, Split], FoldScaler]:
     """Splits for run ``fold`` (rows from :func:`run_rows`); the scalers are fitted on the training rows unless given."""
     rows = run_rows(store, fold, split_rule, train_cohort)
     if scaler is None:
-        scaler = FoldScaler(store.feature_names).fit(store, rows["train"])
+        scaler = FoldScaler(store.feature_names, static_fields).fit(store, rows["train"])
     labels = task.label_tensor(store.cohort)
     splits = {name: build_split(name, rows[name], store, scaler, labels, device, image_size=image_size)
               for name in names}

@@ -190,6 +190,14 @@ def resolve_config(config: TrainConfig, store: StoreData) -> TrainConfig:
                                            "image_augment": True})
     if config.cxr_input != "images" and (config.cxr_weights is not None or config.image_size is not None):
         raise ConfigError("cxr_weights and image_size apply to --cxr-input images only")
+    if config.static_fields:
+        from mmfair.core.training.static import check_static_fields
+
+        config = config.model_copy(update={"static_fields": check_static_fields(config.static_fields)})
+        missing = [f for f in config.static_fields if f not in store.cohort.columns]
+        if missing:
+            raise ConfigError(f"{store.path.parent / 'cohort.csv'}: no column {', '.join(missing)} for the static modality "
+                              "(written by an older mmfair; rerun `mmfair prep` in a new workspace)")
     if config.cxr_weights is not None and not Path(config.cxr_weights).is_file():
         raise InputFileError(f"{config.cxr_weights}: CXR weights file not found")
     if config.missing_token == "learned" and not getattr(factory, "accepts_missing_token", False):
@@ -260,13 +268,14 @@ def training_groups(config: TrainConfig, store: StoreData, rows: np.ndarray, dev
     return Groups(config.fair_attr, names, torch.as_tensor(codes, dtype=torch.long, device=device))
 
 
-def build_model(config: TrainConfig, task: Task, store: StoreData) -> FusionModel:
+def build_model(config: TrainConfig, task: Task, store: StoreData, scaler: FoldScaler | None = None) -> FusionModel:
+    """The run's model; with the static modality its encoded fields (``scaler.static``) widen the EHR input."""
     factory = FUSIONS.get(config.fusion)
     modalities = getattr(factory, "modalities", ())
     if "cxr" in modalities and store.cxr_embeddings is None:
         raise ConfigError(f"fusion '{config.fusion}' needs CXR embeddings, but {store.path} has none under /cxr/embeddings")
     spec = FusionSpec(
-        n_features=store.values.shape[2],
+        n_features=store.values.shape[2] + (scaler.static_width if scaler is not None else 0),
         cxr_dim=store.cxr_dim,
         n_outputs=task.n_outputs(list(store.cohort.columns)),
         hidden_dim=config.hidden_dim,
@@ -300,7 +309,20 @@ def _prediction_frame(run: LoadedRun, split: Split, present: dict[str, torch.Ten
     frame = pd.concat([cohort[["stay_id", "fold"]], scores, cohort[["subject_id", *ATTRIBUTE_COLUMNS]]], axis=1)
     for m in MODALITIES:
         frame[f"present_{m}"] = present[m].cpu().numpy().astype(np.int64) if m in present else 0
+    if "static" in present:  # only runs with the static modality have the column
+        frame["present_static"] = present["static"].cpu().numpy().astype(np.int64)
     return frame
+
+
+def _without_static(run: LoadedRun, data: Split, keep: torch.Tensor) -> Split:
+    """``data`` with the static channels of the stays where ``keep`` is False made unobserved: value 0 (the
+    training median, or no category) and mask 0, as an EHR variable that was never charted."""
+    n_raw, width = run.store.values.shape[2], run.scaler.static_width
+    ehr = data.inputs["ehr"].clone()
+    removed = ~keep.to(ehr.device)
+    ehr[removed, :, n_raw : n_raw + width] = 0.0
+    ehr[removed, :, 2 * n_raw + width :] = 0.0
+    return Split(data.name, data.rows, {**data.inputs, "ehr": ehr}, data.present, data.labels)
 
 
 EHRTransform = Callable[[np.ndarray, EHRFeatures], np.ndarray]
@@ -347,14 +369,18 @@ def predict(
     data = run.split(split) if ehr_transform is None else _perturbed_split(run, split, ehr_transform)
     present = dict(data.present)
     for modality, keep in (present_override or {}).items():
-        if modality not in present:
-            raise ConfigError(f"predict: unknown modality '{modality}' (have {', '.join(present)})")
         keep = torch.as_tensor(np.asarray(keep, dtype=bool), device=run.device)
+        if modality not in present:
+            if modality == "static" and bool(keep.all()):
+                continue  # removing nothing from a modality this run does not have
+            raise ConfigError(f"predict: unknown modality '{modality}' (have {', '.join(present)})")
         if keep.shape != present[modality].shape:
             raise ConfigError(
                 f"predict: present_override['{modality}'] has {keep.numel()} values, split '{split}' has {len(data)} stays"
             )
         present[modality] = present[modality] & keep
+        if modality == "static" and not bool(keep.all()):
+            data = _without_static(run, data, present["static"])
     with cpu_threads(run.config.threads):
         frame = _prediction_frame(run, data, present)
     return read_predictions_text(_csv_text(frame))
@@ -410,11 +436,12 @@ def train_run(
     with cpu_threads(config.threads):
         seed_everything(config.seed)
         splits, scaler = build_splits(store, task, config.fold, device, split_rule=config.split,
-                                      train_cohort=config.train_cohort, image_size=_image_size(config, store))
+                                      train_cohort=config.train_cohort, image_size=_image_size(config, store),
+                                      static_fields=config.static_fields)
         if config.train_missing_rate:
             removed = remove_cxr(splits["train"], config.train_missing_rate, config.seed)
             log.info("train_missing_rate %.2f: CXR removed from %d training stays", config.train_missing_rate, len(removed))
-        model = build_model(config, task, store)
+        model = build_model(config, task, store, scaler)
         init_image_encoder(model, config, store, scaler)
         model = model.to(device)
         model.prepare(embedded_split(model, splits["train"], device))
@@ -469,7 +496,7 @@ def train_run(
         **config.model_dump(mode="json"),
         "run_id": run_id,
         "method": method_name(config),
-        "modalities": list(factory.modalities),
+        "modalities": list(factory.modalities) + (["static"] if config.static_fields else []),
         "handles_missing": bool(factory.handles_missing),
         "store_fingerprint": store.fingerprint,
         "mmfair_version": mmfair.__version__,
@@ -522,9 +549,9 @@ def load_run(run_dir: Path | str, device: str | torch.device = "cpu", ws: Worksp
         )
     device = device if isinstance(device, torch.device) else resolve_device(device)
     task: Task = TASKS.get(config.task)
-    model = build_model(config, task, store)
+    scaler = FoldScaler.load(run_dir / "scaling.json")
+    model = build_model(config, task, store, scaler)
     state = torch.load(run_dir / "model.pt", map_location="cpu", weights_only=True)
     model.load_state_dict(state)
     model.to(device).eval()
-    scaler = FoldScaler.load(run_dir / "scaling.json")
     return LoadedRun(run_dir, config, info, task, model, scaler, store, device)
