@@ -153,3 +153,50 @@ def test_early_uses_presence_indicator():
     no_cxr = {**batch, "present": {"ehr": batch["present"]["ehr"], "cxr": torch.zeros(B, dtype=torch.bool)}}
     with torch.no_grad():
         assert not torch.equal(model(batch).logits, model(no_cxr).logits)
+
+
+# ---- images mode: every method again, the CXR input being uint8 images through timm's tiny test backbone ----
+IMAGE_SIZE = 32
+
+
+def make_image_spec(n_outputs: int = 2) -> FusionSpec:
+    from mmfair.core.encoders.cxr_images import CXRImageSpec
+
+    image = CXRImageSpec(model_name="test_efficientnet", image_size=IMAGE_SIZE, norm_mean=0.45, norm_std=0.25)
+    return FusionSpec(n_features=F, cxr_dim=256, n_outputs=n_outputs, hidden_dim=16, dropout=0.1, seq_len=T,
+                      cxr_image=image)  # 256: test_efficientnet's pooled width
+
+
+def make_image_batch(cxr_present: torch.Tensor, n_outputs: int = 2, seed: int = 0) -> dict:
+    g = torch.Generator().manual_seed(seed)
+    images = torch.randint(0, 256, (B, IMAGE_SIZE, IMAGE_SIZE), generator=g, dtype=torch.uint8)
+    images[~cxr_present] = 0
+    return {
+        "inputs": {"ehr": torch.randn(B, T, 2 * F, generator=g), "cxr": images},
+        "present": {"ehr": torch.ones(B, dtype=torch.bool), "cxr": cxr_present.clone()},
+        "labels": (torch.rand(B, n_outputs, generator=g) > 0.5).float(),
+    }
+
+
+@pytest.mark.parametrize("presence", ["some_absent", "all_absent"])
+def test_images_mode_forward_backward_and_placeholders(method, presence):
+    torch.manual_seed(0)
+    model = FUSIONS.get(method)(make_image_spec())
+    batch = make_image_batch(PRESENCE[presence])
+    out = model(batch)
+    assert out.logits.shape == (B, 2)
+    scorable = model.scorable(batch["present"])
+    assert torch.isfinite(out.logits[scorable]).all()
+    model.training_loss(out, batch, BinaryTask()).backward()
+    groups = model.param_groups()
+    grouped = [id(p) for ps in groups.values() for p in ps]
+    assert sorted(grouped) == sorted(id(p) for p in model.parameters())
+    if "cxr" in model.modalities:
+        assert {id(p) for p in model.image_encoder.parameters()} <= {id(p) for p in groups["encoder:cxr"]}
+    model.eval()
+    scrambled = {**batch, "inputs": dict(batch["inputs"])}
+    images = batch["inputs"]["cxr"].clone()
+    images[~batch["present"]["cxr"]] = 255
+    scrambled["inputs"]["cxr"] = images
+    with torch.no_grad():
+        assert torch.equal(model(batch).logits[scorable], model(scrambled).logits[scorable])
