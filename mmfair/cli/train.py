@@ -44,6 +44,7 @@ def train_cmd(
     image_augment: Annotated[Optional[bool], typer.Option("--image-augment/--no-image-augment", help="--cxr-input images: random affine and brightness/contrast jitter in training (default on; never a horizontal flip).")] = None,
     static: Annotated[bool, typer.Option("--static", help="Add the static modality: the packaged whitelist's default admission-time fields (age, admission type and location, first ICU), as time-constant EHR channels.")] = False,
     static_field: Annotated[Optional[list[str]], typer.Option("--static-field", help="A static field (repeatable), e.g. gender: sensitive attributes enter only when named here; a field known only after the observation window is refused.")] = None,
+    class_weights: Annotated[Optional[str], typer.Option(help="none (default) or balanced: weight each label's positives by n_neg/n_pos (each LOS class by n/(K n_c)), computed on the training rows.")] = None,
     compile_model: Annotated[Optional[bool], typer.Option("--compile/--no-compile", help="torch.compile the training step on a CUDA device (ignored on CPU; not part of the run id).")] = None,
     bootstrap: Annotated[int, typer.Option(help="Bootstrap replicates for the metrics' confidence intervals.")] = 200,
 ) -> None:
@@ -92,6 +93,7 @@ def train_cmd(
                 train_cohort=train_cohort,
                 split=split,
                 compile=compile_model,
+                class_weights=class_weights,
                 static_fields=f[1],
                 cxr_input=cxr_input,
                 cxr_weights=cxr_weights,

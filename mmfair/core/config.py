@@ -156,6 +156,9 @@ class TrainConfig(_Frozen):
     image_size: int | None = Field(None, ge=16, le=1024, description="images mode: training image side; default the "
                                    "prep encoder's")
     image_augment: bool = Field(True, description="images mode: random affine and brightness/contrast jitter in training")
+    class_weights: Literal["none", "balanced"] = Field("none", description="balanced: weight each label's positives "
+                                                       "by n_neg/n_pos (each class by n/(K n_c) for LOS), from the "
+                                                       "training rows")
     static_fields: tuple[str, ...] = Field((), description="the static modality: admission-time cohort.csv fields from "
                                            "the packaged whitelist (train --static adds its defaults; sensitive ones "
                                            "only when named); empty = off")
@@ -163,7 +166,7 @@ class TrainConfig(_Frozen):
     LATER_DEFAULTS: ClassVar[dict[str, Any]] = {
         "fusion_params": {}, "missing_token": "zero", "modality_dropout": 0.0, "train_missing_rate": None,
         "train_cohort": "full", "split": "random", "cxr_input": "embeddings", "cxr_weights": None,
-        "image_size": None, "image_augment": True, "static_fields": [],
+        "image_size": None, "image_augment": True, "static_fields": [], "class_weights": "none",
     }
 
     def identity(self) -> dict[str, Any]:

@@ -438,6 +438,9 @@ def train_run(
         splits, scaler = build_splits(store, task, config.fold, device, split_rule=config.split,
                                       train_cohort=config.train_cohort, image_size=_image_size(config, store),
                                       static_fields=config.static_fields)
+        if config.class_weights == "balanced":
+            task = task.balanced(splits["train"].labels)
+            log.info("class weights (balanced, from the training rows): %s", [round(w, 3) for w in task.class_weights])
         if config.train_missing_rate:
             removed = remove_cxr(splits["train"], config.train_missing_rate, config.seed)
             log.info("train_missing_rate %.2f: CXR removed from %d training stays", config.train_missing_rate, len(removed))
@@ -508,6 +511,7 @@ def train_run(
         "train_seconds": outcome.seconds,
         "peak_memory_mb": float(outcome.history["peak_memory_mb"].max()),
         "n_train": int(used.sum()),
+        "class_weight_values": list(task.class_weights) if task.class_weights is not None else None,
     }
     if config.selection_rules:
         info["selection_epochs"] = selection_epochs

@@ -9,7 +9,7 @@ macro one-vs-rest AUROC).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Literal, Sequence
 
 import numpy as np
@@ -102,6 +102,9 @@ class Task:
     column: str | None = None
     column_prefix: str | None = None
     n_classes: int = 2
+    #: ``train --class-weights balanced``: per label the positive weight n_neg/n_pos (binary, multilabel), or
+    #: per class n/(K·n_c) (multiclass), from the training rows; None = unweighted
+    class_weights: tuple[float, ...] | None = None
 
     # ---- labels -------------------------------------------------------------------------------
     def label_columns(self, columns: Sequence[str]) -> list[str]:
@@ -147,16 +150,33 @@ class Task:
     def loss(self, logits: torch.Tensor, labels: torch.Tensor, weight: torch.Tensor | None = None) -> torch.Tensor:
         """Mean loss over the rows where the bool mask ``weight`` is set (all rows when None); 0 when no
         row counts. Rows outside the mask are selected out, so their logits may even be NaN."""
-        logits = logits.float()
-        if self.kind == "multiclass":
-            per_row = F.cross_entropy(logits, labels, reduction="none")
-        else:
-            per_row = F.binary_cross_entropy_with_logits(logits, labels, reduction="none").mean(dim=1)
+        per_row = self.per_row_loss(logits, labels)
         if weight is None:
             return per_row.mean()
         keep = weight.bool()
         per_row = torch.where(keep, per_row, torch.zeros((), dtype=per_row.dtype, device=per_row.device))
         return per_row.sum() / keep.sum().clamp_min(1).to(per_row.dtype)
+
+    def per_row_loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """The loss of each row, unreduced: cross-entropy (multiclass) or the mean BCE over labels, with the
+        class weights when set."""
+        logits = logits.float()
+        weights = None if self.class_weights is None else torch.tensor(self.class_weights, device=logits.device)
+        if self.kind == "multiclass":
+            return F.cross_entropy(logits, labels, weight=weights, reduction="none")
+        return F.binary_cross_entropy_with_logits(logits, labels.float(), pos_weight=weights, reduction="none").mean(dim=1)
+
+    def balanced(self, labels: torch.Tensor) -> "Task":
+        """This task with balanced class weights computed from ``labels`` (the training rows)."""
+        y = labels.detach().cpu().double()
+        if self.kind == "multiclass":
+            counts = torch.bincount(y.long(), minlength=self.n_classes).double()
+            weights = torch.where(counts > 0, y.numel() / (self.n_classes * counts.clamp_min(1)), torch.ones_like(counts))
+        else:
+            y = y.reshape(len(y), -1)
+            positives = y.sum(dim=0)
+            weights = torch.where(positives > 0, (len(y) - positives) / positives.clamp_min(1), torch.ones_like(positives))
+        return replace(self, class_weights=tuple(float(w) for w in weights))
 
     def probabilities(self, logits: torch.Tensor) -> torch.Tensor:
         logits = logits.float()

@@ -186,3 +186,28 @@ def test_model_variants_get_their_own_method_name():
     assert method_name(config(fusion="early", cxr_input="images", missing_token="learned")) == "early[images,learned-token]"
     assert method_name(config(fusion="healnet", fusion_params={"depth": 3, "heads": 2})) == "healnet[depth=3]"
     assert method_name(config(fusion="healnet", fusion_params={"depth": 2})) == "healnet"  # the default value
+
+
+def test_balanced_class_weights_come_from_the_training_labels_and_weight_the_loss():
+    from mmfair.core.registry import TASKS
+
+    binary = TASKS.get("mortality").balanced(torch.tensor([[1.0], [0.0], [0.0], [0.0]]))
+    assert binary.class_weights == (3.0,)
+    logits, labels = torch.tensor([[0.3], [-1.0]]), torch.tensor([[1.0], [0.0]])
+    expected = torch.nn.functional.binary_cross_entropy_with_logits(logits, labels, pos_weight=torch.tensor([3.0]))
+    torch.testing.assert_close(binary.loss(logits, labels), expected)
+    multilabel = TASKS.get("phenotype").balanced(torch.tensor([[1.0, 0.0], [1.0, 0.0], [0.0, 1.0], [1.0, 0.0]]))
+    assert multilabel.class_weights == (1 / 3, 3.0)
+    los = TASKS.get("los")
+    weighted = los.balanced(torch.tensor([0, 0, 0, 1]))
+    assert weighted.class_weights[:2] == (4 / (los.n_classes * 3), 4 / (los.n_classes * 1))
+    assert weighted.class_weights[2:] == (1.0,) * (los.n_classes - 2)  # classes absent from training: weight 1
+
+
+def test_balanced_run_records_its_weights(tiny_ws):
+    plain = train_run(config(fusion="early"), tiny_ws)
+    weighted = train_run(config(fusion="early", class_weights="balanced"), tiny_ws)
+    assert weighted.run_id != plain.run_id
+    info = json.loads((weighted.run_dir / "config.json").read_text())
+    assert info["class_weights"] == "balanced" and info["class_weight_values"][0] > 1  # deaths are the minority
+    assert json.loads((plain.run_dir / "config.json").read_text())["class_weight_values"] is None

@@ -145,7 +145,10 @@ def encoder_groups(model: Any, modalities: tuple[str, ...] | None = None) -> dic
 
 
 def per_row_loss(task: Any, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """The task's loss per row, unreduced (mirrors ``Task.loss``: CE for multiclass, mean BCE over labels)."""
+    """The task's loss per row, unreduced (``Task.per_row_loss``, class weights included; CE for multiclass,
+    mean BCE over labels for a task object without it)."""
+    if hasattr(task, "per_row_loss"):
+        return task.per_row_loss(logits, labels)
     logits = logits.float()
     if task.kind == "multiclass":
         return F.cross_entropy(logits, labels, reduction="none")
