@@ -9,7 +9,7 @@ import pytest
 import torch
 
 import mmfair.core.fusion  # noqa: F401  (registers the methods)
-from fusion_batches import one_cpu_thread  # noqa: F401  (autouse fixture)
+from fusion_batches import BinaryTask, one_cpu_thread  # noqa: F401  (one_cpu_thread: autouse fixture)
 from mmfair.core.encoders.ehr import build_ehr_encoder
 from mmfair.core.fusion import FusionSpec
 from mmfair.core.fusion._medfuse import MedFuse
@@ -219,18 +219,8 @@ def test_methods_with_an_ehr_encoder_train_with_bilstm(method):
     b = batch(SOME)
     out = model(b)
     assert out.logits.shape == (B, 2) and torch.isfinite(out.logits).all()
-    model.training_loss(out, b, _Binary()).backward()
+    model.training_loss(out, b, BinaryTask()).backward()
     assert all(p.grad is not None for p in model.encoders["ehr"].parameters())
-
-
-class _Binary:
-    kind = "binary"
-
-    @staticmethod
-    def loss(logits, labels, weight=None):
-        per_row = torch.nn.functional.binary_cross_entropy_with_logits(logits, labels, reduction="none").mean(1)
-        w = torch.ones_like(per_row) if weight is None else weight.float()
-        return (per_row * w).sum() / w.sum().clamp_min(1.0)
 
 
 # ---- daft ----------------------------------------------------------------------------------------
