@@ -33,7 +33,7 @@ from mmfair.core.data.synthetic._images import render_many
 from mmfair.core.data.synthetic._oracle import MODALITY_SUBSETS, oracle_probabilities
 from mmfair.core.data.synthetic._population import build_population
 from mmfair.core.data.synthetic._studies import GROUP_ACQUISITION, images_and_tables, plan_studies
-from mmfair.core.data.synthetic._timeseries import build_events
+from mmfair.core.data.synthetic._timeseries import FIRST_LABEVENT_ID, SPECIMEN_ID_BASE, build_events
 from mmfair.core.data.synthetic import _volume as volume
 from mmfair.core.data.synthetic._writer import DATE, NULLABLE_INT, ONE_DECIMAL, TableWriter, write_empty, write_table
 from mmfair.core.errors import ConfigError
@@ -43,7 +43,12 @@ __all__ = ["generate_source", "SyntheticSource", "GENERATOR_VERSION"]
 log = logging.getLogger(__name__)
 Progress = Callable[[str, int, int], None]
 
-GENERATOR_VERSION = 1  # bump when the output for a given config changes, so finished trees are regenerated
+# Bump when the output for a given config changes, so finished trees are regenerated. Version 2 draws the
+# events a chunk of EVENT_CHUNK_STAYS stays at a time (bounded memory); a population of at most one chunk
+# (every default and test size) has version 1's bytes.
+GENERATOR_VERSION = 2
+EVENT_CHUNK_STAYS = 8_000   # ICU stays whose events are drawn together: ~0.7 GB of compact rows
+EVENTS_STREAM = 7           # SeedSequence spawn key of event chunks after the first (0-5 compact, 6 volume)
 CXR_VERSION = "2.0.0"
 _OUR_ENTRIES = {"mimiciv", "mimic-cxr-jpg", "ground_truth"}
 _PARALLEL_MIN_IMAGES = 400
@@ -152,7 +157,7 @@ def _generate_into(root: Path, config: SyntheticConfig, progress: Progress | Non
     report = progress or (lambda description, done, total: None)
     src = SyntheticSource.at(root, config.mimic_version)
     streams = [np.random.default_rng(s) for s in np.random.SeedSequence(config.seed).spawn(6)]
-    steps = 6
+    steps = 5
     timings: dict[str, float] = {}
 
     t = time.perf_counter()
@@ -161,18 +166,12 @@ def _generate_into(root: Path, config: SyntheticConfig, progress: Progress | Non
     timings["population"] = time.perf_counter() - t
 
     t = time.perf_counter()
-    report("synthetic: vitals and labs", 1, steps)
-    chart, labs, output = build_events(pop.stays, config.spo2_bias, streams[1])
-    timings["events"] = time.perf_counter() - t
+    report("synthetic: vitals, labs and MIMIC-IV tables", 1, steps)
+    _write_mimic(src.mimic_root, pop, config, streams[1])
+    timings["events_and_mimic_tables"] = time.perf_counter() - t
 
     t = time.perf_counter()
-    report("synthetic: writing MIMIC-IV tables", 2, steps)
-    _write_mimic(src.mimic_root, pop, chart, labs, output, config)
-    del chart, labs, output
-    timings["write_mimic"] = time.perf_counter() - t
-
-    t = time.perf_counter()
-    report("synthetic: planning chest X-rays", 3, steps)
+    report("synthetic: planning chest X-rays", 2, steps)
     studies, p_acquire, planted = plan_studies(config, pop.stays, pop.encoder_subjects, streams[2])
     images, chexpert, split = images_and_tables(config, studies, streams[3])
     _write_cxr_tables(src.cxr_root, images, chexpert, split)
@@ -183,7 +182,7 @@ def _generate_into(root: Path, config: SyntheticConfig, progress: Progress | Non
     timings["draw_cxr"] = time.perf_counter() - t
 
     t = time.perf_counter()
-    report("synthetic: ground truth", 5, steps)
+    report("synthetic: ground truth", 4, steps)
     _write_ground_truth(src.ground_truth, config, pop, studies, images, p_acquire, planted, streams[4])
     timings["ground_truth"] = time.perf_counter() - t
     log.info("synthetic source timings (s): %s", {k: round(x, 2) for k, x in timings.items()})
@@ -191,18 +190,14 @@ def _generate_into(root: Path, config: SyntheticConfig, progress: Progress | Non
     report("synthetic: done", steps, steps)
 
 
-def _write_mimic(mimic_root: Path, pop, chart: dict, labs: dict, output: dict, config: SyntheticConfig) -> None:
+def _write_mimic(mimic_root: Path, pop, config: SyntheticConfig, first_events_rng: np.random.Generator) -> None:
     hosp, icu = mimic_root / "hosp", mimic_root / "icu"
     mimic_volume = config.chart_volume == "mimic"
     write_table(hosp / "patients.csv.gz", pop.patients, v.PATIENTS_COLUMNS, {"dod": DATE})
     write_table(hosp / "admissions.csv.gz", pop.admissions, v.ADMISSIONS_COLUMNS)
     write_table(hosp / "diagnoses_icd.csv.gz", pop.diagnoses, v.DIAGNOSES_COLUMNS)
-    if mimic_volume:
-        _write_events_at_mimic_volume(icu / "chartevents.csv.gz", hosp / "labevents.csv.gz", pop.stays, chart, labs,
-                                      config.seed)
-    else:
-        write_table(hosp / "labevents.csv.gz", labs, v.LABEVENTS_COLUMNS, {"hadm_id": NULLABLE_INT})
-        write_table(icu / "chartevents.csv.gz", chart, v.CHARTEVENTS_COLUMNS)
+    _write_events(icu / "chartevents.csv.gz", hosp / "labevents.csv.gz", icu / "outputevents.csv.gz", pop.stays,
+                  config, first_events_rng)
     d_lab = pd.DataFrame(v.D_LABITEMS_ROWS + (volume.d_labitems_rows() if mimic_volume else []),
                          columns=v.D_LABITEMS_COLUMNS)
     write_table(hosp / "d_labitems.csv.gz", d_lab, v.D_LABITEMS_COLUMNS)
@@ -217,7 +212,6 @@ def _write_mimic(mimic_root: Path, pop, chart: dict, labs: dict, output: dict, c
         write_empty(hosp / f"{name}.csv.gz", ["subject_id"] if name not in ("provider", "d_hcpcs", "d_icd_procedures")
                     else ["code"])
     write_table(icu / "icustays.csv.gz", pop.icustays, v.ICUSTAYS_COLUMNS)
-    write_table(icu / "outputevents.csv.gz", output, v.OUTPUTEVENTS_COLUMNS)
     d_items = pd.DataFrame(v.D_ITEMS_ROWS + (volume.d_items_rows() if mimic_volume else []), columns=v.D_ITEMS_COLUMNS)
     for col in ("lownormalvalue", "highnormalvalue"):
         d_items[col] = d_items[col].astype(float)
@@ -226,19 +220,46 @@ def _write_mimic(mimic_root: Path, pop, chart: dict, labs: dict, output: dict, c
         write_empty(icu / f"{name}.csv.gz", ["subject_id"] if name != "caregiver" else ["caregiver_id"])
 
 
-def _write_events_at_mimic_volume(chart_path: Path, lab_path: Path, stays: pd.DataFrame, chart: dict, labs: dict,
-                                  seed: int) -> None:
-    """chartevents and labevents with v2.2's rows per stay, generated and appended a chunk of stays at a time."""
+def _write_events(chart_path: Path, lab_path: Path, output_path: Path, stays: pd.DataFrame, config: SyntheticConfig,
+                  first_rng: np.random.Generator) -> None:
+    """chartevents, labevents and outputevents, drawn and appended a chunk of stays at a time.
+
+    Only one chunk's events (``EVENT_CHUNK_STAYS`` stays, about 0.09 MB each) are in memory at once; with
+    ``chart_volume="mimic"`` each is further split into the volume's chunks, with MIMIC's extra rows
+    interleaved per stay. The first chunk draws from ``first_rng`` (the stream the whole table used before
+    chunking, so a population of at most one chunk gives generator version 1's bytes); chunk ``i > 0`` from
+    ``SeedSequence(seed, spawn_key=(EVENTS_STREAM, i))``. Lab event and specimen ids count on over chunks.
+    """
     started = time.perf_counter()
+    mimic_volume = config.chart_volume == "mimic"
+    stays_per_chunk, volume_chunk = EVENT_CHUNK_STAYS, volume.STAYS_PER_CHUNK
+    if mimic_volume and stays_per_chunk % volume_chunk:
+        raise ValueError("EVENT_CHUNK_STAYS must be a multiple of the volume's STAYS_PER_CHUNK")
+    next_labevent_id, specimen_base = FIRST_LABEVENT_ID, SPECIMEN_ID_BASE
     n_chart = n_labs = 0
     with TableWriter(chart_path, v.CHARTEVENTS_COLUMNS) as chart_out, \
-            TableWriter(lab_path, v.LABEVENTS_COLUMNS, {"hadm_id": NULLABLE_INT}) as lab_out:
-        for chunk in volume.chunks(stays, chart, labs, seed):
-            n_chart += chart_out.append(chunk.chart)
-            n_labs += lab_out.append(chunk.labs)
+            TableWriter(lab_path, v.LABEVENTS_COLUMNS, {"hadm_id": NULLABLE_INT}) as lab_out, \
+            TableWriter(output_path, v.OUTPUTEVENTS_COLUMNS) as output_out:
+        for index, first in enumerate(range(0, len(stays), stays_per_chunk)):
+            rng = first_rng if index == 0 else np.random.default_rng(
+                np.random.SeedSequence(config.seed, spawn_key=(EVENTS_STREAM, index)))
+            part = stays.iloc[first:first + stays_per_chunk].reset_index(drop=True)
+            chart, labs, output = build_events(part, config.spo2_bias, rng, next_labevent_id, specimen_base)
+            if len(labs["specimen_id"]):
+                specimen_base = int(labs["specimen_id"].max())
+            pieces = (volume.chunks(part, chart, labs, config.seed, stays_per_chunk=volume_chunk,
+                                    first_chunk_index=first // volume_chunk) if mimic_volume else [volume.Chunk(
+                                        chart=chart, labs=labs, n_extra_chart=0, n_extra_labs=0)])
+            for piece in pieces:
+                n_chart += chart_out.append(piece.chart)
+                n_labs += lab_out.append(piece.labs)
+                if len(piece.labs["labevent_id"]):
+                    next_labevent_id = max(next_labevent_id, int(piece.labs["labevent_id"].max()) + 1)
+            output_out.append(output)
+            del chart, labs, output, pieces
     seconds = time.perf_counter() - started
-    log.info("chartevents %d rows, labevents %d rows at MIMIC volume in %.1f s (%.0f rows/s)", n_chart, n_labs,
-             seconds, (n_chart + n_labs) / max(seconds, 1e-9))
+    log.info("chartevents %d rows, labevents %d rows (%s volume) in %.1f s (%.0f rows/s)", n_chart, n_labs,
+             config.chart_volume, seconds, (n_chart + n_labs) / max(seconds, 1e-9))
 
 
 def _transfers(pop) -> pd.DataFrame:

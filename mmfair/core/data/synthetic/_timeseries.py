@@ -72,11 +72,17 @@ def _same_text(text: str, n: int) -> np.ndarray:
     return out
 
 
-def build_events(stays: pd.DataFrame, spo2_bias: bool, rng: np.random.Generator):
+FIRST_LABEVENT_ID = 1001
+SPECIMEN_ID_BASE = 10_000_000
+
+
+def build_events(stays: pd.DataFrame, spo2_bias: bool, rng: np.random.Generator,
+                 first_labevent_id: int = FIRST_LABEVENT_ID, specimen_id_base: int = SPECIMEN_ID_BASE):
     """Return (chartevents, labevents, outputevents) as dicts of column arrays (times as datetime64[s]).
 
     The chartevents and labevents dicts also hold ``stay_row``, each row's position in ``stays`` (not a
-    MIMIC column).
+    MIMIC column). ``stays`` may be one chunk of the population: ``labevent_id`` then counts on from
+    ``first_labevent_id`` and ``specimen_id`` from above ``specimen_id_base``, so ids stay unique over chunks.
     """
     n = len(stays)
     lat = {name: stays[f"latent_{name}"].to_numpy() for name in model.LATENTS}
@@ -269,13 +275,13 @@ def build_events(stays: pd.DataFrame, spo2_bias: bool, rng: np.random.Generator)
     hadm = stays["hadm_id"].to_numpy()[lb["row"]].astype(float)
     hadm[rng.random(nl) < 0.02] = np.nan
     panel_key = pd.factorize(pd.Series(lb["row"]).astype(str) + "|" + pd.Series(lb["charttime"]).astype(str))[0]
-    specimen_pool = 10_000_000 + np.cumsum(rng.integers(1, 40, panel_key.max() + 1))
+    specimen_pool = specimen_id_base + np.cumsum(rng.integers(1, 40, panel_key.max() + 1))
     providers = np.array(["P" + "".join(rng.choice(list("0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ"), 5))
                           for _ in range(300)], dtype=object)
     order_provider = providers[rng.integers(0, len(providers), nl)]
     order_provider[rng.random(nl) < 0.4] = ""
     labevents = {
-        "labevent_id": np.arange(1, nl + 1) + 1000,
+        "labevent_id": first_labevent_id + np.arange(nl),
         "subject_id": stays["subject_id"].to_numpy()[lb["row"]],
         "hadm_id": hadm,
         "specimen_id": rng.permutation(specimen_pool)[panel_key],

@@ -197,11 +197,12 @@ class Chunk:
 
 
 def chunks(stays: pd.DataFrame, chart: dict[str, np.ndarray], labs: dict[str, np.ndarray], seed: int,
-           stays_per_chunk: int = STAYS_PER_CHUNK) -> Iterator[Chunk]:
+           stays_per_chunk: int = STAYS_PER_CHUNK, first_chunk_index: int = 0) -> Iterator[Chunk]:
     """Yield the chartevents and labevents rows chunk by chunk of stays, the extra volume added.
 
     ``chart`` and ``labs`` are the compact tables (with ``stay_row``); their rows come out unchanged,
-    each in its stay's chunk. The extra rows of a chunk depend only on ``seed`` and the chunk's index.
+    each in its stay's chunk. The extra rows of a chunk depend only on ``seed`` and the chunk's index,
+    counted from ``first_chunk_index`` (``stays`` may be one part of a larger population, drawn on its own).
     """
     n = len(stays)
     intime = stays["intime"].to_numpy().astype("datetime64[s]")
@@ -220,7 +221,7 @@ def chunks(stays: pd.DataFrame, chart: dict[str, np.ndarray], labs: dict[str, np
     chart_order, chart_bounds = _group_by_stay(chart["stay_row"], n)
     lab_order, lab_bounds = _group_by_stay(labs["stay_row"], n)
     next_labevent_id = int(np.max(labs["labevent_id"], initial=1000)) + 1
-    for index, first in enumerate(range(0, n, stays_per_chunk)):
+    for index, first in enumerate(range(0, n, stays_per_chunk), start=first_chunk_index):
         last = min(first + stays_per_chunk, n)
         rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(VOLUME_STREAM, index)))
         rows = np.arange(first, last)
