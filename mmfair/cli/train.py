@@ -37,7 +37,7 @@ def train_cmd(
     train_missing_rate: Annotated[Optional[float], typer.Option(help="CareBench's protocol: remove the CXR from this share of the training stays that have one (fixed, seeded, per label).")] = None,
     train_cohort: Annotated[Optional[str], typer.Option(help="full (every stay, natural missingness; default) or matched (train and validate on stays with a CXR). The evaluated cohort is chosen in eval-missing/eval-fair (--test-cohort).")] = None,
     split: Annotated[Optional[str], typer.Option(help="random (the fold rule; default) or temporal (test on the latest anchor_year_group, train on the earlier ones).")] = None,
-    modalities: Annotated[Optional[list[str]], typer.Option("--modalities", help="Modality subset (repeatable): ehr, cxr or ehr,cxr. A single modality trains the unimodal model, both the chosen --fusion: the incremental-addition protocol whose runs eval-missing turns into modality Shapley values.")] = None,
+    modalities: Annotated[Optional[list[str]], typer.Option("--modalities", help="Modality subset (repeatable): a non-empty comma-separated subset of ehr, cxr, static, e.g. ehr, static, cxr,static, ehr,cxr,static. ehr, static or ehr,static trains the unimodal ehr model, cxr the cxr model, cxr with another modality the chosen --fusion; static means the --static-field choice (else the whitelist's defaults), and without ehr the EHR branch carries the static fields only (no hourly variables). The incremental-addition protocol, whose runs eval-missing turns into modality Shapley values.")] = None,
     cxr_input: Annotated[Optional[str], typer.Option(help="embeddings (the prep encoder's cached CXR embeddings; default, fast) or images (the uint8 store images through that encoder's backbone, fine-tuned end to end with light augmentation; AMP on GPU).")] = None,
     cxr_weights: Annotated[Optional[Path], typer.Option(help="--cxr-input images: start the backbone from this local weights file (the prep encoder's timm model) instead of the prep encoder's weights.")] = None,
     image_size: Annotated[Optional[int], typer.Option(help="--cxr-input images: training image side (default the prep encoder's).")] = None,
@@ -59,7 +59,7 @@ def train_cmd(
         from mmfair.core import pipeline, registry
 
         static_fields = _static_fields(config, static, static_field)
-        fusions = _with_modality_subsets(fusion or [None], modalities, static_fields)
+        subsets = _with_modality_subsets(fusion or [None], modalities, static_fields)
         tasks = task or [None]
         for name in fusion or []:
             registry.FUSIONS.get(name)
@@ -95,45 +95,52 @@ def train_cmd(
                 compile=compile_model,
                 class_weights=class_weights,
                 static_fields=f[1],
+                hourly_ehr=f[2],
                 cxr_input=cxr_input,
                 cxr_weights=cxr_weights,
                 image_size=image_size,
                 image_augment=image_augment,
             )
-            for f, t, k, s in itertools.product(fusions, tasks, fold or [None], seed or [None])
+            for f, t, k, s in itertools.product(subsets, tasks, fold or [None], seed or [None])
         ]
         with _util.progress_bar() as progress:
             outcome = pipeline.train(configs, ws, bootstrap=bootstrap, progress=progress)
     reused = sum(r.skipped for r in outcome.runs)
-    summary = _tables.metric_summary(outcome.metrics)
+    by = ("method", "modalities", "task", "fold", "seed") if modalities else ("method", "task", "fold", "seed")
+    summary = _tables.metric_summary(outcome.metrics, by=by)  # subset runs of one method differ in modalities
     _util.out.print(_tables.frame_table(summary, title="clean test metrics (95% patient-level bootstrap CI)"))
     _util.out.print(f"{len(outcome.runs)} run(s) in {ws.runs} ({reused} reused); metrics in {ws.metrics_csv}")
 
 
-MODALITY_SUBSETS = {frozenset({"ehr"}): "ehr", frozenset({"cxr"}): "cxr"}
+MODALITY_NAMES = ("ehr", "cxr", "static")
+#: Subsets trained by a unimodal method rather than the chosen --fusion (the modalities that reach the model).
+MODALITY_SUBSETS = {frozenset({"ehr"}): "ehr", frozenset({"cxr"}): "cxr", frozenset({"static"}): "ehr",
+                    frozenset({"ehr", "static"}): "ehr"}
 
 
 def _with_modality_subsets(
     fusions: list[str | None], modalities: list[str] | None, static_fields: tuple[str, ...] | None
-) -> list[tuple[str | None, tuple[str, ...] | None]]:
-    """(method, static fields) to train for ``--modalities``: a single modality is its unimodal model,
-    ``ehr,cxr`` the fusion; ``static`` in a subset switches the static modality on (the ``--static-field``
-    choice, else the whitelist's defaults), its absence off. Without ``--modalities``: the fusions as asked."""
+) -> list[tuple[str | None, tuple[str, ...] | None, bool | None]]:
+    """(method, static fields, hourly_ehr) to train for ``--modalities``: any non-empty subset of
+    ``ehr``, ``cxr``, ``static``. ``ehr``, ``static`` and ``ehr,static`` train the unimodal ``ehr`` model,
+    ``cxr`` the ``cxr`` model, every subset with ``cxr`` and another modality the fusions. ``static`` in a subset
+    switches the static modality on (the ``--static-field`` choice, else the whitelist's defaults), its absence
+    off; without ``ehr`` the hourly variables are off (``hourly_ehr=False``) and the EHR branch carries the
+    static channels only. Without ``--modalities``: the fusions as asked (hourly_ehr not set)."""
     if not modalities:
-        return [(f, static_fields) for f in fusions]
+        return [(f, static_fields, None) for f in fusions]
     from mmfair.core.training.static import load_whitelist
 
-    out: list[tuple[str | None, tuple[str, ...] | None]] = []
+    out: list[tuple[str | None, tuple[str, ...] | None, bool | None]] = []
     for value in modalities:
         subset = frozenset(part.strip() for part in value.split(",") if part.strip())
-        unknown = subset - {"ehr", "cxr", "static"}
-        core = subset - {"static"}
-        if unknown or not core or ("static" in subset and "ehr" not in subset):
-            raise ConfigError(f"--modalities '{value}': expected ehr, cxr or ehr,cxr, optionally with static "
-                              "(which needs ehr: the static fields join the EHR input)")
-        chosen = [MODALITY_SUBSETS[core]] if core in MODALITY_SUBSETS else fusions
+        if not subset or subset - set(MODALITY_NAMES):
+            raise ConfigError(f"--modalities '{value}': expected a non-empty comma-separated subset of "
+                              f"{', '.join(MODALITY_NAMES)} (e.g. ehr, cxr,static or ehr,cxr,static)")
+        chosen = [MODALITY_SUBSETS[subset]] if subset in MODALITY_SUBSETS else fusions
         fields = (static_fields or load_whitelist().defaults) if "static" in subset else ()
-        out += [(f, fields) for f in chosen if (f, fields) not in out]
+        hourly = "ehr" in subset or subset == frozenset({"cxr"})  # cxr alone: the default, so its run id is kept
+        out += [(f, fields, hourly) for f in chosen if (f, fields, hourly) not in out]
     return out
 
 

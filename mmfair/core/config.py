@@ -162,12 +162,23 @@ class TrainConfig(_Frozen):
     static_fields: tuple[str, ...] = Field((), description="the static modality: admission-time cohort.csv fields from "
                                            "the packaged whitelist (train --static adds its defaults; sensitive ones "
                                            "only when named); empty = off")
+    hourly_ehr: bool = Field(True, description="the hourly EHR variables (and their masks) enter the EHR branch; "
+                             "false (needs static_fields): the branch carries the static channels only, so "
+                             "`--modalities static` / `cxr,static` train without the time series")
     # fields added after run ids existed: left out of the identity at their default, so earlier runs keep their id
     LATER_DEFAULTS: ClassVar[dict[str, Any]] = {
         "fusion_params": {}, "missing_token": "zero", "modality_dropout": 0.0, "train_missing_rate": None,
         "train_cohort": "full", "split": "random", "cxr_input": "embeddings", "cxr_weights": None,
         "image_size": None, "image_augment": True, "static_fields": [], "class_weights": "none",
+        "hourly_ehr": True,
     }
+
+    @model_validator(mode="after")
+    def _check_ehr_branch(self) -> "TrainConfig":
+        if not self.hourly_ehr and not self.static_fields:
+            raise ValueError("hourly_ehr false needs static_fields: without the hourly variables the EHR branch "
+                             "carries the static channels only (train --modalities static or cxr,static)")
+        return self
 
     def identity(self) -> dict[str, Any]:
         d = self.model_dump(mode="json")

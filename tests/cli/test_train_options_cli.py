@@ -82,5 +82,24 @@ def test_modality_subsets_with_static(tmp_path, captured):
     assert result.exit_code == 2
     defaults = ("age", "admission_type", "admission_location", "first_careunit")
     assert [(c.fusion, c.static_fields) for c in captured] == [("ehr", ()), ("ehr", defaults), ("late", defaults)]
-    bad = invoke(tmp_path, "--fusion", "late", "--modalities", "cxr,static")
-    assert bad.exit_code == 2 and "needs ehr" in bad.output
+    assert all(c.hourly_ehr for c in captured)
+
+
+def test_every_subset_of_ehr_cxr_static_trains(tmp_path, captured):
+    subsets = ["ehr", "cxr", "static", "ehr,cxr", "ehr,static", "cxr,static", "ehr,cxr,static"]
+    result = invoke(tmp_path, "--fusion", "late", "--static-field", "age",
+                    *[arg for s in subsets for arg in ("--modalities", s)])
+    assert result.exit_code == 2 and "stop here" in result.output
+    got = [(c.fusion, c.static_fields, c.hourly_ehr) for c in captured]
+    assert got == [("ehr", (), True), ("cxr", (), True), ("ehr", ("age",), False), ("late", (), True),
+                   ("ehr", ("age",), True), ("late", ("age",), False), ("late", ("age",), True)]
+    # the subsets of earlier versions keep their configs (hourly_ehr at its default leaves the run id alone)
+    assert "hourly_ehr" not in captured[0].identity() and "hourly_ehr" not in captured[3].identity()
+
+
+@pytest.mark.parametrize("value", ["static,notes", ",", "EHR"])
+def test_unknown_or_empty_modality_subset_is_refused_in_one_line(tmp_path, captured, value):
+    result = invoke(tmp_path, "--fusion", "late", "--modalities", "ehr", "--modalities", value)
+    assert result.exit_code == 2 and not captured
+    line = next(x for x in result.output.splitlines() if "--modalities" in x)
+    assert f"'{value}'" in line and "ehr, cxr, static" in line

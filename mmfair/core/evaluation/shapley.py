@@ -1,6 +1,9 @@
 """Modality Shapley values from modality-subset runs (HAIM's definition, ``anchors_tier2.md`` §4, §9).
 
-Players are the modalities ``N`` of a fusion run (two or more, e.g. ``ehr+cxr``). The value of a subset
+Players are the modalities ``N`` of a fusion run (two or more, e.g. ``ehr+cxr``, or ``ehr+cxr+static`` when the
+static modality is on: every non-empty subset of {ehr, cxr, static} has a run — ``train --modalities static``
+is the ``ehr`` method on the static channels alone, ``cxr,static`` the fusion with the static channels as its
+non-image branch; DESIGN's architecture notes). The value of a subset
 ``S`` is the test AUROC of the run trained on exactly ``S`` (``config.json`` ``modalities``), and
 
     φ_i = Σ_{S ⊆ N∖{i}} |S|! (n − |S| − 1)! / n! · (v(S ∪ {i}) − v(S)),
@@ -12,8 +15,8 @@ Which runs. For each fusion run F (method m, modalities N, task, fold, seed, tes
 non-empty proper subset S of N takes the finished run with modalities exactly S on the same task, fold,
 seed, test cohort and split — among those, the runs with F's train-time missingness (``train_missing``)
 if any, else those trained without; preferring method m, then the single-modality method of that name
-(``ehr``, ``cxr``); several candidates: the first by run id (logged). F itself is v(N). Without every subset the
-fusion run gets no Shapley rows (logged).
+(``ehr``, ``cxr``; ``ehr`` for ``static``, whose branch it is); several candidates: the first by run id
+(logged). F itself is v(N). Without every subset the fusion run gets no Shapley rows (logged).
 
 On which stays. All subsets are scored on the **same stays**: the test stays that have every modality
 of N (``present_<m> = 1``) and that every subset run scored — otherwise v would compare different
@@ -66,6 +69,8 @@ log = logging.getLogger(__name__)
 V_EMPTY = 0.5
 DEFAULT_ATTRIBUTES = ("race_group", "gender", "age_group", "insurance_group")
 _ORDER = ("ehr", "cxr", "static")
+#: The single-modality method of a one-player subset (``static`` alone is the ``ehr`` method on the static channels).
+_UNIMODAL = {"ehr": "ehr", "cxr": "cxr", "static": "ehr"}
 _MISALIGNED = "{0} and {1} hold different test stays; subset runs of one fold must share predictions rows"
 
 
@@ -113,7 +118,7 @@ def _pick(candidates: list[RunInfo], method: str, subset: tuple[str, ...], full:
             candidates = matching
             break
     same = [c for c in candidates if c.method == method]
-    named = [c for c in candidates if len(subset) == 1 and c.method == subset[0]]
+    named = [c for c in candidates if len(subset) == 1 and c.method == _UNIMODAL.get(subset[0], subset[0])]
     pool = sorted(same or named or candidates, key=lambda c: c.run_id)
     if len(pool) > 1:
         log.warning("%s: %d runs with modalities %s; using %s", full.run_id, len(pool), _name(subset), pool[0].run_id)

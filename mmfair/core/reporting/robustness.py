@@ -186,14 +186,27 @@ SHAPLEY_DESCRIPTION = ("HAIM's modality Shapley values from the modality-subset 
 FOOTNOTE_SHAPLEY = ("φ values sum to v(all) − 0.5, where v(all) is the fusion run's AUROC on these stays and 0.5 "
                     "that of a model with no modality (v(∅)).")  # fmt: skip
 _ORDER = ("ehr", "cxr", "static")
+PLAYERS_HEADER = "players"
+_TWO_PLAYERS = "ehr+cxr"
+
+
+def _player_key(m: str) -> tuple:
+    return (_ORDER.index(m) if m in _ORDER else 9, m)
+
+
+def _players_of_runs(rows: pd.DataFrame) -> pd.Series:
+    """Per row, its fusion run's players (``ehr+cxr``, ``ehr+cxr+static``, ``cxr+static``, …): the modalities
+    of that run's Shapley rows."""
+    sets = rows.groupby("run_id")["modalities"].agg(lambda m: "+".join(sorted(set(m), key=_player_key)))
+    return rows["run_id"].map(sets)
 
 
 def _suppressed(rows: pd.DataFrame, min_group_size: int) -> set[tuple]:
-    """(method, task, train missing, attribute, group) cells hidden under the small-cell rule, with
+    """(method, players, task, train missing, attribute, group) cells hidden under the small-cell rule, with
     complementary cells."""
     from mmfair.core.reporting.suppression import suppress_block
 
-    cell = ["method", "task", TRAIN_MISSING_HEADER]
+    cell = ["method", PLAYERS_HEADER, "task", TRAIN_MISSING_HEADER]
     counts = rows[rows["attribute"] != "all"].drop_duplicates(["run_id", "attribute", "group"])
     hidden: set[tuple] = set()
     for _, block in counts.groupby(["run_id", "attribute"], sort=False):
@@ -211,15 +224,18 @@ def _suppressed(rows: pd.DataFrame, min_group_size: int) -> set[tuple]:
 
 
 def shapley_table(missing: pd.DataFrame, min_group_size: int = 10) -> pd.DataFrame:
-    """method × task × train missing × attribute × group: φ per modality (label ``all``), with the small-cell
-    rule."""
+    """method × players × task × train missing × attribute × group: φ per modality (label ``all``), with the
+    small-cell rule. One game per row: a method's runs over different player sets (``ehr+cxr``,
+    ``ehr+cxr+static``, ``cxr+static``, …) are separate rows, and a player outside the game shows ``–``. The
+    ``players`` column is shown only when some game is not ``ehr+cxr`` (the static modality is in play)."""
     from mmfair.core.evaluation.robustness import train_missing_labels
     from mmfair.core.reporting.suppression import marker
 
     rows = missing[(missing["metric"] == "shapley") & (missing["label"] == "all")].copy()
     rows[TRAIN_MISSING_HEADER] = train_missing_labels(rows)
-    players = sorted(set(rows["modalities"]), key=lambda m: (_ORDER.index(m) if m in _ORDER else 9, m))
-    keys = ["method", "task", TRAIN_MISSING_HEADER, "attribute", "group"]
+    rows[PLAYERS_HEADER] = _players_of_runs(rows) if len(rows) else pd.Series(dtype=object)
+    players = sorted(set(rows["modalities"]), key=_player_key)
+    keys = ["method", PLAYERS_HEADER, "task", TRAIN_MISSING_HEADER, "attribute", "group"]
     cols = keys + ["runs", "n"] + [f"φ {p}" for p in players]
     notes = [FOOTNOTE_SHAPLEY]
     out = []
@@ -242,12 +258,15 @@ def shapley_table(missing: pd.DataFrame, min_group_size: int = 10) -> pd.DataFra
     df = pd.DataFrame(out, columns=cols)
     if len(df):
         df["_all"] = df["attribute"] != "all"  # the overall row first
-        df = df.sort_values(["method", "task", TRAIN_MISSING_HEADER, "_all", "attribute", "group"],
-                            kind="mergesort").drop(columns="_all")  # fmt: skip
+        df["_size"] = df[PLAYERS_HEADER].str.count(r"\+")  # within a method: the largest game last
+        df = df.sort_values(["method", "_size", PLAYERS_HEADER, "task", TRAIN_MISSING_HEADER, "_all", "attribute",
+                             "group"], kind="mergesort").drop(columns=["_all", "_size"])  # fmt: skip
+    if not len(df) or set(df[PLAYERS_HEADER]) <= {_TWO_PLAYERS}:
+        df = df.drop(columns=PLAYERS_HEADER)  # the EHR + CXR game only: the column would say nothing
     if hidden:
         notes.append(f"{mark}: suppressed under the small-cell rule (fewer than {min_group_size} stays, positives or "
                      "negatives in a group, plus a complementary group where only one would be hidden).")  # fmt: skip
-    if len(df) and (df.drop(columns=keys + ["runs", "n"]) == "n/a").any().any():
+    if len(df) and (df.drop(columns=[c for c in keys + ["runs", "n"] if c in df.columns]) == "n/a").any().any():
         notes.append("n/a: undefined (a subset's AUROC is undefined on these stays, e.g. a group with one class).")
     df = df.reset_index(drop=True)
     df.attrs.update({"name": "shapley", "title": SHAPLEY_TITLE, "description": SHAPLEY_DESCRIPTION, "footnotes": notes})

@@ -5,6 +5,9 @@ DESIGN §3.2 (load-time rules, per run fold): the mask is "observed in this hour
 filling; then forward fill, then the training-fold median; scaling by median/IQR of the training-fold
 observed hours (IQR 0 → 1). :class:`EHRScaler` fits on the training rows only and is saved to
 ``scaling.json``. Each split lives on the device as tensors; batches are slices by index (DESIGN §6).
+The optional static modality's encoded fields join the EHR branch as time-constant, always-observed
+channels; a run without the hourly variables (``TrainConfig.hourly_ehr`` False: ``--modalities static`` or
+``cxr,static``) feeds the EHR branch those channels alone.
 """
 
 from __future__ import annotations
@@ -328,20 +331,36 @@ class EmbeddingScaler:
 
 
 class FoldScaler:
-    """Every modality's statistics for one run fold, fitted on the training rows only (``scaling.json``)."""
+    """Every modality's statistics for one run fold, fitted on the training rows only (``scaling.json``).
 
-    def __init__(self, feature_names: list[str] | None = None, static_fields: tuple[str, ...] = ()) -> None:
-        self.ehr = EHRScaler(feature_names)
+    ``hourly=False`` (a run without the hourly EHR variables, ``TrainConfig.hourly_ehr``): no EHR scaler
+    (``ehr`` is None, written as ``"ehr": null``) and the EHR branch carries the static channels only."""
+
+    def __init__(self, feature_names: list[str] | None = None, static_fields: tuple[str, ...] = (),
+                 hourly: bool = True) -> None:
+        self.ehr: EHRScaler | None = EHRScaler(feature_names) if hourly else None
         self.cxr: EmbeddingScaler | None = None
         self.static_fields = tuple(static_fields)
         self.static: Any = None  # a training.static.StaticEncoder when the static modality is on
 
     @property
+    def hourly(self) -> bool:
+        """Whether the hourly EHR variables enter the EHR branch."""
+        return self.ehr is not None
+
+    @property
     def static_width(self) -> int:
         return 0 if self.static is None else self.static.width_
 
+    def hourly_width(self, store: "StoreData") -> int:
+        """Channels of hourly variables at the front of the EHR branch's values (0 without hourly EHR)."""
+        return int(store.values.shape[2]) if self.hourly else 0
+
     def fit(self, store: "StoreData", rows: np.ndarray) -> "FoldScaler":
-        self.ehr.fit(store.values[rows])
+        if not self.hourly and not self.static_fields:
+            raise ConfigError("a run without the hourly EHR variables needs static fields: its EHR branch would be empty")
+        if self.ehr is not None:
+            self.ehr.fit(store.values[rows])
         if self.static_fields:
             from mmfair.core.training.static import StaticEncoder
 
@@ -357,7 +376,8 @@ class FoldScaler:
         return embeddings if self.cxr is None else self.cxr.transform(embeddings)
 
     def to_dict(self) -> dict[str, Any]:
-        out = {"ehr": self.ehr.to_dict(), "cxr": None if self.cxr is None else self.cxr.to_dict()}
+        out = {"ehr": None if self.ehr is None else self.ehr.to_dict(),
+               "cxr": None if self.cxr is None else self.cxr.to_dict()}
         if self.static is not None:
             out["static"] = self.static.to_dict()
         return out
@@ -365,7 +385,7 @@ class FoldScaler:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "FoldScaler":
         scaler = cls()
-        scaler.ehr = EHRScaler.from_dict(d["ehr"])
+        scaler.ehr = None if d.get("ehr") is None else EHRScaler.from_dict(d["ehr"])  # None: no hourly EHR
         scaler.cxr = None if d.get("cxr") is None else EmbeddingScaler.from_dict(d["cxr"])
         if d.get("static") is not None:
             from mmfair.core.training.static import StaticEncoder
@@ -418,10 +438,19 @@ def build_split(
     image_size: int | None = None,
 ) -> Split:
     """``values``: raw hourly values [len(rows), T, F] to use instead of ``store.values[rows]`` (a test-time
-    EHR perturbation); the mask, forward fill, median fill and scaling are then computed from them."""
-    scaled, mask = scaler.ehr.transform(store.values[rows] if values is None else values)
+    EHR perturbation); the mask, forward fill, median fill and scaling are then computed from them.
+
+    The EHR branch's input is ``[hourly values ‖ static values ‖ hourly mask ‖ static mask]`` (F + S values
+    then F + S masks); without hourly EHR (``scaler.hourly`` False) it is ``[static values ‖ static mask]``
+    and ``values`` is ignored. ``present["ehr"]`` is the EHR *branch's* presence (always True here; in a run
+    without hourly EHR the branch carries the static channels)."""
+    T = store.values.shape[1]
+    if scaler.ehr is not None:
+        scaled, mask = scaler.ehr.transform(store.values[rows] if values is None else values)
+    else:
+        scaled = mask = np.zeros((len(rows), T, 0), dtype=np.float32)
     if scaler.static is not None:  # the static modality: time-constant, always-observed channels
-        static = np.repeat(scaler.static.transform(store.cohort.iloc[rows])[:, None, :], scaled.shape[1], axis=1)
+        static = np.repeat(scaler.static.transform(store.cohort.iloc[rows])[:, None, :], T, axis=1)
         scaled = np.concatenate([scaled, static], axis=2)
         mask = np.concatenate([mask, np.ones_like(static)], axis=2)
     ehr = torch.from_numpy(np.concatenate([scaled, mask], axis=2))
@@ -464,11 +493,13 @@ def build_splits(
     train_cohort: str = "full",
     image_size: int | None = None,
     static_fields: tuple[str, ...] = (),
+    hourly: bool = True,
 ) -> tuple[dict[str, Split], FoldScaler]:
-    """Splits for run ``fold`` (rows from :func:`run_rows`); the scalers are fitted on the training rows unless given."""
+    """Splits for run ``fold`` (rows from :func:`run_rows`); the scalers are fitted on the training rows unless
+    given. ``hourly=False``: the EHR branch carries the ``static_fields`` channels only (no hourly variables)."""
     rows = run_rows(store, fold, split_rule, train_cohort)
     if scaler is None:
-        scaler = FoldScaler(store.feature_names, static_fields).fit(store, rows["train"])
+        scaler = FoldScaler(store.feature_names, static_fields, hourly=hourly).fit(store, rows["train"])
     labels = task.label_tensor(store.cohort)
     splits = {name: build_split(name, rows[name], store, scaler, labels, device, image_size=image_size)
               for name in names}

@@ -7,6 +7,12 @@ config.json, model.pt, history.csv, scaling.json, threshold.json, predictions_{v
 ``overall`` (the epoch each rule picks on validation, :mod:`.selection`) and ``selection_epochs`` in
 config.json. Every file is written atomically; a folder with DONE is skipped; one without resumes from its
 ``checkpoint.pt`` (written after every epoch) or starts afresh.
+
+Modalities (``config.json`` ``modalities``, :func:`run_modalities`): the method's, ``static`` added with
+``static_fields``, and ``ehr`` left out when ``hourly_ehr`` is False — the EHR branch then carries only the
+static channels (``--modalities static``: the ``ehr`` method on them; ``cxr,static``: the fusion with them as
+its non-image branch). Such a run's predictions say ``present_ehr = 0`` (it has no hourly EHR to remove), its
+``scaling.json`` has ``"ehr": null``, and an EHR perturbation leaves its predictions unchanged.
 """
 
 from __future__ import annotations
@@ -190,6 +196,9 @@ def resolve_config(config: TrainConfig, store: StoreData) -> TrainConfig:
                                            "image_augment": True})
     if config.cxr_input != "images" and (config.cxr_weights is not None or config.image_size is not None):
         raise ConfigError("cxr_weights and image_size apply to --cxr-input images only")
+    if config.static_fields and "ehr" not in factory.modalities:
+        raise ConfigError(f"fusion '{config.fusion}' has no EHR branch, so it cannot read the static fields (they join "
+                          "the EHR input); use the ehr method (--modalities static) or a fusion (--modalities cxr,static)")
     if config.static_fields:
         from mmfair.core.training.static import check_static_fields
 
@@ -268,14 +277,25 @@ def training_groups(config: TrainConfig, store: StoreData, rows: np.ndarray, dev
     return Groups(config.fair_attr, names, torch.as_tensor(codes, dtype=torch.long, device=device))
 
 
+def run_modalities(config: TrainConfig) -> list[str]:
+    """The modalities a run uses (``config.json`` ``modalities``, the Shapley players): the method's, without
+    ``ehr`` when ``hourly_ehr`` is False (its EHR branch then carries only the static channels), plus ``static``
+    when ``static_fields`` are set."""
+    factory = FUSIONS.get(config.fusion)
+    methods = [m for m in factory.modalities if m != "ehr" or config.hourly_ehr]
+    return methods + (["static"] if config.static_fields else [])
+
+
 def build_model(config: TrainConfig, task: Task, store: StoreData, scaler: FoldScaler | None = None) -> FusionModel:
-    """The run's model; with the static modality its encoded fields (``scaler.static``) widen the EHR input."""
+    """The run's model; with the static modality its encoded fields (``scaler.static``) widen the EHR input, and
+    without hourly EHR (``config.hourly_ehr`` False) they are its only features."""
     factory = FUSIONS.get(config.fusion)
     modalities = getattr(factory, "modalities", ())
     if "cxr" in modalities and store.cxr_embeddings is None:
         raise ConfigError(f"fusion '{config.fusion}' needs CXR embeddings, but {store.path} has none under /cxr/embeddings")
+    n_hourly = store.values.shape[2] if config.hourly_ehr else 0
     spec = FusionSpec(
-        n_features=store.values.shape[2] + (scaler.static_width if scaler is not None else 0),
+        n_features=n_hourly + (scaler.static_width if scaler is not None else 0),
         cxr_dim=store.cxr_dim,
         n_outputs=task.n_outputs(list(store.cohort.columns)),
         hidden_dim=config.hidden_dim,
@@ -309,6 +329,8 @@ def _prediction_frame(run: LoadedRun, split: Split, present: dict[str, torch.Ten
     frame = pd.concat([cohort[["stay_id", "fold"]], scores, cohort[["subject_id", *ATTRIBUTE_COLUMNS]]], axis=1)
     for m in MODALITIES:
         frame[f"present_{m}"] = present[m].cpu().numpy().astype(np.int64) if m in present else 0
+    if not run.scaler.hourly:  # the EHR branch carries only the static channels: no hourly EHR to remove
+        frame["present_ehr"] = 0
     if "static" in present:  # only runs with the static modality have the column
         frame["present_static"] = present["static"].cpu().numpy().astype(np.int64)
     return frame
@@ -316,8 +338,9 @@ def _prediction_frame(run: LoadedRun, split: Split, present: dict[str, torch.Ten
 
 def _without_static(run: LoadedRun, data: Split, keep: torch.Tensor) -> Split:
     """``data`` with the static channels of the stays where ``keep`` is False made unobserved: value 0 (the
-    training median, or no category) and mask 0, as an EHR variable that was never charted."""
-    n_raw, width = run.store.values.shape[2], run.scaler.static_width
+    training median, or no category) and mask 0, as an EHR variable that was never charted. Without hourly EHR
+    the branch is only these channels, so a removed stay's EHR input is all zeros."""
+    n_raw, width = run.scaler.hourly_width(run.store), run.scaler.static_width
     ehr = data.inputs["ehr"].clone()
     removed = ~keep.to(ehr.device)
     ehr[removed, :, n_raw : n_raw + width] = 0.0
@@ -331,6 +354,8 @@ EHRTransform = Callable[[np.ndarray, EHRFeatures], np.ndarray]
 def ehr_features(run: LoadedRun) -> EHRFeatures:
     """The feature names, variable groups and training-fold median/IQR an ``ehr_transform`` receives."""
     ehr = run.scaler.ehr
+    if ehr is None:
+        raise ConfigError(f"{run.run_dir}: this run has no hourly EHR variables (modalities {run.info.get('modalities')})")
     return EHRFeatures(list(run.store.feature_names), list(run.store.feature_groups),
                        np.asarray(ehr.median_, dtype=np.float64).copy(), np.asarray(ehr.iqr_, dtype=np.float64).copy())
 
@@ -365,11 +390,21 @@ def predict(
     an :class:`~mmfair.core.training.data.EHRFeatures` with the variable groups and the training fold's
     median/IQR) BEFORE the observation mask, forward fill, training-median fill and scaling: a value set
     to NaN is unobserved exactly like real absence (mask 0, then filled). ``None`` changes nothing.
+
+    A run without hourly EHR (``hourly_ehr`` False) has no hourly values: an ``ehr_transform`` changes nothing,
+    and ``present_override["ehr"]`` may only keep every stay (its EHR branch carries the static modality, which
+    ``present_override["static"]`` removes).
     """
-    data = run.split(split) if ehr_transform is None else _perturbed_split(run, split, ehr_transform)
+    hourly = run.scaler.hourly
+    data = run.split(split) if ehr_transform is None or not hourly else _perturbed_split(run, split, ehr_transform)
     present = dict(data.present)
     for modality, keep in (present_override or {}).items():
         keep = torch.as_tensor(np.asarray(keep, dtype=bool), device=run.device)
+        if modality == "ehr" and not hourly:
+            if bool(keep.all()):
+                continue  # removing nothing from the hourly EHR this run does not have
+            raise ConfigError(f"predict: run {run.run_id} has no hourly EHR to remove (modalities "
+                              f"{', '.join(run_modalities(run.config))})")
         if modality not in present:
             if modality == "static" and bool(keep.all()):
                 continue  # removing nothing from a modality this run does not have
@@ -437,7 +472,7 @@ def train_run(
         seed_everything(config.seed)
         splits, scaler = build_splits(store, task, config.fold, device, split_rule=config.split,
                                       train_cohort=config.train_cohort, image_size=_image_size(config, store),
-                                      static_fields=config.static_fields)
+                                      static_fields=config.static_fields, hourly=config.hourly_ehr)
         if config.class_weights == "balanced":
             task = task.balanced(splits["train"].labels)
             log.info("class weights (balanced, from the training rows): %s", [round(w, 3) for w in task.class_weights])
@@ -499,7 +534,7 @@ def train_run(
         **config.model_dump(mode="json"),
         "run_id": run_id,
         "method": method_name(config),
-        "modalities": list(factory.modalities) + (["static"] if config.static_fields else []),
+        "modalities": run_modalities(config),
         "handles_missing": bool(factory.handles_missing),
         "store_fingerprint": store.fingerprint,
         "mmfair_version": mmfair.__version__,
