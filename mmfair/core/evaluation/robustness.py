@@ -19,14 +19,17 @@ With points ``x_0 = 0 < x_1 < … < x_k``:
     the reference curve (``x_0`` included, where the term is 0 by construction). ``ref`` is the
     reference method's curve (``late`` by default) on the same task, label, fold, test cohort, split and
     scenario family, averaged over every run of the reference method there (seeds; their ids are
-    recorded as ``reference_runs``); points are matched by ``scenario_params``, i.e. the same removals.
+    recorded as ``reference_runs``) trained on the same modalities as the summarised run — for a run whose
+    modalities no reference run has (a single-modality run), on the smallest set that holds them, ties by
+    name (``reference_modalities``); points are matched by ``scenario_params``, i.e. the same removals.
     The reference method's own value is 0 when it has one run on the fold. Undefined without a
     reference curve.
 ``r_star`` (fusion methods only: runs with two or more modalities)
     the smallest evaluated rate ``x_i`` at which the fusion run's lower 95 % bound (``ci_low``, averaged
     over draws) falls strictly below the best single-modality model's value at that rate. The best
-    single-modality value is the maximum, over the single-modality methods evaluated on the same task,
-    label, fold, test cohort, split and scenario family, of each method's value averaged over its runs; a rate
+    single-modality value is the maximum, over the single-modality runs of one of the fusion run's own
+    modalities (a static-only run is no comparator for ``ehr+cxr``) evaluated on the same task, label,
+    fold, test cohort, split and scenario family, of each method's value averaged over its runs; a rate
     where no single-modality value is defined is skipped. A fusion run that cannot score at a rate
     where a single-modality model can counts as below. No interpolation between rates. When the bound
     never falls below, ``r_star`` is ``defined=false`` with ``"crossed": false`` in ``scenario_params``
@@ -184,6 +187,20 @@ def _same_protocol(rows: pd.DataFrame, protocol: str) -> tuple[pd.DataFrame, str
     return rows.iloc[0:0], protocol
 
 
+def _reference_runs(reference_rows: pd.DataFrame, modalities: str) -> tuple[pd.DataFrame, str]:
+    """The reference method's rows over ``modalities``; else over the smallest set of modalities that holds
+    them (a single-modality run against ``ehr+cxr``), ties by name. Returns the rows and their modalities."""
+    if not len(reference_rows):
+        return reference_rows, ""
+    wanted = set(modalities.split("+"))
+    sets = {m: set(m.split("+")) for m in reference_rows["modalities"].astype(str).unique()}
+    holding = sorted((len(players), m) for m, players in sets.items() if wanted <= players)
+    if not holding:
+        return reference_rows.iloc[0:0], ""
+    chosen = holding[0][1]
+    return reference_rows[reference_rows["modalities"].astype(str) == chosen], chosen
+
+
 def summarise(missing: pd.DataFrame, *, reference: str = "late", metrics: Iterable[str] | None = DEFAULT_METRICS) -> pd.DataFrame:
     """Summary rows (``relative_robustness``, ``effective_robustness``, ``r_star``) of every curve.
 
@@ -224,13 +241,15 @@ def summarise(missing: pd.DataFrame, *, reference: str = "late", metrics: Iterab
             rr = relative_robustness(x, m)
             emit("relative_robustness", rr, {"curve_rates": x.tolist()}, direction)
 
-            # effective robustness against the reference curve (same train-time protocol), point by point
-            ref_rows, ref_protocol = _same_protocol(curve_block[curve_block["method"] == reference], protocol)
+            # effective robustness against the reference curve (same modalities and train-time protocol)
+            ref_candidates, ref_modalities = _reference_runs(curve_block[curve_block["method"] == reference],
+                                                            str(first["modalities"]))
+            ref_rows, ref_protocol = _same_protocol(ref_candidates, protocol)
             ref_pts = ref_rows.groupby("point")["value"].agg(_mean_or_nan)
             ref_x = ref_rows.groupby("point")["x"].first()
             common = [p for p in run["point"] if p in ref_pts.index]
             er_extra: dict = {"reference": reference, "reference_runs": sorted(set(ref_rows["run_id"])),
-                              "reference_train_missing": ref_protocol}  # fmt: skip
+                              "reference_modalities": ref_modalities, "reference_train_missing": ref_protocol}  # fmt: skip
             er = float("nan")
             if not common:
                 er_extra["reason"] = f"no {reference} curve on this fold"
@@ -247,8 +266,9 @@ def summarise(missing: pd.DataFrame, *, reference: str = "late", metrics: Iterab
 
             if "+" in str(first["modalities"]):
                 higher = direction is True
-                single, single_protocol = _same_protocol(singles, protocol)
-                per_method = single.groupby(["method", "x"])["value"].agg(_mean_or_nan).groupby("x")
+                players = str(first["modalities"]).split("+")
+                single, single_protocol = _same_protocol(singles[singles["modalities"].isin(players)], protocol)
+                per_method = single.groupby(["method", "modalities", "x"])["value"].agg(_mean_or_nan).groupby("x")
                 best_by_x = per_method.max() if higher else per_method.min()
                 bound_col = "ci_low" if higher else "ci_high"
                 bound = run.groupby("x", sort=True)[bound_col].mean().reindex(x).to_numpy()

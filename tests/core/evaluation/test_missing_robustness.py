@@ -203,3 +203,25 @@ def test_train_time_missingness_is_compared_like_with_like(table):
     rs2 = _get(s2, "late-d3", "r_star")
     assert rs2.value == pytest.approx(0.0) and json.loads(rs2.scenario_params)["single_train_missing"] == "dropout=0.3"
     assert _get(s2, "early-0", "r_star").value == pytest.approx(0.5)  # the plain runs still use the plain ones
+
+
+def test_reference_and_single_modality_comparators_follow_the_modalities(table):
+    rows = list(table.to_dict("records"))
+    # the static modality: a late run over all three, a static-only model (method ehr) better than any fusion
+    rows += _curve_rows("late-s", "late", "ehr+cxr+static", [0.90, 0.88, 0.86, 0.84], [0.88, 0.86, 0.84, 0.82])
+    rows += _curve_rows("static-0", "ehr", "static", [0.95] * 4, [0.93] * 4)
+    s = summarise(to_frame(rows))
+    # each fusion run against the reference trained on its own modalities
+    late_s = _get(s, "late-s", "effective_robustness")
+    assert late_s.value == pytest.approx(0.0)
+    params = json.loads(late_s.scenario_params)
+    assert params["reference_runs"] == ["late-s"] and params["reference_modalities"] == "ehr+cxr+static"
+    early = json.loads(_get(s, "early-0", "effective_robustness").scenario_params)
+    assert early["reference_runs"] == ["late-0"] and early["reference_modalities"] == "ehr+cxr"
+    assert _get(s, "early-0", "effective_robustness").value == pytest.approx(-0.0275)  # as without static runs
+    # a single-modality run: the smallest reference set holding it
+    assert json.loads(_get(s, "ehr-0", "effective_robustness").scenario_params)["reference_runs"] == ["late-0"]
+    assert json.loads(_get(s, "static-0", "effective_robustness").scenario_params)["reference_runs"] == ["late-s"]
+    # r*: the static-only model is a comparator for the three-modality run only, not for ehr+cxr
+    assert _get(s, "early-0", "r_star").value == pytest.approx(0.5)
+    assert _get(s, "late-s", "r_star").value == pytest.approx(0.0)  # 0.88 < 0.95 from the clean point on
