@@ -28,6 +28,7 @@ No filling or scaling happens here: unobserved hours stay NaN.
 from __future__ import annotations
 
 import logging
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Callable
 
@@ -172,11 +173,35 @@ def _collect_observations(con: duckdb.DuckDBPyConnection, source: MimicSource, t
     """
     before = con.execute("SELECT count(*) FROM ts_obs").fetchone()[0]
     try:
-        con.execute(sql)
+        with _joins_as_written(con):
+            con.execute(sql)
     except READ_ERRORS as exc:
         raise read_error(path, exc) from None
     log.info("%s: %d observations of the map's items in the window", table,
              con.execute("SELECT count(*) FROM ts_obs").fetchone()[0] - before)
+
+
+# DuckDB cannot estimate a gzip CSV's rows (it guesses a few dozen), so it makes the filtered event stream,
+# tens of millions of rows at MIMIC scale, the build side of every hash join and runs out of memory under a
+# low --memory-limit (seen at 75,000 stays and 512 MB). Joins are written event stream first, small tables
+# after, which is the right probe/build order as it stands.
+_FIXED_JOIN_OPTIMIZERS = ("join_order,build_side_probe_side", "join_order")
+
+
+@contextmanager
+def _joins_as_written(con: duckdb.DuckDBPyConnection):
+    """Within the block, DuckDB keeps the query's join order and build sides (the previous setting after)."""
+    previous = con.execute("SELECT current_setting('disabled_optimizers')").fetchone()[0]
+    for names in _FIXED_JOIN_OPTIMIZERS:
+        try:
+            con.execute(f"SET disabled_optimizers = '{names}'")
+            break
+        except duckdb.Error:  # an older DuckDB without the build-side optimizer
+            continue
+    try:
+        yield
+    finally:
+        con.execute(f"SET disabled_optimizers = '{previous}'")
 
 
 def _fluid_join(con: duckdb.DuckDBPyConnection, source: MimicSource) -> str:

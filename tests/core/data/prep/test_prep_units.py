@@ -81,3 +81,16 @@ def test_variable_map_standard_and_bad_files(tmp_path):
     bad.write_text("variables:\n  - {name: hr, group: vitals, valid: [0, 1], sources: [{table: outputs, itemid: 1}]}\n")
     with pytest.raises(ConfigError, match="vars.yaml: variable 'hr': source table 'outputs'"):
         load_variable_map(str(bad))
+
+
+def test_event_joins_keep_the_written_order_and_restore_the_setting():
+    import duckdb
+
+    from mmfair.core.data.timeseries import _joins_as_written
+
+    con = duckdb.connect()
+    con.execute("SET disabled_optimizers = 'compressed_materialization'")
+    with _joins_as_written(con):
+        inside = con.execute("SELECT current_setting('disabled_optimizers')").fetchone()[0]
+    assert "join_order" in inside
+    assert con.execute("SELECT current_setting('disabled_optimizers')").fetchone()[0] == "compressed_materialization"
