@@ -306,6 +306,22 @@ def test_planted_mortality_needs_both_modalities():
     assert 0.65 < auc["cxr"] < 0.82 and 0.68 < auc["ehr"] < 0.85, auc
 
 
+def test_oracle_in_blocks_equals_the_oracle_at_once(monkeypatch):
+    from mmfair.core.data.synthetic import _model as model
+    from mmfair.core.data.synthetic import _oracle
+    from mmfair.core.data.synthetic._population import build_population
+
+    pop = build_population(SyntheticConfig(n_stays=300, seed=5, n_encoder_subjects=0), np.random.default_rng(5))
+    st = pop.stays
+    args = (st[[f"latent_{n}" for n in model.LATENTS]].to_numpy(), pop.latent_mean, st["device"].to_numpy(),
+            pop.intercepts, st["label_miss_rate"].to_numpy(), st["label_false_rate"].to_numpy())
+    whole = _oracle.oracle_probabilities(*args, np.random.default_rng(6), n_draws=50)
+    monkeypatch.setattr(_oracle, "BLOCK_STAYS", 37)  # memory bounded by the block, not the population
+    blocks = _oracle.oracle_probabilities(*args, np.random.default_rng(6), n_draws=50)
+    assert len(st) > 3 * 37
+    pd.testing.assert_frame_equal(blocks, whole, check_exact=False, rtol=1e-12)
+
+
 def test_group_missingness_and_year_switches():
     from mmfair.core.data.synthetic._studies import acquisition_probability
 
