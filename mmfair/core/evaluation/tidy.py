@@ -12,6 +12,14 @@ One value per row. Conventions fixed here where DESIGN is silent:
 * ``train_cohort``/``test_cohort`` are ``full`` or ``matched`` (only stays with a CXR), ``split`` is
   ``random`` or ``temporal``, ``train_missing`` describes missingness induced at training
   (``none``, ``dropout=0.3``, ``rate=0.5`` or both joined by ``+``); see :func:`.runs.load_run_info`.
+* ``evaluated_on`` says which test stays a row scored: ``all`` (every stay of the test fold or cohort),
+  ``with_cxr`` (only stays that have a CXR) or ``common`` (the stays shared by every method it is compared
+  with); ``n`` is their number.
+* ``weighting`` is ``stay`` (every ICU stay counts once) or ``patient`` (every patient counts once).
+* ``protocol`` (:data:`mmfair.core.protocol.PROTOCOL_VERSION`) and ``mmfair_version`` say which code produced
+  the row; they are values, not keys, so re-evaluating under a new protocol replaces the row.
+* Schema versions (:data:`SCHEMA_VERSION`): a file is migrated on reading by :func:`migrate`; the version is
+  recognised from its columns, so a results file copied elsewhere still reads.
 * Paired comparisons against a reference method (:mod:`.comparisons`) put the reference in
   ``scenario_params`` (``{"reference": ..., "reference_run": ..., ...}``); their p-values are rows of
   their own (``*_p``, ``*_p_adjusted``) with empty intervals.
@@ -25,21 +33,27 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from filelock import FileLock
+
+import mmfair
 from mmfair.core.errors import InputFileError
 from mmfair.core.io import write_csv_atomic
+from mmfair.core.protocol import PROTOCOL_VERSION
+
+#: Version of the results schema below. 1: mmfair 0.1.0 (columns up to ``ci_high``; files older than that
+#: lack ``split``/``train_missing``). 2: adds ``evaluated_on``, ``weighting``, ``protocol``, ``mmfair_version``.
+SCHEMA_VERSION = 2
 
 TIDY_COLUMNS: tuple[str, ...] = (
-    "run_id", "method", "modalities", "task", "label", "fold", "seed", "train_cohort", "test_cohort", "split",
-    "selection", "scenario", "scenario_params", "missing_rate", "train_missing_rate", "train_missing", "draw",
-    "draw_seed", "threshold_rule", "attribute", "group", "metric", "value", "higher_is_better", "n", "n_pos",
-    "defined", "ci_low", "ci_high",
+    "run_id", "method", "modalities", "task", "label", "fold", "seed", "train_cohort", "test_cohort",
+    "evaluated_on", "split", "selection", "scenario", "scenario_params", "missing_rate", "train_missing_rate",
+    "train_missing", "draw", "draw_seed", "threshold_rule", "weighting", "attribute", "group", "metric", "value",
+    "higher_is_better", "n", "n_pos", "defined", "ci_low", "ci_high", "protocol", "mmfair_version",
 )  # fmt: skip
 
-#: Columns added after results files were first written, with the value an older file's rows get on reading
-#: (the defaults of the run settings they describe: runs from before these settings existed used them).
-LATER_COLUMNS: dict[str, str] = {"split": "random", "train_missing": "none"}
-
-VALUE_COLUMNS: tuple[str, ...] = ("value", "higher_is_better", "n", "n_pos", "defined", "ci_low", "ci_high")
+VALUE_COLUMNS: tuple[str, ...] = (
+    "value", "higher_is_better", "n", "n_pos", "defined", "ci_low", "ci_high", "protocol", "mmfair_version",
+)  # fmt: skip
 KEY_COLUMNS: tuple[str, ...] = tuple(c for c in TIDY_COLUMNS if c not in VALUE_COLUMNS)
 
 DEFAULTS: dict[str, object] = {
@@ -55,12 +69,22 @@ DEFAULTS: dict[str, object] = {
     "test_cohort": "full",
     "split": "random",
     "train_missing": "none",
+    "evaluated_on": "all",
+    "weighting": "stay",
 }
+
+#: What a schema-1 file's rows get for the columns schema 2 added: which stays they scored was not recorded
+#: (``unrecorded``: eval-missing's MCAR rows of protocol 1 scored only stays with a CXR), stays were weighted
+#: equally, and they come from protocol 1.
+_V1_TO_V2: dict[str, str] = {"evaluated_on": "unrecorded", "weighting": "stay", "protocol": "1", "mmfair_version": ""}
+#: Columns even older files lack, with the run settings those runs used.
+_V0_TO_V1: dict[str, str] = {"split": "random", "train_missing": "none"}
 
 #: Direction of each metric; ``None`` for descriptive quantities. Gaps and costs: lower is better.
 HIGHER_IS_BETTER: dict[str, bool | None] = {
     "auroc": True, "auprc": True, "tpr": True, "fpr": False, "ppv": True, "prevalence": None,
     "selection_rate": None, "brier": False, "ece": False, "accuracy": True, "macro_f1": True, "kappa": True,
+    "kappa_linear": True,
     "demographic_parity_difference": False, "demographic_parity_ratio": True,
     "equalized_odds_difference": False, "equal_opportunity_difference": False, "auroc_gap": False,
     "ece_gap": False, "brier_gap": False, "worst_group_auroc": True, "es_auc": True,
@@ -75,7 +99,7 @@ HIGHER_IS_BETTER: dict[str, bool | None] = {
 _UNKNOWN_METRIC = "metric '{0}' is not in the tidy schema (DESIGN §3.4); add it there first"
 _BAD_COLUMNS = "{0}: not a tidy results table; missing columns {1}"
 
-_INT_COLUMNS = ("fold", "seed", "draw", "draw_seed", "n", "n_pos")
+_INT_COLUMNS = ("fold", "seed", "draw", "draw_seed", "n", "n_pos", "protocol")
 _FLOAT_COLUMNS = ("missing_rate", "train_missing_rate", "value", "ci_low", "ci_high")
 
 
@@ -95,6 +119,10 @@ def make_row(**fields: object) -> dict[str, object]:
     if unknown:
         raise KeyError(f"not tidy columns: {sorted(unknown)}")
     row.update(fields)
+    if row["protocol"] is None:
+        row["protocol"] = PROTOCOL_VERSION
+    if row["mmfair_version"] is None:
+        row["mmfair_version"] = mmfair.__version__
     row["higher_is_better"] = higher_is_better(str(row["metric"]))
     flag = True if row["defined"] is None else bool(row["defined"])
     defined = flag and row["value"] is not None and bool(np.isfinite(float(row["value"])))  # type: ignore[arg-type]
@@ -165,14 +193,26 @@ def read_results(path: Path) -> pd.DataFrame:
     path = Path(path)
     if not path.exists():
         return to_frame([])
-    df = pd.read_csv(path, dtype=str, keep_default_na=False)
-    for column, default in LATER_COLUMNS.items():
-        if column not in df.columns:
-            df[column] = default
+    df = migrate(pd.read_csv(path, dtype=str, keep_default_na=False))
     missing = [c for c in TIDY_COLUMNS if c not in df.columns]
     if missing:
         raise InputFileError(_BAD_COLUMNS.format(path, ", ".join(missing)))
     return normalise(df)
+
+
+def migrate(df: pd.DataFrame) -> pd.DataFrame:
+    """A results table read from any schema version, brought to :data:`SCHEMA_VERSION` (columns added with the
+    values their rows' runs and evaluations actually had; nothing renamed)."""
+    for added in (_V0_TO_V1, _V1_TO_V2):
+        for column, value in added.items():
+            if column not in df.columns:
+                df[column] = value
+    return df
+
+
+def results_lock(path: Path) -> FileLock:
+    """The lock every writer of a results file holds while it reads, merges and replaces it."""
+    return FileLock(str(Path(path)) + ".lock")
 
 
 def upsert_results(path: Path, rows: pd.DataFrame) -> pd.DataFrame:
@@ -180,8 +220,15 @@ def upsert_results(path: Path, rows: pd.DataFrame) -> pd.DataFrame:
 
     The key is every column except ``value, higher_is_better, n, n_pos, defined, ci_low, ci_high``.
     Existing rows keep their order; replaced and new rows go to the end. The file is written to a
-    temporary name and renamed into place. Returns the merged table.
+    temporary name and renamed into place, under :func:`results_lock`, so concurrent writers (several
+    ``train`` processes, a study's pool) never lose each other's rows. Returns the merged table.
     """
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    with results_lock(path):
+        return _merge_into(Path(path), rows)
+
+
+def _merge_into(path: Path, rows: pd.DataFrame) -> pd.DataFrame:
     new = normalise(rows)
     new_keys = _keys(new)
     new = new[~new_keys.duplicated(keep="last")]

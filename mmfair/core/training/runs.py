@@ -36,6 +36,7 @@ from mmfair.core.encoders.cxr import build_cxr_backbone, file_sha256
 from mmfair.core.encoders.cxr_images import CXRImageSpec
 from mmfair.core.evaluation.thresholds import THRESHOLD_RULES, choose_threshold
 from mmfair.core.fusion import FusionModel, FusionParams, FusionSpec
+from mmfair.core.protocol import PROTOCOL_VERSION
 from mmfair.core.io import atomic_path, write_csv_atomic, write_json_atomic, write_text_atomic
 from mmfair.core.registry import EHR_ENCODERS, FUSIONS, MODULATORS, TASKS
 from mmfair.core.training.data import (
@@ -268,7 +269,7 @@ def compute_run_id(config: TrainConfig, store_fingerprint: str) -> str:
         identity.pop("selection_rules", None)  # no extra rules: the run id of a run trained before they existed
     else:
         identity["fair_attr"] = fair_attr  # the rules compare this attribute's groups
-    return config_hash({"config": identity, "store_fingerprint": store_fingerprint})
+    return config_hash({"config": identity, "store_fingerprint": store_fingerprint, "protocol": PROTOCOL_VERSION})
 
 
 def training_groups(config: TrainConfig, store: StoreData, rows: np.ndarray, device: torch.device) -> Groups:

@@ -9,15 +9,17 @@ from mmfair.core.evaluation import TIDY_COLUMNS, evaluate_clean, evaluate_missin
 from mmfair.core.evaluation.tidy import KEY_COLUMNS, make_row, read_results
 
 DESIGN_ORDER = (
-    "run_id, method, modalities, task, label, fold, seed, train_cohort, test_cohort, split, selection, "
+    "run_id, method, modalities, task, label, fold, seed, train_cohort, test_cohort, evaluated_on, split, selection, "
     "scenario, scenario_params, missing_rate, train_missing_rate, train_missing, draw, draw_seed, threshold_rule, "
-    "attribute, group, metric, value, higher_is_better, n, n_pos, defined, ci_low, ci_high"
+    "weighting, attribute, group, metric, value, higher_is_better, n, n_pos, defined, ci_low, ci_high, protocol, "
+    "mmfair_version"
 )
 
 
 def test_columns_in_design_order():
     assert TIDY_COLUMNS == tuple(c.strip() for c in DESIGN_ORDER.split(","))
-    assert set(KEY_COLUMNS) == set(TIDY_COLUMNS) - {"value", "higher_is_better", "n", "n_pos", "defined", "ci_low", "ci_high"}
+    values = {"value", "higher_is_better", "n", "n_pos", "defined", "ci_low", "ci_high", "protocol", "mmfair_version"}
+    assert set(KEY_COLUMNS) == set(TIDY_COLUMNS) - values
 
 
 def test_defaults_and_direction():
@@ -50,3 +52,49 @@ def test_upsert_replaces_instead_of_duplicating(tmp_path, make_run, fake_predict
     m2 = upsert_results(mpath, evaluate_missing(runs[:1], cfg, fake_predict()))
     assert len(m1) == len(m2)
     assert not list((tmp_path / "results").glob("*.tmp"))
+
+
+SCHEMA_1_ROW = (
+    "run_id,method,modalities,task,label,fold,seed,train_cohort,test_cohort,split,selection,scenario,"
+    "scenario_params,missing_rate,train_missing_rate,train_missing,draw,draw_seed,threshold_rule,attribute,group,"
+    "metric,value,higher_is_better,n,n_pos,defined,ci_low,ci_high\n"
+    "r1,late,ehr+cxr,mortality,all,0,0,full,full,random,overall,mcar,{},0.5,0,none,1,7,val-youden,all,all,"
+    "auroc,0.8,True,30,5,True,0.7,0.9\n"
+)
+
+
+def test_schema_1_file_migrates_with_what_its_rows_did(tmp_path):
+    path = tmp_path / "missing.csv"
+    path.write_text(SCHEMA_1_ROW)
+    df = read_results(path)
+    assert tuple(df.columns) == TIDY_COLUMNS
+    row = df.iloc[0]
+    assert row["evaluated_on"] == "unrecorded" and row["weighting"] == "stay" and int(row["protocol"]) == 1
+    assert row["value"] == 0.8 and row["n"] == 30
+
+
+def test_new_rows_carry_the_current_protocol():
+    from mmfair.core.protocol import PROTOCOL_VERSION
+
+    row = make_row(run_id="x", metric="auroc", value=0.7)
+    assert row["protocol"] == PROTOCOL_VERSION and row["evaluated_on"] == "all" and row["weighting"] == "stay"
+
+
+def _write_rows(path: str, worker: int) -> None:
+    rows = [make_row(run_id=f"w{worker}", seed=s, metric="auroc", value=0.5 + s / 100) for s in range(5)]
+    upsert_results(path, pd.DataFrame(rows))
+
+
+def test_eight_concurrent_writers_lose_no_row(tmp_path):
+    import multiprocessing as mp
+
+    path = str(tmp_path / "metrics.csv")
+    ctx = mp.get_context("spawn")
+    workers = [ctx.Process(target=_write_rows, args=(path, w)) for w in range(8)]
+    for p in workers:
+        p.start()
+    for p in workers:
+        p.join(120)
+    assert all(p.exitcode == 0 for p in workers)
+    df = read_results(path)
+    assert len(df) == 40 and set(df["run_id"]) == {f"w{w}" for w in range(8)}

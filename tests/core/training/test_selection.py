@@ -15,11 +15,10 @@ from mmfair.core.training import runs as runs_module
 from mmfair.core.training.runs import compute_run_id, read_predictions_text
 from mmfair.core.training.selection import choose_epochs
 
-# run ids computed on HEAD before selection rules existed: configs without rules must keep them
-KNOWN_IDS = {
-    "default": ("17206a36eb93", TrainConfig()),
-    "group-dro": ("2d8a73977b40", TrainConfig(fusion="early", modulator="group-dro")),
-    "embedding": ("d8901eb72faf", TrainConfig(cxr_embedding="enc")),
+CONFIGS = {
+    "default": TrainConfig(),
+    "group-dro": TrainConfig(fusion="early", modulator="group-dro"),
+    "embedding": TrainConfig(cxr_embedding="enc"),
 }
 
 
@@ -73,10 +72,10 @@ def test_selection_rules_are_validated_and_ordered():
         TrainConfig(selection_rules=["best_test"])
 
 
-@pytest.mark.parametrize("name", sorted(KNOWN_IDS))
-def test_run_ids_without_rules_are_unchanged(name):
-    known, cfg = KNOWN_IDS[name]
-    assert compute_run_id(cfg, "fp0") == known
+@pytest.mark.parametrize("name", sorted(CONFIGS))
+def test_rules_and_their_attribute_enter_the_run_id(name):
+    cfg = CONFIGS[name]
+    known = compute_run_id(cfg, "fp0")
     with_rules = compute_run_id(cfg.model_copy(update={"selection_rules": ("worst_group",)}), "fp0")
     assert with_rules != known
     # the rules compare fair_attr's groups, so it enters the id once rules are asked
@@ -190,3 +189,11 @@ def test_interrupted_run_with_rules_resumes_to_the_same_files(tiny_ws, tmp_path)
     for rule in ("worst_group", "dto"):
         pd.testing.assert_frame_equal(pd.read_csv(resumed.run_dir / f"predictions_test_{rule}.csv"),
                                       pd.read_csv(reference.run_dir / f"predictions_test_{rule}.csv"))
+
+
+def test_the_protocol_version_enters_the_run_id(monkeypatch):
+    import mmfair.core.training.runs as runs
+
+    before = compute_run_id(TrainConfig(), "fp0")
+    monkeypatch.setattr(runs, "PROTOCOL_VERSION", runs.PROTOCOL_VERSION + 1)
+    assert compute_run_id(TrainConfig(), "fp0") != before  # a run of an older protocol is never reused as done

@@ -1,0 +1,20 @@
+"""The training and evaluation protocol version every run identity and results row carries.
+
+A run folder marked ``DONE`` is reused only when it was trained under the same protocol, so a change to what
+training or evaluation *does* (not to how fast it does it) must bump :data:`PROTOCOL_VERSION` in the same
+commit, with a line below saying what changed. Runs and rows from an older protocol are retrained or
+re-evaluated, never served as current.
+
+History:
+
+* 1 — the protocol of mmfair 0.1.0 before this field existed (results rows migrated from schema 1 say 1).
+* 2 — gradient modulators scale learning rates under the base optimizer by default; MultiFair's gate reads
+  pooled group statistics; the CXR encoder stops on steps, not seconds; labs count only when stored inside the
+  window; the temporal split follows each stay's estimated year; one stratified CXR-removal rule for training
+  and evaluation; comparisons on common stays; small cells suppressed everywhere; run identity covers the
+  content of the embeddings and cohort it was trained on.
+"""
+
+from __future__ import annotations
+
+PROTOCOL_VERSION: int = 2
