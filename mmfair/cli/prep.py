@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from mmfair.cli import _util
@@ -31,9 +32,11 @@ def prep_cmd(
     image_size: Annotated[Optional[int], typer.Option(help="Side of the stored square images (128 synthetic, 256 real).")] = None,
     icd10_mode: Annotated[Optional[str], typer.Option(help="extended (default) | exact ICD-10 phenotype matching.")] = None,
     variables: Annotated[Optional[str], typer.Option(help="standard (18 channels) | extended (+10 blood labs, hourly urine output) | path to a variable-map YAML.")] = None,
-    cxr_encoder: Annotated[Optional[str], typer.Option(help="timm model name of the CXR encoder.")] = None,
-    cxr_weights: Annotated[Optional[Path], typer.Option(help="Local weights file for the CXR encoder (no download).")] = None,
-    encoder_budget: Annotated[Optional[float], typer.Option(help="Seconds the CXR encoder may train (demo: 120).")] = None,
+    cxr_encoder: Annotated[Optional[str], typer.Option(help="timm model name of the CXR encoder, or a preset for --cxr-weights: xrv-densenet121-res224-chex|nih|pc|rsna|mimic_nb|mimic_ch|all (torchxrayvision's format).")] = None,
+    cxr_weights: Annotated[Optional[Path], typer.Option(help="Local weights file for the CXR encoder (no download), used as is.")] = None,
+    cxr_pretraining: Annotated[Optional[str], typer.Option(help="What a timm --cxr-weights file was pretrained on, e.g. 'ImageNet' or 'MIMIC-CXR, CheXpert' (its card; MIMIC-CXR is warned about).")] = None,
+    encoder_max_steps: Annotated[Optional[int], typer.Option("--encoder-steps", help="CXR encoder training steps: same seed, same weights on any machine.")] = None,
+    encoder_budget: Annotated[Optional[float], typer.Option(help="Optional wall-clock cap in seconds on the CXR encoder stage (none by default); results then depend on the machine.")] = None,
     skip_encoder: Annotated[Optional[bool], typer.Option("--skip-encoder/--no-skip-encoder", help="Skip the CXR encoder stage.")] = None,
     workers: Annotated[Optional[int], typer.Option(help="Image decoding processes (0 = one per core).")] = None,
     memory_limit: Annotated[Optional[str], typer.Option(help="DuckDB memory limit, e.g. 8GB.")] = None,
@@ -68,6 +71,8 @@ def prep_cmd(
             variables=variables,
             cxr_encoder=cxr_encoder,
             cxr_weights=cxr_weights,
+            cxr_pretraining=cxr_pretraining,
+            encoder_max_steps=encoder_max_steps,
             encoder_time_budget_s=encoder_budget,
             skip_encoder=skip_encoder,
             workers=workers,
@@ -99,6 +104,9 @@ def _render(outcome, ws) -> None:
     for row in result.attrition.itertuples(index=False):
         attrition.add_row(*[f"{v:,}" if isinstance(v, int) else str(v) for v in row])
     _util.out.print(attrition)
+    from mmfair.cli._sanity import sanity_table  # the cohort beside published ranges (issue 17)
+
+    _util.out.print(sanity_table(ws))
 
     enc = result.encoder
     if enc:
@@ -108,5 +116,11 @@ def _render(outcome, ws) -> None:
         if enc.get("random_init"):
             table.add_row("(random-init fallback: too few non-cohort images)", "n/a")
         for finding, auc in (enc.get("heldout_auroc") or {}).items():
-            table.add_row(finding, "n/a" if auc != auc else f"{auc:.3f}")
+            # prep.json stores an undefined AUROC as null (None); a fresh result may still hold NaN
+            table.add_row(finding, "n/a" if auc is None or auc != auc else f"{auc:.3f}")
+        card = enc.get("card") or {}
+        if card.get("pretraining_data"):
+            table.caption = f"pretrained on: {card['pretraining_data']}"
         _util.out.print(table)
+        if card.get("provenance_warning"):
+            _util.out.print(f"[bold red]WARNING: {escape(card['provenance_warning'])}[/]")

@@ -24,11 +24,15 @@ def train_cmd(
     epochs: Annotated[Optional[int], typer.Option(help="Maximum epochs.")] = None,
     patience: Annotated[Optional[int], typer.Option(help="Early-stopping patience (epochs without a better validation AUPRC).")] = None,
     batch_size: Annotated[Optional[int], typer.Option(help="Batch size.")] = None,
-    lr: Annotated[Optional[float], typer.Option(help="AdamW learning rate.")] = None,
-    weight_decay: Annotated[Optional[float], typer.Option(help="AdamW weight decay.")] = None,
+    lr: Annotated[Optional[float], typer.Option(help="Learning rate.")] = None,
+    weight_decay: Annotated[Optional[float], typer.Option(help="Weight decay (decoupled for adamw, an L2 term for adam and sgd).")] = None,
+    optimizer: Annotated[Optional[str], typer.Option(help="adamw (default), adam or sgd; the same for a modulated run and its unmodulated reference.")] = None,
+    momentum: Annotated[Optional[float], typer.Option(help="SGD momentum (default 0.9; --optimizer sgd only).")] = None,
+    modulate_via: Annotated[Optional[str], typer.Option(help="How a gradient-scaling modulator (ogm-ge, cggm, multifair, inforeg) applies its per-encoder factor: lr (default: scales that encoder's learning rate for the step, so the factor survives Adam's normalisation) or grad (multiplies its gradients, the papers' form).")] = None,
     hidden_dim: Annotated[Optional[int], typer.Option(help="Hidden size of encoders and heads.")] = None,
     device: Annotated[Optional[str], typer.Option(help="auto | cpu | cuda | cuda:N.")] = None,
-    modulator: Annotated[Optional[str], typer.Option(help="Training strategy changing losses/gradients (ogm-ge, cggm, multifair, group-dro, fairgrad); see `mmfair list modulators`. Its hyperparameters: modulator_params in --config.")] = None,
+    modulator: Annotated[Optional[str], typer.Option(help="Training strategy changing losses/gradients (ogm-ge, cggm, multifair, group-dro, fairgrad); see `mmfair list modulators`. Its hyperparameters: --modulator-param or modulator_params in --config.")] = None,
+    modulator_param: Annotated[Optional[list[str]], typer.Option("--modulator-param", help="A modulator hyperparameter KEY=VALUE (repeatable), e.g. variant=official-code; applies to the modulator of --modulator or of a preset (--fusion multifair). Non-default values tag the method label, e.g. multifair[official-code].")] = None,
     fair_attr: Annotated[Optional[str], typer.Option(help="Sensitive attribute whose groups group-aware modulators use in training (default race_group); never a model input.")] = None,
     selection: Annotated[Optional[list[str]], typer.Option("--selection", help="Extra checkpoint selection rule (repeatable): overall, worst_group, pareto, dto (MEDFAIR), chosen on validation over fair_attr's groups; each writes predictions_{val,test}_<rule>.csv.")] = None,
     fusion_param: Annotated[Optional[list[str]], typer.Option("--fusion-param", help="A method hyperparameter KEY=VALUE (repeatable), e.g. depth=2; see the method's docstring. Unset ones take their defaults (written to config.json).")] = None,
@@ -36,7 +40,7 @@ def train_cmd(
     modality_dropout: Annotated[Optional[float], typer.Option(help="Train-time random removal of the CXR: each batch drops a present CXR with this probability.")] = None,
     train_missing_rate: Annotated[Optional[float], typer.Option(help="CareBench's protocol: remove the CXR from this share of the training stays that have one (fixed, seeded, per label).")] = None,
     train_cohort: Annotated[Optional[str], typer.Option(help="full (every stay, natural missingness; default) or matched (train and validate on stays with a CXR). The evaluated cohort is chosen in eval-missing/eval-fair (--test-cohort).")] = None,
-    split: Annotated[Optional[str], typer.Option(help="random (the fold rule; default) or temporal (test on the latest anchor_year_group, train on the earlier ones).")] = None,
+    split: Annotated[Optional[str], typer.Option(help="random (the fold rule; default) or temporal (prep's temporal_split: test on the stays of 2014-2016, train and validate on 2011-2013; one test set for every fold).")] = None,
     modalities: Annotated[Optional[list[str]], typer.Option("--modalities", help="Modality subset (repeatable): a non-empty comma-separated subset of ehr, cxr, static, e.g. ehr, static, cxr,static, ehr,cxr,static. ehr, static or ehr,static trains the unimodal ehr model, cxr the cxr model, cxr with another modality the chosen --fusion; static means the --static-field choice (else the whitelist's defaults), and without ehr the EHR branch carries the static fields only (no hourly variables). The incremental-addition protocol, whose runs eval-missing turns into modality Shapley values.")] = None,
     cxr_input: Annotated[Optional[str], typer.Option(help="embeddings (the prep encoder's cached CXR embeddings; default, fast) or images (the uint8 store images through that encoder's backbone, fine-tuned end to end with light augmentation; AMP on GPU).")] = None,
     cxr_weights: Annotated[Optional[Path], typer.Option(help="--cxr-input images: start the backbone from this local weights file (the prep encoder's timm model) instead of the prep encoder's weights.")] = None,
@@ -81,6 +85,10 @@ def train_cmd(
                 batch_size=batch_size,
                 lr=lr,
                 weight_decay=weight_decay,
+                optimizer=optimizer,
+                momentum=momentum,
+                modulate_via=modulate_via,
+                modulator_params=_key_value_params(config, modulator_param, "modulator_params", "--modulator-param"),
                 hidden_dim=hidden_dim,
                 device=device,
                 modulator=modulator,
@@ -107,6 +115,7 @@ def train_cmd(
             outcome = pipeline.train(configs, ws, bootstrap=bootstrap, progress=progress)
     reused = sum(r.skipped for r in outcome.runs)
     by = ("method", "modalities", "task", "fold", "seed") if modalities else ("method", "task", "fold", "seed")
+    by += ("evaluated_on",)  # two rows per run: all test stays, and the stays with a CXR (every method)
     summary = _tables.metric_summary(outcome.metrics, by=by)  # subset runs of one method differ in modalities
     _util.out.print(_tables.frame_table(summary, title="clean test metrics (95% patient-level bootstrap CI)"))
     _util.out.print(f"{len(outcome.runs)} run(s) in {ws.runs} ({reused} reused); metrics in {ws.metrics_csv}")
@@ -146,15 +155,20 @@ def _with_modality_subsets(
 
 def _fusion_params(config_file: Path | None, pairs: list[str] | None) -> dict[str, Any] | None:
     """``--fusion-param KEY=VALUE`` pairs (values parsed as YAML scalars) over the config file's fusion_params."""
+    return _key_value_params(config_file, pairs, "fusion_params", "--fusion-param")
+
+
+def _key_value_params(config_file: Path | None, pairs: list[str] | None, field: str, flag: str) -> dict[str, Any] | None:
+    """``flag KEY=VALUE`` pairs (values parsed as YAML scalars) over the config file's ``field``."""
     if not pairs:
         return None
     import yaml
 
-    values: dict[str, Any] = dict(load_config_file(config_file).get("fusion_params") or {}) if config_file else {}
+    values: dict[str, Any] = dict(load_config_file(config_file).get(field) or {}) if config_file else {}
     for pair in pairs:
         key, sep, raw = pair.partition("=")
         if not sep or not key.strip():
-            raise ConfigError(f"--fusion-param '{pair}': expected KEY=VALUE")
+            raise ConfigError(f"{flag} '{pair}': expected KEY=VALUE")
         values[key.strip()] = yaml.safe_load(raw)
     return values
 

@@ -42,6 +42,10 @@ class SyntheticConfig(_Frozen):
     spo2_bias: bool = True
     group_label_noise: bool = True
     year_acquisition: bool = True
+    age_sex_latents: bool = Field(True, description="age and sex shift the latent means (older: sicker, larger "
+                                  "heart; male: larger heart); off: latents independent of every demographic")
+    image_demographic_signal: bool = Field(False, description="draw sex, age and race group into the CXR (breast "
+                                           "shadows, bone density, soft-tissue density): the probe's planted truth")
 
 
 class PrepConfig(_Frozen):
@@ -58,18 +62,28 @@ class PrepConfig(_Frozen):
     icd10_mode: Literal["extended", "exact"] = "extended"
     variables: str = Field("standard", description="standard | extended | path to a variable-map YAML")
     image_size: int = Field(256, ge=16, le=1024, description="side of the square uint8 images in the store")
-    cxr_encoder: str = Field("mobilenetv3_small_100", description="timm model name of the CXR encoder")
+    cxr_encoder: str = Field("mobilenetv3_small_100", description="timm model name of the CXR encoder, or a "
+                             "preset such as xrv-densenet121-res224-chex (needs cxr_weights)")
     cxr_weights: Path | None = None
+    cxr_pretraining: str | None = Field(None, description="what a timm cxr_weights file was pretrained on (its "
+                                        "card); presets declare their own")
     encoder_image_size: int = Field(128, ge=16, le=1024)
-    encoder_time_budget_s: float = Field(120.0, gt=0)
-    encoder_max_epochs: int = Field(30, gt=0)
+    encoder_max_steps: int = Field(400, gt=0, description="CXR encoder optimizer steps (the default stop: a seed "
+                                   "gives the same weights on any machine)")
+    encoder_max_epochs: int = Field(100, gt=0)
+    encoder_time_budget_s: float | None = Field(None, gt=0, description="optional wall-clock cap on the encoder "
+                                                "stage; the results then depend on the machine")
+    encoder_threads: int = Field(2, ge=0, description="CPU threads of the CXR encoder: a float sum depends on how "
+                                 "it is split across threads, so a fixed count keeps results machine-independent; "
+                                 "0 = every core (faster, machine-dependent)")
     skip_encoder: bool = False
     workers: int = Field(0, ge=0, description="image decode workers; 0 = one per core")
     memory_limit: str | None = Field(None, description="DuckDB memory limit, e.g. '8GB'; default a fraction of RAM")
     source_label: str | None = Field(None, description="store 'source' attr, e.g. 'synthetic'; default mimic-iv-<version>")
     icu_death_tolerance_hours: float = Field(6.0, ge=0, description="mortality_icu: deathtime <= outtime + this")
-    temporal_train_groups: tuple[str, ...] = ("2011 - 2013",)
-    temporal_test_groups: tuple[str, ...] = ("2014 - 2016",)
+    temporal_train_years: tuple[int, int] = Field((2011, 2013), description="temporal split: first and last "
+                                                  "estimated year (inclusive) of the training side")
+    temporal_test_years: tuple[int, int] = Field((2014, 2016), description="temporal split: the test side's years")
     encoder_max_images: int = Field(20000, ge=0, description="cap on non-cohort images decoded for the encoder")
     duckdb_threads: int = Field(0, ge=0, description="DuckDB threads; 0 = one per core")
 
@@ -100,6 +114,15 @@ class TrainConfig(_Frozen):
     lr: float = Field(1e-3, gt=0)
     weight_decay: float = Field(1e-4, ge=0)
     grad_clip: float | None = Field(1.0, gt=0)
+    optimizer: Literal["adamw", "adam", "sgd"] = Field("adamw", description="optimizer of the model (the modulators' "
+                                                       "own auxiliary heads keep theirs); weight_decay is decoupled "
+                                                       "for adamw, an L2 term for adam and sgd")
+    momentum: float = Field(0.9, ge=0.0, lt=1.0, description="sgd momentum (only with optimizer sgd)")
+    modulate_via: Literal["lr", "grad"] = Field("lr", description="how a gradient-scaling modulator (ogm-ge, cggm, "
+                                                "multifair, inforeg) applies its per-encoder factor: lr scales that "
+                                                "encoder's learning rate for the step (survives Adam's normalisation); "
+                                                "grad multiplies its gradients (the papers' form; under adam/adamw a "
+                                                "constant factor is normalised away)")
     modulator: str | None = Field(None, description="training strategy changing losses/gradients (registry MODULATORS); "
                                   "a preset fusion name (e.g. multifair) fills it in")
     modulator_params: dict[str, Any] = Field(default_factory=dict, description="the modulator's hyperparameters; "
@@ -120,7 +143,8 @@ class TrainConfig(_Frozen):
     train_cohort: Literal["full", "matched"] = Field("full", description="train and validate on every stay (natural "
                                                      "missingness) or only on stays with a CXR")
     split: Literal["random", "temporal"] = Field("random", description="random: the fold rule of DESIGN §1; temporal: "
-                                                 "test on the latest anchor_year_group, train/validate on the earlier ones")
+                                                 "prep's temporal_split column (test: stays estimated in 2014-2016, one test set for every fold; "
+                                                 "train/validate: 2011-2013)")
     # machine-specific: excluded from the run id
     device: str = "auto"
     workers: int = 0
@@ -170,8 +194,14 @@ class TrainConfig(_Frozen):
         "fusion_params": {}, "missing_token": "zero", "modality_dropout": 0.0, "train_missing_rate": None,
         "train_cohort": "full", "split": "random", "cxr_input": "embeddings", "cxr_weights": None,
         "image_size": None, "image_augment": True, "static_fields": [], "class_weights": "none",
-        "hourly_ehr": True,
+        "hourly_ehr": True, "optimizer": "adamw", "momentum": 0.9, "modulate_via": "lr",
     }
+
+    @model_validator(mode="after")
+    def _check_momentum(self) -> "TrainConfig":
+        if self.optimizer != "sgd" and self.momentum != 0.9:
+            raise ValueError(f"momentum applies to optimizer sgd only (optimizer is {self.optimizer})")
+        return self
 
     @model_validator(mode="after")
     def _check_ehr_branch(self) -> "TrainConfig":
@@ -210,10 +240,11 @@ class EvalMissingConfig(_Frozen):
     groups: tuple[str, ...] = Field((), description="ehr_group: EHR variable groups to remove (vitals, labs, neuro, output)")
     hours: int | None = Field(None, gt=0, description="ehr_last_hours: how many final hours of the window to remove")
     noise_sd: float | None = Field(None, gt=0, description="ehr_noise: noise sd in units of each variable's training IQR")
-    draws: int = Field(1, gt=0)
+    draws: int = Field(5, gt=0, description="random removal draws per rate; mcar intervals pool their replicates")
     seed: int = 0
     modality: Literal["cxr", "ehr", "static"] = "cxr"
-    bootstrap: int = Field(200, ge=0)
+    bootstrap: int = Field(1000, ge=0)
+    min_group_size: int = Field(10, ge=1, description="small-cell minimum; gaps leave out groups below it")
     device: str = "auto"
     reference: str = Field("late", description="method whose curve effective robustness is measured against")
     attributes: tuple[str, ...] = Field((), description="per-group AUROC and AUROC-gap rows for these attributes")
@@ -318,7 +349,7 @@ class EvalFairConfig(_Frozen):
     threshold_rule: str = "val-youden"
     recalibrate: Literal["none", "platt", "isotonic"] = "none"
     min_group_size: int = Field(10, ge=1, description="small-cell minimum; gaps leave out groups below it")
-    bootstrap: int = Field(200, ge=0)
+    bootstrap: int = Field(1000, ge=0)
     seed: int = 0
     test_cohort: Literal["full", "matched"] = Field("full", description="matched: only test stays with a CXR")
     reference: str | None = Field("late", description="method every other is compared with on the same test "
@@ -327,6 +358,11 @@ class EvalFairConfig(_Frozen):
     adjust: Literal["holm", "bh"] = Field("holm", description="p-value adjustment across a phenotype's labels")
     time_inference: bool = Field(True, description="time each run's test predictions (needs the prepared data)")
     device: str = "auto"
+    probe: bool = Field(False, description="demographic-encoding probe of each run's representations (loads the "
+                        "model and the prepared data; evaluation.probe)")
+    probe_attributes: tuple[str, ...] = ("gender", "race_group", "age_group")
+    probe_c_grid: tuple[float, ...] = Field((0.01, 0.1, 1.0), min_length=1, description="inverse L2 strengths of "
+                                            "the logistic probe, chosen on validation")
 
     @model_validator(mode="after")
     def _check(self) -> "EvalFairConfig":
@@ -356,10 +392,13 @@ class EvalFairConfig(_Frozen):
 
 
 class ReportConfig(_Frozen):
-    format: Literal["terminal", "markdown", "csv"] = "terminal"
+    format: Literal["terminal", "markdown", "csv", "html", "latex"] = "terminal"
     out: Path | None = None
     min_group_size: int = Field(10, ge=1)
     reference: str = Field("late", description="reference method of the rank tests (Wilcoxon–Holm)")
+    detail: bool = Field(False, description="terminal: also the per-group and long tables")
+    width: int = Field(100, ge=60, description="terminal: columns the compact tables must fit")
+    figures: bool = Field(True, description="html/latex: also write reports/figures/*.png and .pdf")
 
 
 def load_config_file(path: Path) -> dict[str, Any]:

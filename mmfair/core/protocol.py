@@ -12,7 +12,13 @@ History:
   pooled group statistics; the CXR encoder stops on steps, not seconds; labs count only when stored inside the
   window; the temporal split follows each stay's estimated year; one stratified CXR-removal rule for training
   and evaluation; comparisons on common stays; small cells suppressed everywhere; run identity covers the
-  content of the embeddings and cohort it was trained on.
+  content of the embeddings, cohort, EHR values (and in images mode images and encoder weights) it was trained
+  on, and a damaged checkpoint restarts the run; prep's reuse key reads the input tables' content; the
+  val-spec-X rule over tied scores flags nobody (it raised). Evaluation: a row is defined only when the method
+  scores every evaluated stay (no 50 % coverage rule); clean rows on all stays and on stays with a CXR;
+  MCAR rows are test_cohort matched with pooled-draw intervals and the realised removal; r*'s comparator
+  chosen on validation; selection rules ignore validation groups below 10 stays/positives/negatives; the
+  AUROC permutation test swaps ranks; 1,000 bootstrap replicates and 5 removal draws by default.
 """
 
 from __future__ import annotations

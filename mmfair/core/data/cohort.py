@@ -3,14 +3,24 @@ the CXR pairing.
 
 Interpretations of DESIGN written down here:
 
-* Attrition steps, in order: all ICU stays; stays whose admission and patient rows exist (and whose
-  times parse); age ≥ ``min_age``; stay ≥ ``min_stay_hours`` (``outtime − intime``); admissions of
-  positive length (``dischtime > admittime``; organ-donor pseudo-admissions removed).
+* Attrition steps, in order, each named by what it tests: all ICU stays; admission and patient records
+  found; ICU intime and outtime recorded; ICU outtime not before intime; age ≥ ``min_age``; stay ≥
+  ``min_stay_hours`` (``outtime − intime``); admittime and dischtime recorded; admission length > 0
+  (``dischtime > admittime``: MIMIC-IV's organ-donor pseudo-admissions). Impossible or empty times are
+  counted per file and reason (:data:`INPUT_PROBLEMS`), logged as warnings and listed in ``prep.json``;
+  the organ-donor step warns when it removes more than :data:`DONOR_WARN_SHARE` of the stays (and at
+  least :data:`DONOR_WARN_MIN` of them): such records are rare in MIMIC-IV, so many suggest swapped times.
+* Each table is read into its own DuckDB table before the join, so a value of the wrong type is reported
+  against the file it is in.
 * Age is ``anchor_age + year(intime) − anchor_year``, capped at 91 (MIMIC's de-identified age), so
   an ``anchor_age`` of 91 stays 91.
-* ``temporal_split``: ``train`` for ``temporal_train_groups`` (default ``2011 - 2013``), ``test`` for
-  ``temporal_test_groups`` (default ``2014 - 2016``), empty for other year groups (outside the years
-  MIMIC-CXR covers).
+* ``temporal_split`` (:func:`temporal_split`): each stay's estimated year is the start of its patient's
+  ``anchor_year_group`` + ``year(intime) − anchor_year`` — the earliest year the stay can have happened in
+  (the anchor year lies somewhere in the 3-year group, so the true year is up to 2 years later). ``train``
+  for an estimated year inside ``temporal_train_years`` (default 2011–2013), ``test`` inside
+  ``temporal_test_years`` (default 2014–2016: together MIMIC-CXR's years, so both sides have images),
+  empty otherwise; a patient with any test stay has none on the training side (those stays are left
+  empty), so no patient crosses the cut.
 * An empty race is ``UNKNOWN``; empty insurance or language is ``Other`` (``group_maps.yaml``).
 * CXR pairing: among frontal images with ``intime ≤ StudyDateTime < intime + window``, the latest
   StudyDateTime wins and a tie goes to the greatest ``dicom_id``. Frontal means ``ViewPosition`` is
@@ -44,8 +54,10 @@ from mmfair.core.data.mimic import (
     CXR_CHEXPERT,
     CXR_METADATA,
     MimicSource,
+    READ_ERRORS,
     checked_scan,
     query_df,
+    read_error,
     require_rows,
     scan_sql,
 )
@@ -63,6 +75,17 @@ ERR_BAD_TIMESTAMP = "{path}: column {column!r} has a value that is not a timesta
 ERR_TOO_FEW_SUBJECTS = ("the cohort has {n} patients, fewer than n_folds={k}; lower n_folds or widen the "
                         "cohort")
 ERR_EMPTY_COHORT = "no ICU stay is left after the cohort filters (see the attrition above): {steps}"
+WARN_PROBLEM = "{file}: {rows} {reason} (excluded from the cohort; see attrition.csv)"
+WARN_DONORS = ("hosp/admissions: {n} ICU stays ({share:.1%}) belong to admissions with dischtime not after "
+               "admittime; MIMIC-IV's organ-donor pseudo-admissions are far rarer (warning above {limit:.0%}): "
+               "check admittime/dischtime for swapped values")
+DONOR_STEP = "admission length > 0 (dischtime after admittime; organ-donor pseudo-admissions)"
+DONOR_WARN_SHARE = 0.01
+WARN_TEMPORAL_EMPTY = ("temporal split: no stay on the {side} side (estimated years {years}); `train --split "
+                       "temporal` will refuse (see prep.json temporal_split)")
+WARN_TEMPORAL_NO_CXR = ("temporal split: no paired CXR on the {side} side (estimated years {years}); a temporal "
+                        "test of a CXR method has nothing to read there")
+DONOR_WARN_MIN = 10
 
 DEMOGRAPHIC_COLUMNS = ["anchor_year_group", "temporal_split", "age", "age_group", "gender", "race",
                        "race_group", "insurance", "insurance_group", "language", "language_group",
@@ -86,26 +109,30 @@ def load_stays(con: duckdb.DuckDBPyConnection, source: MimicSource) -> pd.DataFr
     _check_timestamps(con, scans["icu/icustays"], paths["icu/icustays"], ["intime", "outtime"])
     _check_timestamps(con, scans["hosp/admissions"], paths["hosp/admissions"],
                       ["admittime", "dischtime", "deathtime"])
-    sql = f"""
-        WITH s AS (
-            SELECT subject_id, hadm_id, stay_id, CAST(intime AS TIMESTAMP) AS intime,
-                   CAST(outtime AS TIMESTAMP) AS outtime, los AS los_days, first_careunit
-            FROM {scans["icu/icustays"]}),
-        a AS (
-            SELECT hadm_id AS a_hadm_id, CAST(admittime AS TIMESTAMP) AS admittime,
+    selects = {
+        "icu/icustays": """SELECT subject_id, hadm_id, stay_id, CAST(intime AS TIMESTAMP) AS intime,
+                   CAST(outtime AS TIMESTAMP) AS outtime, los AS los_days, first_careunit""",
+        "hosp/admissions": """SELECT hadm_id AS a_hadm_id, CAST(admittime AS TIMESTAMP) AS admittime,
                    CAST(dischtime AS TIMESTAMP) AS dischtime, CAST(deathtime AS TIMESTAMP) AS deathtime,
                    admission_type, admission_location, insurance, language, marital_status, race,
-                   hospital_expire_flag
-            FROM {scans["hosp/admissions"]}),
-        p AS (
-            SELECT subject_id AS p_subject_id, gender, anchor_age, anchor_year, anchor_year_group
-            FROM {scans["hosp/patients"]})
-        SELECT * FROM s
-        LEFT JOIN a ON a.a_hadm_id = s.hadm_id
-        LEFT JOIN p ON p.p_subject_id = s.subject_id
-        ORDER BY s.stay_id
-    """
-    stays = query_df(con, sql, paths["icu/icustays"])
+                   hospital_expire_flag""",
+        "hosp/patients": "SELECT subject_id AS p_subject_id, gender, anchor_age, anchor_year, anchor_year_group",
+    }
+    names = {key: "cohort_" + key.split("/")[1] for key in selects}
+    try:
+        for key, select in selects.items():    # one table at a time: a type error names its own file
+            try:
+                con.execute(f"CREATE OR REPLACE TEMP TABLE {names[key]} AS {select} FROM {scans[key]}")
+            except READ_ERRORS as exc:
+                raise read_error(paths[key], exc) from None
+        stays = query_df(con, f"""
+            SELECT * FROM {names["icu/icustays"]} s
+            LEFT JOIN {names["hosp/admissions"]} a ON a.a_hadm_id = s.hadm_id
+            LEFT JOIN {names["hosp/patients"]} p ON p.p_subject_id = s.subject_id
+            ORDER BY s.stay_id""", paths["icu/icustays"])
+    finally:
+        for name in names.values():
+            con.execute(f"DROP TABLE IF EXISTS {name}")
     require_rows(stays, paths["icu/icustays"])
     return stays
 
@@ -120,18 +147,29 @@ def _check_timestamps(con: duckdb.DuckDBPyConnection, scan: str, path, columns: 
             raise InputFileError(ERR_BAD_TIMESTAMP.format(path=path, column=column, value=row[column]))
 
 
-def apply_filters(stays: pd.DataFrame, config: PrepConfig) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """The cohort filters of DESIGN §3.1, in order, and the attrition table they produce."""
+def apply_filters(stays: pd.DataFrame, config: PrepConfig) -> tuple[pd.DataFrame, pd.DataFrame, list[dict]]:
+    """The cohort filters of DESIGN §3.1, in order: the kept stays, the attrition table, and the input
+    problems found (``{"file", "reason", "rows"}``, each also logged as a warning)."""
     stays = stays.copy()
     stays["age"] = _age_at_admission(stays)
     stay_hours = (stays["outtime"] - stays["intime"]).dt.total_seconds() / 3600.0
+    times_recorded = stays["intime"].notna() & stays["outtime"].notna()
+    swapped = times_recorded & (stays["outtime"] < stays["intime"])
+    admission_times = stays["admittime"].notna() & stays["dischtime"].notna()
+    found = stays["a_hadm_id"].notna() & stays["p_subject_id"].notna()
+    problems = _problems([
+        ("icu/icustays", "rows with an empty intime or outtime", ~times_recorded),
+        ("icu/icustays", "rows with outtime before intime", swapped),
+        ("hosp/admissions", "ICU stays whose admission has an empty admittime or dischtime", found & ~admission_times),
+    ])
     steps = [
-        ("with admission and patient records",
-         stays["a_hadm_id"].notna() & stays["p_subject_id"].notna() & stays["intime"].notna()
-         & stays["outtime"].notna()),
+        ("admission and patient records found", found),
+        ("ICU intime and outtime recorded", times_recorded),
+        ("ICU outtime not before intime", ~swapped),
         (f"age >= {config.min_age}", stays["age"] >= config.min_age),
         (f"ICU stay >= {config.min_stay_hours:g} h", stay_hours >= config.min_stay_hours),
-        ("admission length > 0 (organ-donor pseudo-admissions)", stays["dischtime"] > stays["admittime"]),
+        ("admittime and dischtime recorded", admission_times),
+        (DONOR_STEP, stays["dischtime"] > stays["admittime"]),
     ]
     keep = pd.Series(True, index=stays.index)
     rows = [("all ICU stays", len(stays), 0, 0)]
@@ -143,10 +181,24 @@ def apply_filters(stays: pd.DataFrame, config: PrepConfig) -> tuple[pd.DataFrame
     attrition = pd.DataFrame(rows, columns=["step", "kept", "removed", "removed_total"])
     for row in attrition.itertuples(index=False):
         log.info("cohort: %-55s kept %7d  removed %7d", row.step, row.kept, row.removed)
+    _warn_donor_share(int(attrition["removed"].iloc[-1]), len(stays))
     cohort = stays[keep].sort_values("stay_id").reset_index(drop=True)
     if cohort.empty:
         raise InputFileError(ERR_EMPTY_COHORT.format(steps="; ".join(f"{r[0]}: {r[1]}" for r in rows)))
-    return cohort, attrition
+    return cohort, attrition, problems
+
+
+def _problems(checks: list[tuple[str, str, pd.Series]]) -> list[dict]:
+    """The checks that flag any row, as ``{"file", "reason", "rows"}``, each logged as a warning."""
+    problems = [{"file": f, "reason": reason, "rows": int(mask.sum())} for f, reason, mask in checks if mask.any()]
+    for p in problems:
+        log.warning(WARN_PROBLEM.format(**p))
+    return problems
+
+
+def _warn_donor_share(removed: int, total: int) -> None:
+    if total and removed >= DONOR_WARN_MIN and removed / total > DONOR_WARN_SHARE:
+        log.warning(WARN_DONORS.format(n=removed, share=removed / total, limit=DONOR_WARN_SHARE))
 
 
 def _age_at_admission(stays: pd.DataFrame) -> pd.Series:
@@ -206,10 +258,54 @@ def add_demographics(cohort: pd.DataFrame, config: PrepConfig) -> pd.DataFrame:
     out["race_group"] = map_group(out["race"], maps["race"])
     out["insurance_group"] = map_group(out["insurance"], maps["insurance"])
     out["language_group"] = map_group(out["language"], maps["language"])
-    out["temporal_split"] = np.select(
-        [out["anchor_year_group"].isin(config.temporal_train_groups),
-         out["anchor_year_group"].isin(config.temporal_test_groups)], ["train", "test"], default="")
+    out["temporal_split"] = temporal_split(out, config.temporal_train_years, config.temporal_test_years)
     return out
+
+
+def estimated_year(stays: pd.DataFrame) -> pd.Series:
+    """Start of ``anchor_year_group`` + ``year(intime) − anchor_year``: the earliest real year of each stay
+    (float; NaN where the group is not ``YYYY - YYYY``)."""
+    start = pd.to_numeric(stays["anchor_year_group"].astype(str).str.extract(r"^\s*(\d{4})\s*-", expand=False),
+                          errors="coerce")
+    return start + stays["intime"].dt.year - pd.to_numeric(stays["anchor_year"], errors="coerce")
+
+
+def temporal_split(stays: pd.DataFrame, train_years: tuple[int, int], test_years: tuple[int, int]) -> pd.Series:
+    """``train`` / ``test`` / empty per stay by its :func:`estimated_year`; the training-side stays of a patient
+    who has a test stay are left empty, so no patient is on both sides."""
+    year = estimated_year(stays)
+    test = year.between(*test_years).to_numpy()
+    subjects = stays["subject_id"].to_numpy()
+    train = year.between(*train_years).to_numpy() & ~np.isin(subjects, subjects[test])
+    return pd.Series(np.select([test, train], ["test", "train"], default=""), index=stays.index, dtype=object)
+
+
+def temporal_summary(cohort: pd.DataFrame, train_years: tuple[int, int], test_years: tuple[int, int],
+                     with_images: bool) -> dict:
+    """Stays, patients and paired CXRs on each side of the temporal split (for ``prep.json``); warns when a side
+    has no stay, or no CXR where a CXR root was given."""
+    year = estimated_year(cohort)
+    split = cohort["temporal_split"]
+    summary: dict = {"train_years": list(train_years), "test_years": list(test_years),
+                     "year_estimate": "anchor_year_group start + year(intime) - anchor_year (the earliest "
+                                      "possible year; the true year is up to 2 years later)"}
+    for side in ("train", "test"):
+        rows = cohort[split == side]
+        summary[side] = {"stays": int(len(rows)), "patients": int(rows["subject_id"].nunique()),
+                         "with_cxr": int(rows["has_cxr"].sum())}
+        years = _span(train_years if side == "train" else test_years)
+        if summary[side]["stays"] == 0:
+            log.warning(WARN_TEMPORAL_EMPTY.format(side=side, years=years))
+        elif with_images and summary[side]["with_cxr"] == 0:
+            log.warning(WARN_TEMPORAL_NO_CXR.format(side=side, years=years))
+    in_train_years = year.between(*train_years) & (split == "")
+    summary["excluded_patient_has_test_stay"] = int(in_train_years.sum())
+    summary["outside_both_periods"] = int((~year.between(*train_years) & ~year.between(*test_years)).sum())
+    return summary
+
+
+def _span(years: tuple[int, int]) -> str:
+    return f"{years[0]}-{years[1]}"
 
 
 # --------------------------------------------------------------------------------------------- labels

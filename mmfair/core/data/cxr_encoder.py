@@ -10,15 +10,25 @@ CheXpert labels, "U-Ignore": 1 is positive, 0 and blank (NaN, "not mentioned") a
 Three paths:
 
 * **trained** (the default): enough non-cohort images → trained from random init, multi-label BCE over the
-  findings with 10+ positives, AdamW with a cosine LR over the steps that fit ``encoder_time_budget_s``
-  (or ``encoder_max_epochs``), keeping the epoch with the best held-out mean AUROC. The budget covers the
-  whole stage: training, held-out evaluations and embedding the cohort. The held-out part both picks the
-  epoch and reports the AUROC, so the reported value is slightly optimistic;
+  findings with 10+ positives, AdamW with a cosine LR over ``encoder_max_steps`` steps (fewer when
+  ``encoder_max_epochs`` epochs come first), keeping the epoch with the best held-out mean AUROC. The stop
+  is a step count, never a clock, and CPU training runs with torch's deterministic algorithms, a fixed
+  thread count and its own seeded generators, so a seed gives bit-identical weights and embeddings on CPU
+  on any machine with the same CPU kernels (on GPU up to float nondeterminism). ``encoder_time_budget_s``
+  optionally caps the whole stage (training, held-out evaluations, embedding the cohort) by wall clock;
+  then the number of steps, and every result downstream, depends on the machine, which prep warns about.
+  The held-out part both picks the epoch and reports the AUROC, so the reported value is slightly
+  optimistic;
 * **random-init** fallback: fewer than ``MIN_TRAIN_IMAGES`` images, fewer than two subjects, or no finding
   with enough positives → a seeded random network, with a warning, recorded in the attrs;
-* **external weights** (``cxr_weights``): loaded and used as is, embed only (no fine-tuning, so the
-  run is cheap and the weights' provenance stays what the file says). Weights trained on MIMIC-CXR may
-  have seen the cohort's test patients, which is warned about.
+* **external weights** (``cxr_weights``): a timm file, or a :data:`~mmfair.core.encoders.cxr.CXR_PRESETS`
+  format (torchxrayvision's DenseNet-121, with its own 224 px, [−1024, 1024] preprocessing), loaded and
+  used as is, embed only (no fine-tuning, so the run is cheap and the weights' provenance stays what the
+  file says).
+
+Every path records an encoder card (``pretraining_*`` attrs, and ``prep.json``): mmfair's own encoder saw
+non-cohort MIMIC-CXR subjects only; weights pretrained on MIMIC-CXR (torchxrayvision ``all``/``mimic_*``,
+RAD-DINO) may have seen the cohort's test patients, which prep warns about loudly.
 """
 
 from __future__ import annotations
@@ -31,7 +41,7 @@ import math
 import os
 import re
 import time
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator, Sequence
 
@@ -43,14 +53,20 @@ from torch import nn
 from mmfair.core.config import PrepConfig
 from mmfair.core.device import resolve_device
 from mmfair.core.encoders.cxr import (
+    CXR_PRESETS,
     IMAGENET_GRAY_MEAN,
     IMAGENET_GRAY_STD,
+    OWN_CARD_TEXT,
     CXRBackbone,
+    EncoderCard,
     build_cxr_backbone,
+    declared_card,
     file_sha256,
     resize_uint8,
     to_input,
 )
+from mmfair.core.encoders.cxr_images import CXRImageSpec, augment_images
+from mmfair.core.training.trainer import amp_dtype, cpu_threads
 
 logger = logging.getLogger(__name__)
 
@@ -64,8 +80,11 @@ BATCH_SIZE = 64
 EMBED_BATCH = 256
 LR = 2e-3
 WEIGHT_DECAY = 1e-4
-WARMUP_STEPS = 20
+WARMUP_STEPS = 3  # LR warm-up; also the steps whose time says little about the steady-state step time
 LABEL_POLICY = "U-Ignore: 1 positive; 0 and blank negative; -1 masked from loss and AUROC"
+#: Light CXR augmentation: ±5° rotation, scale 0.9–1.1, ±5 % shift, brightness/contrast ±10 %. No
+#: horizontal flip: the heart is on the patient's left, and a flip would make situs inversus normal.
+AUGMENT = dict(rotate=5.0, scale=0.1, translate=0.05, jitter=0.1)
 
 
 @dataclass
@@ -80,6 +99,8 @@ class EncoderResult:
     seconds: float = 0.0
     #: the backbone's weights (timm state dict as arrays), saved in the store for image-mode training
     backbone_state: dict[str, np.ndarray] | None = None
+    #: what the weights saw before prep (also in ``attrs`` as ``pretraining_*``)
+    card: EncoderCard | None = None
 
 
 def fit_and_embed(
@@ -101,12 +122,12 @@ def fit_and_embed(
         train_subjects: int64 ``[M]`` subject ids; the held-out split is by subject.
         finding_names: the K CheXpert column names.
         cohort_images: uint8 ``[N_img, S2, S2]``, only embedded (resized to ``encoder_image_size``).
-        config: the prep config (``cxr_encoder``, ``cxr_weights``, ``encoder_image_size``,
-            ``encoder_time_budget_s``, ``encoder_max_epochs``; ``workers`` sets CPU threads, 0 = all cores).
+        config: the prep config (``cxr_encoder``, ``cxr_weights``, ``cxr_pretraining``, ``encoder_image_size``,
+            ``encoder_max_steps``, ``encoder_max_epochs``, ``encoder_time_budget_s``, ``encoder_threads``).
         device: ``auto``, ``cpu`` or ``cuda[:N]``; CUDA trains with mixed precision.
         progress: optional ``(description, done, total)`` callback.
         seed: seeds the split, the init, the batches and the augmentation. On CPU the result is
-            identical for a seed as long as the time budget does not cut training short.
+            bit-identical for a seed and thread count unless a time budget is set.
 
     Returns:
         An :class:`EncoderResult` with float16 ``[N_img, D]`` embeddings.
@@ -117,27 +138,24 @@ def fit_and_embed(
     )
     finding_names = [str(f) for f in finding_names]
     dev = resolve_device(device)
-    size = config.encoder_image_size
     model_name = config.cxr_encoder
+    preset = CXR_PRESETS.get(model_name) if model_name in CXR_PRESETS else None
+    size = preset.image_size if preset is not None else config.encoder_image_size
     subjects_hash = _subjects_hash(train_subjects)
 
-    with _cpu_threads(config.workers if dev.type == "cpu" else None), _seeded(seed, dev):
-        if config.cxr_weights is not None:
-            backbone = build_cxr_backbone(model_name, config.cxr_weights, size)  # checks the file first
-            weights_sha = file_sha256(config.cxr_weights)
-            logger.warning(
-                "loading CXR encoder weights from %s (sha256 %s…): weights trained on MIMIC-CXR may have seen "
-                "the cohort's test patients; they are used as is, without fine-tuning",
-                config.cxr_weights,
-                weights_sha[:12],
-            )
-            cfg = getattr(backbone.model, "pretrained_cfg", {}) or {}
-            mean = float(np.mean(cfg.get("mean", (IMAGENET_GRAY_MEAN,))))
-            std = float(np.mean(cfg.get("std", (IMAGENET_GRAY_STD,))))
-            fit = _Fit(source=weights_sha, weights=weights_sha, mean=mean, std=std)
+    with _reproducible(seed, dev, config.encoder_threads):
+        if config.cxr_weights is not None or preset is not None:
+            backbone, fit, card = _load_external(config, size)
         else:
             reason = _fallback_reason(train_labels, train_subjects, finding_names, seed)
             if reason is None:
+                if config.encoder_time_budget_s is not None:
+                    logger.warning(
+                        "CXR encoder: a %.0f s time budget is set, so how many steps train depends on the "
+                        "machine's speed and load: the weights, the embeddings and every score downstream then "
+                        "depend on the machine. Leave encoder_time_budget_s unset (the default stops after "
+                        "encoder_max_steps) for a reproducible encoder", config.encoder_time_budget_s,
+                    )
                 backbone, fit = _train(
                     train_images, train_labels, train_subjects, finding_names, config, dev, seed, t0,
                     n_cohort=len(cohort_images), progress=progress,
@@ -162,16 +180,20 @@ def fit_and_embed(
                     std=IMAGENET_GRAY_STD, random_init=True, fallback_reason=reason,
                     heldout_auroc={f: float("nan") for f in finding_names},
                 )
+            card = (EncoderCard("none (random init)", "none") if fit.random_init
+                    else EncoderCard(OWN_CARD_TEXT, "non-cohort", "DESIGN §3.2"))
 
         cohort = resize_uint8(torch.from_numpy(cohort_images), size)
         embeddings = _embed(backbone, cohort, fit.mean, fit.std, dev, progress=progress)
 
     if not np.isfinite(embeddings).all():
         raise RuntimeError(f"CXR encoder {model_name} produced non-finite float16 embeddings")
+    _warn_card(card, model_name)
     seconds = time.perf_counter() - t0
     encoder_id = _encoder_id(model_name, size, fit.source, subjects_hash if fit.trained else "")
-    attrs = _attrs(model_name, size, config, fit, train_images, train_subjects, subjects_hash, seconds,
+    attrs = _attrs(backbone.model_name, size, config, fit, train_images, train_subjects, subjects_hash, seconds,
                    backbone.num_features, seed)
+    attrs.update(preset=model_name if preset is not None else "", device=dev.type, **card.attrs())
     logger.info(
         "CXR encoder %s: %d cohort images embedded (D=%d) in %.1f s", encoder_id, len(embeddings),
         embeddings.shape[1], seconds,
@@ -184,7 +206,34 @@ def fit_and_embed(
         random_init=fit.random_init,
         seconds=seconds,
         backbone_state={k: v.detach().cpu().numpy() for k, v in backbone.model.state_dict().items()},
+        card=card,
     )
+
+
+def _load_external(config: PrepConfig, size: int) -> tuple[CXRBackbone, "_Fit", EncoderCard]:
+    """A local weights file (timm or a preset's format), embed only; its card from the preset or the user."""
+    backbone = build_cxr_backbone(config.cxr_encoder, config.cxr_weights, size)  # checks the file first
+    weights_sha = file_sha256(config.cxr_weights)
+    logger.info("CXR encoder: weights from %s (sha256 %s…), used as is, without fine-tuning", config.cxr_weights,
+                weights_sha[:12])
+    if config.cxr_encoder in CXR_PRESETS:
+        preset = CXR_PRESETS.get(config.cxr_encoder)
+        mean, std, card = preset.norm_mean, preset.norm_std, preset.card
+    else:
+        cfg = getattr(backbone.model, "pretrained_cfg", {}) or {}
+        mean = float(np.mean(cfg.get("mean", (IMAGENET_GRAY_MEAN,))))
+        std = float(np.mean(cfg.get("std", (IMAGENET_GRAY_STD,))))
+        card = declared_card(config.cxr_pretraining)
+    return backbone, _Fit(source=weights_sha, weights=weights_sha, mean=mean, std=std), card
+
+
+def _warn_card(card: EncoderCard, model_name: str) -> None:
+    if card.mimic_cxr == "yes":
+        logger.warning("!!! CXR ENCODER PROVENANCE (%s): %s. Recorded in prep.json and the embedding attrs "
+                       "(pretraining_mimic_cxr=yes); a report on these embeddings must say so !!!", model_name,
+                       card.warning)
+    elif card.warning:
+        logger.warning("CXR encoder provenance (%s): %s", model_name, card.warning)
 
 
 @dataclass
@@ -262,8 +311,6 @@ def _train(
     progress: Progress | None,
 ) -> tuple[CXRBackbone, _Fit]:
     size = config.encoder_image_size
-    budget = config.encoder_time_budget_s
-    max_epochs = config.encoder_max_epochs
     held = _split_subjects(subjects, seed)
     keep = _trainable(labels[~held])
     used = [n for n, k in zip(names, keep) if k]
@@ -287,33 +334,32 @@ def _train(
     )
 
     backbone = build_cxr_backbone(config.cxr_encoder, None, size)
-    head = nn.Linear(backbone.num_features, len(used))
-    net = nn.Sequential(backbone, head).to(dev, memory_format=torch.channels_last)
+    net = nn.Sequential(backbone, nn.Linear(backbone.num_features, len(used))).to(dev, memory_format=torch.channels_last)
     opt = torch.optim.AdamW(net.parameters(), lr=LR, weight_decay=WEIGHT_DECAY)
-    amp_dtype = _amp_dtype(dev)
-    scaler = torch.amp.GradScaler("cuda") if amp_dtype == torch.float16 else None
+    scaler = torch.amp.GradScaler("cuda") if amp_dtype(dev) == torch.float16 else None
     gen = torch.Generator().manual_seed(seed)
     rng = np.random.default_rng(seed)
+    spec = CXRImageSpec(config.cxr_encoder, size, mean, std, **AUGMENT)
 
     n = len(fit_idx)
     steps_per_epoch = max(1, n // BATCH_SIZE)  # the last partial batch is dropped: BatchNorm and speed
+    total = min(config.encoder_max_steps, config.encoder_max_epochs * steps_per_epoch)
+    stopped = "max_steps" if total == config.encoder_max_steps else "max_epochs"
+    budget = None
+    if config.encoder_time_budget_s is not None:
+        budget = _Budget(config.encoder_time_budget_s, t0, len(held_idx), n_cohort, steps_per_epoch, total)
     fit = _Fit(
-        source=f"trained-on-noncohort-seed{seed}", weights="trained-on-noncohort", mean=mean, std=std,
+        source=_trained_source(config, seed), weights="trained-on-noncohort", mean=mean, std=std,
         trained=True, findings_trained=used, n_fit_images=n, n_heldout_images=len(held_idx),
         n_heldout_subjects=len(np.unique(subjects[held_idx])),
     )
-    best_score, best_state, best_auroc = -math.inf, None, {}
-    eval_s: float | None = None
-    embed_rate: float | None = None
-    step, stopped = 0, "max_epochs"
-    t_train = time.perf_counter()
+    best = _Best()
 
     def evaluate(epoch: int) -> None:
-        nonlocal best_score, best_state, best_auroc, eval_s, embed_rate
         te = time.perf_counter()
         logits = _forward_all(net, x_held, mean, std, dev)
-        eval_s = time.perf_counter() - te
-        embed_rate = len(x_held) / max(eval_s, 1e-6)
+        if budget is not None:
+            budget.evaluated(time.perf_counter() - te, len(x_held))
         auroc = _auroc_per_finding(y_held, m_held, logits, used)
         vals = [v for v in auroc.values() if not math.isnan(v)]
         score = float(np.mean(vals)) if vals else -1.0  # an undefined score still beats "nothing kept"
@@ -321,83 +367,46 @@ def _train(
             "CXR encoder epoch %d: held-out mean AUROC %.3f (%s) [%.0f s]", epoch,
             score, ", ".join(f"{k} {v:.2f}" for k, v in auroc.items()), time.perf_counter() - t0,
         )
-        if score > best_score:
-            best_score, best_auroc, fit.best_epoch = score, auroc, epoch
-            best_state = copy.deepcopy(backbone.state_dict())
+        best.offer(score, auroc, epoch, backbone)
 
-    def reserve_s() -> float:
-        # Room for one held-out evaluation and for embedding the cohort afterwards, with a margin.
-        rate = embed_rate or (BATCH_SIZE / max(batch_s, 1e-6)) * 3.0
-        return 1.25 * ((eval_s if eval_s is not None else len(x_held) / rate) + n_cohort / rate) + 0.5
-
-    def plan(step_s: float) -> int:
-        """Total steps that fit the budget at ``step_s`` seconds a step (evaluations included)."""
-        left = budget - (time.perf_counter() - t0) - reserve_s()
-        return int(min(max_steps, max(step + 1, step + math.floor(left / max(step_s, 1e-9)))))
-
-    max_steps = max_epochs * steps_per_epoch
-    planned = max_steps  # the cosine runs over the steps that fit, so the LR has decayed when time runs out
-    batch_s = 0.0
-    epoch, evaluated_at = 0, -1
+    step, epoch, planned, evaluated_at = 0, 0, total, -1
+    t_train = time.perf_counter()
     while step < planned:
         net.train()
         perm = torch.from_numpy(rng.permutation(n)).to(x_fit.device)
         te = time.perf_counter()
         for b in range(steps_per_epoch):
-            elapsed = time.perf_counter() - t0
-            # the reserve is estimated from the step time, which is not known until the warm-up steps are
-            # done: a slow first step on a busy machine would otherwise stop training after one step
-            if step >= planned or elapsed > budget or (step > WARMUP_STEPS and elapsed + reserve_s() > budget):
+            if step >= planned or (budget is not None and budget.out_of_time(step)):
                 break
             tb = time.perf_counter()
             idx = perm[b * BATCH_SIZE : (b + 1) * BATCH_SIZE]
-            x = _augment(x_fit[idx], gen, mean, std).to(dev, non_blocking=True)
-            y, m = y_fit[idx].to(dev), m_fit[idx].to(dev)
-            for g in opt.param_groups:
-                g["lr"] = _lr(step, planned)
-            with torch.autocast(dev.type, dtype=amp_dtype, enabled=amp_dtype is not None):
-                logits = net(x)
-            loss = (F.binary_cross_entropy_with_logits(logits.float(), y, reduction="none") * m).sum()
-            loss = loss / m.sum().clamp(min=1.0)
-            opt.zero_grad(set_to_none=True)
-            if scaler is not None:
-                scaler.scale(loss).backward()
-                scaler.step(opt)
-                scaler.update()
-            else:
-                loss.backward()
-                opt.step()
+            x = augment_images(to_input(x_fit[idx], mean, std), spec, generator=gen).to(dev, non_blocking=True)
+            _step(net, opt, scaler, x, y_fit[idx].to(dev), m_fit[idx].to(dev), _lr(step, planned), dev)
             step += 1
-            dt = time.perf_counter() - tb
-            batch_s = 0.8 * batch_s + 0.2 * dt if step > WARMUP_STEPS else dt  # the first steps are warm-up
-            if step == 10 and epoch == 0:
-                # a first guess, before an epoch has been timed; evaluations not yet included
-                planned = plan(batch_s * (1.0 + 3.0 / max(steps_per_epoch, 1)))
+            if budget is not None:
+                planned = budget.stepped(step, time.perf_counter() - tb, epoch, planned)
             if progress is not None:
                 progress("CXR encoder: training", step, planned)
         else:
             epoch += 1
             evaluate(epoch)
             evaluated_at = step
-            if epoch <= 2:  # epoch 2's time no longer includes warm-up
-                planned = plan((time.perf_counter() - te) / steps_per_epoch)
-                if planned < max_steps:
-                    logger.info("CXR encoder: about %.1f epochs fit the %.0f s budget", planned / steps_per_epoch,
-                                budget)
+            if budget is not None and epoch <= 2:  # epoch 2's time no longer includes warm-up
+                planned = budget.plan(step, (time.perf_counter() - te) / steps_per_epoch)
             continue
         break
-    if step < max_steps:
+    if step < total:  # only a time budget stops short of the planned steps
         stopped = "time_budget"
+        logger.info("CXR encoder: stopped by the %.0f s time budget after %d steps", budget.seconds, step)
     if step != evaluated_at:
         evaluate(epoch + 1 if step else 0)
     train_s = time.perf_counter() - t_train
-    if stopped == "time_budget":
-        logger.info("CXR encoder: stopped by the %.0f s time budget after %d steps", budget, step)
 
-    if best_state is not None:
-        backbone.load_state_dict(best_state)
+    if best.state is not None:
+        backbone.load_state_dict(best.state)
     backbone = backbone.to(dev)
-    fit.heldout_auroc = {f: best_auroc.get(f, float("nan")) for f in names}
+    fit.heldout_auroc = {f: best.auroc.get(f, float("nan")) for f in names}
+    fit.best_epoch = best.epoch
     fit.epochs_run = round(step / steps_per_epoch, 3)
     fit.steps = step
     fit.stopped_by = stopped
@@ -405,36 +414,91 @@ def _train(
     return backbone, fit
 
 
-WARMUP_STEPS = 3  # steps whose time says little about the steady-state step time
+def _step(net: nn.Module, opt: torch.optim.Optimizer, scaler, x: torch.Tensor, y: torch.Tensor, m: torch.Tensor,
+          lr: float, dev: torch.device) -> None:
+    """One optimizer step of masked multi-label BCE (uncertain labels carry mask 0)."""
+    for g in opt.param_groups:
+        g["lr"] = lr
+    dtype = amp_dtype(dev)
+    with torch.autocast(dev.type, dtype=dtype, enabled=dtype is not None):
+        logits = net(x)
+    loss = (F.binary_cross_entropy_with_logits(logits.float(), y, reduction="none") * m).sum()
+    loss = loss / m.sum().clamp(min=1.0)
+    opt.zero_grad(set_to_none=True)
+    if scaler is not None:
+        scaler.scale(loss).backward()
+        scaler.step(opt)
+        scaler.update()
+    else:
+        loss.backward()
+        opt.step()
+
+
+def _trained_source(config: PrepConfig, seed: int) -> str:
+    """What identifies trained weights in the encoder id: the seed and every setting that stops training."""
+    budget = "" if config.encoder_time_budget_s is None else f"-budget{config.encoder_time_budget_s:g}s"
+    return f"trained-on-noncohort-seed{seed}-steps{config.encoder_max_steps}-epochs{config.encoder_max_epochs}{budget}"
+
+
+@dataclass
+class _Best:
+    """The epoch with the best held-out mean AUROC, and its backbone weights."""
+
+    score: float = -math.inf
+    auroc: dict[str, float] = field(default_factory=dict)
+    epoch: int = 0
+    state: dict[str, torch.Tensor] | None = None
+
+    def offer(self, score: float, auroc: dict[str, float], epoch: int, backbone: nn.Module) -> None:
+        if score > self.score:
+            self.score, self.auroc, self.epoch = score, auroc, epoch
+            self.state = copy.deepcopy(backbone.state_dict())
+
+
+class _Budget:
+    """The optional wall-clock cap (``encoder_time_budget_s``): it covers training, the held-out evaluations
+    and embedding the cohort, so training stops with room left for one evaluation and the embedding, and
+    the cosine is re-planned over the steps that fit so the LR has decayed when time runs out. How many
+    steps fit depends on the machine: this is the non-reproducible mode, opt-in."""
+
+    def __init__(self, seconds: float, t0: float, n_held: int, n_cohort: int, steps_per_epoch: int,
+                 total: int) -> None:
+        self.seconds, self.t0, self.n_held, self.n_cohort = seconds, t0, n_held, n_cohort
+        self.steps_per_epoch, self.total = steps_per_epoch, total
+        self.batch_s = 0.0
+        self.eval_s: float | None = None
+        self.embed_rate: float | None = None
+
+    def reserve_s(self) -> float:
+        # room for one held-out evaluation and for embedding the cohort afterwards, with a margin
+        rate = self.embed_rate or (BATCH_SIZE / max(self.batch_s, 1e-6)) * 3.0
+        return 1.25 * ((self.eval_s if self.eval_s is not None else self.n_held / rate) + self.n_cohort / rate) + 0.5
+
+    def out_of_time(self, step: int) -> bool:
+        elapsed = time.perf_counter() - self.t0
+        # the reserve is estimated from the step time, which is not known until the warm-up steps are done:
+        # a slow first step on a busy machine would otherwise stop training after one step
+        return elapsed > self.seconds or (step > WARMUP_STEPS and elapsed + self.reserve_s() > self.seconds)
+
+    def evaluated(self, seconds: float, n: int) -> None:
+        self.eval_s, self.embed_rate = seconds, n / max(seconds, 1e-6)
+
+    def stepped(self, step: int, seconds: float, epoch: int, planned: int) -> int:
+        self.batch_s = 0.8 * self.batch_s + 0.2 * seconds if step > WARMUP_STEPS else seconds
+        if step == 10 and epoch == 0:  # a first guess, before an epoch has been timed
+            return self.plan(step, self.batch_s * (1.0 + 3.0 / self.steps_per_epoch))
+        return planned
+
+    def plan(self, step: int, step_s: float) -> int:
+        """Total steps that fit the budget at ``step_s`` seconds a step, at most the configured total."""
+        left = self.seconds - (time.perf_counter() - self.t0) - self.reserve_s()
+        return int(min(self.total, max(step + 1, step + math.floor(left / max(step_s, 1e-9)))))
 
 
 def _lr(step: int, total: int) -> float:
     warm = min(1.0, (step + 1) / WARMUP_STEPS)
     progress = min(1.0, step / max(1, total))
     return LR * warm * (0.05 + 0.95 * 0.5 * (1.0 + math.cos(math.pi * progress)))
-
-
-def _augment(images: torch.Tensor, gen: torch.Generator, mean: float, std: float) -> torch.Tensor:
-    """Light CXR augmentation: scale 0.9–1.1, ±5° rotation, ±5 % shift, brightness/contrast ±10 %.
-
-    No horizontal flip: the heart is on the patient's left, and a flip would make situs inversus normal.
-    """
-    b, dev = images.shape[0], images.device
-    x = images.unsqueeze(1).float().div_(255.0)
-    # parameters are drawn on the CPU generator, so a seed means the same augmentation on any device
-    scale = torch.empty(b).uniform_(0.9, 1.1, generator=gen)
-    angle = torch.empty(b).uniform_(-5.0, 5.0, generator=gen) * (math.pi / 180.0)
-    shift = torch.empty(b, 2).uniform_(-0.1, 0.1, generator=gen)  # grid units: 0.1 = 5 % of the side
-    cos, sin = torch.cos(angle) / scale, torch.sin(angle) / scale
-    theta = torch.stack([torch.stack([cos, -sin, shift[:, 0]], 1), torch.stack([sin, cos, shift[:, 1]], 1)], 1)
-    grid = F.affine_grid(theta.to(dev), list(x.shape), align_corners=False)
-    x = F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
-    contrast = torch.empty(b, 1, 1, 1).uniform_(0.9, 1.1, generator=gen).to(dev)
-    bright = torch.empty(b, 1, 1, 1).uniform_(-0.1, 0.1, generator=gen).to(dev)
-    mu = x.mean(dim=(2, 3), keepdim=True)
-    x = ((x - mu) * contrast + mu + bright).clamp_(0.0, 1.0)
-    x = (x - mean) / std
-    return x.contiguous(memory_format=torch.channels_last)
 
 
 def _auroc_per_finding(y: np.ndarray, m: np.ndarray, logits: np.ndarray, names: list[str]) -> dict[str, float]:
@@ -458,11 +522,11 @@ def _auroc_per_finding(y: np.ndarray, m: np.ndarray, logits: np.ndarray, names: 
 def _forward_all(net: nn.Module, images: torch.Tensor, mean: float, std: float, dev: torch.device,
                  progress: Progress | None = None, desc: str = "") -> np.ndarray:
     net.eval()
-    amp_dtype = _amp_dtype(dev)
+    dtype = amp_dtype(dev)
     outs = []
     for i in range(0, len(images), EMBED_BATCH):
         x = to_input(images[i : i + EMBED_BATCH], mean, std).to(dev, non_blocking=True)
-        with torch.autocast(dev.type, dtype=amp_dtype, enabled=amp_dtype is not None):
+        with torch.autocast(dev.type, dtype=dtype, enabled=dtype is not None):
             outs.append(net(x).float().cpu())
         if progress is not None:
             progress(desc, min(i + EMBED_BATCH, len(images)), len(images))
@@ -502,33 +566,35 @@ def _check_inputs(train_images, train_labels, train_subjects, finding_names, coh
     return train_images, train_labels, train_subjects, cohort_images
 
 
-def _amp_dtype(dev: torch.device) -> torch.dtype | None:
-    if dev.type != "cuda":
-        return None
-    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-
-
 @contextmanager
-def _cpu_threads(workers: int | None) -> Iterator[None]:
-    if workers is None:
-        yield
-        return
-    n = workers or (len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1))
-    before = torch.get_num_threads()
-    torch.set_num_threads(max(1, n))
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
+def _reproducible(seed: int, dev: torch.device, threads: int) -> Iterator[None]:
+    """Seeded, deterministic kernels and (on CPU) a fixed thread count inside the block; restored after.
 
-
-@contextmanager
-def _seeded(seed: int, dev: torch.device) -> Iterator[None]:
-    # Fork the global RNGs so seeding here does not change the caller's random stream.
+    The global RNGs are forked, so seeding here does not change the caller's random stream. On CPU,
+    torch's deterministic algorithms are switched on; a float sum can depend on how it is split across
+    threads, so the thread count is part of the result (``threads``, 0 = the cores this process may use).
+    On CUDA, cuDNN is made deterministic, but some backward kernels stay nondeterministic.
+    """
     devices = [dev.index or 0] if dev.type == "cuda" else []
-    with torch.random.fork_rng(devices=devices):
+    deterministic = (torch.are_deterministic_algorithms_enabled(),
+                     torch.is_deterministic_algorithms_warn_only_enabled())
+    cudnn = (torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark)
+    pinned = cpu_threads(threads or _cores()) if dev.type == "cpu" else nullcontext()
+    with pinned, torch.random.fork_rng(devices=devices):
         torch.manual_seed(seed)
-        yield
+        if dev.type == "cpu":
+            torch.use_deterministic_algorithms(True)
+        else:
+            torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = True, False
+        try:
+            yield
+        finally:
+            torch.use_deterministic_algorithms(deterministic[0], warn_only=deterministic[1])
+            torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = cudnn
+
+
+def _cores() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
 def _subjects_hash(subjects: np.ndarray) -> str:
@@ -578,7 +644,9 @@ def _attrs(model_name, size, config, fit: _Fit, train_images, train_subjects, su
         "heldout_auroc": _json(fit.heldout_auroc),
         "findings_trained": _json(fit.findings_trained),
         "label_policy": LABEL_POLICY,
-        "time_budget_s": float(config.encoder_time_budget_s),
+        "time_budget_s": float(config.encoder_time_budget_s or 0.0),  # 0: none, the reproducible default
+        "max_steps": int(config.encoder_max_steps),
+        "threads": int(config.encoder_threads),
         "max_epochs": int(config.encoder_max_epochs),
         "epochs_run": float(fit.epochs_run),
         "best_epoch": int(fit.best_epoch),

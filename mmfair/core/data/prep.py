@@ -11,7 +11,8 @@ pairing), ``timeseries`` (hourly binning), ``images`` (decoding the paired image
 CXR encoder on non-cohort images, then embedding the cohort's images) and ``write``.
 
 Every output is written under a temporary name and renamed into place only once all of them are
-complete, ``features.h5`` last. A later run whose inputs (file names and sizes) and data options give
+complete, ``features.h5`` last. A later run whose inputs (the small tables' contents, the event tables'
+size, mtime and sampled blocks: :func:`~mmfair.core.data.store.inputs_fingerprint`) and data options give
 the same fingerprint reuses the outputs; the encoder options are not part of the fingerprint, so the
 encoder stage can be rerun alone on an existing store (it adds ``/cxr/embeddings/<encoder_id>``).
 """
@@ -57,6 +58,7 @@ from mmfair.core.data.table1 import build_table1
 from mmfair.core.data.timeseries import bin_hourly
 from mmfair.core.data.variables import load_variable_map
 from mmfair.core.errors import ConfigError, InputFileError
+from mmfair.core.io import remove_stale_temporaries
 from mmfair.core.workspace import Workspace
 
 log = logging.getLogger(__name__)
@@ -73,10 +75,13 @@ SYNTHETIC_MARKER = Path("ground_truth") / "switches.json"
 
 # options that change neither the cohort nor the features (excluded from the store fingerprint)
 ENCODER_FIELDS = frozenset({"cxr_encoder", "cxr_weights", "encoder_image_size", "encoder_time_budget_s",
-                            "encoder_max_epochs", "skip_encoder", "encoder_max_images"})
+                            "encoder_max_epochs", "skip_encoder", "encoder_max_images", "encoder_max_steps",
+                            "encoder_threads", "cxr_pretraining"})
 MACHINE_FIELDS = frozenset({"workers", "memory_limit", "duckdb_threads", "mimic_root", "cxr_root"})
 
 ERR_NO_MIMIC_ROOT = "prep needs mimic_root: the folder holding hosp/ and icu/ (e.g. .../mimiciv/2.2)"
+ERR_TEMPORAL_YEARS = ("temporal_train_years={train} and temporal_test_years={test}: each must be (first, last) "
+                      "with first <= last, and the two periods must not overlap")
 ERR_WINDOW = ("min_stay_hours={stay} is shorter than window_hours={window}: trailing empty hours would leak "
               "length of stay and death into the features")
 
@@ -120,6 +125,7 @@ def run_prep(config: PrepConfig, workspace: Workspace, progress: Progress | None
         A missing file or column, an unreadable value or image, an empty table.
     """
     _check_config(config)
+    remove_stale_temporaries(workspace.data)  # what a prep killed with SIGKILL left half-written
     source = locate_source(config.mimic_root, config.cxr_root)
     if source.cxr_root is None:
         log.warning("no MIMIC-CXR-JPG root given: building an EHR-only cohort (has_cxr is 0 for every stay)")
@@ -136,6 +142,9 @@ def _check_config(config: PrepConfig) -> None:
         raise ConfigError(ERR_NO_MIMIC_ROOT)
     if config.min_stay_hours < config.window_hours:
         raise ConfigError(ERR_WINDOW.format(stay=config.min_stay_hours, window=config.window_hours))
+    (a, b), (c, d) = config.temporal_train_years, config.temporal_test_years
+    if a > b or c > d or not (b < c or d < a):
+        raise ConfigError(ERR_TEMPORAL_YEARS.format(train=config.temporal_train_years, test=config.temporal_test_years))
 
 
 def _input_files(source: MimicSource, variables) -> list[Path]:
@@ -198,7 +207,8 @@ def _build(config: PrepConfig, workspace: Workspace, source: MimicSource, variab
     with _duckdb(config, workspace) as con:
         clock = time.perf_counter()
         _tick(progress, "cohort", 0, 5)
-        cohort, attrition, pheno_columns, version, prevalence = _cohort_stage(con, source, config)
+        cohort, attrition, pheno_columns, version, notes = _cohort_stage(con, source, config)
+        prevalence = notes.pop("prevalence")
         seconds["cohort"] = time.perf_counter() - clock
 
         clock = time.perf_counter()
@@ -235,6 +245,7 @@ def _build(config: PrepConfig, workspace: Workspace, source: MimicSource, variab
 
             summary = _prep_summary(config, source_label, version, fingerprint, cohort, attrition,
                                     encoder, seconds, prevalence, variables)
+            summary.update(notes, labs=hourly.labs)
             staged.write_json(workspace.data / PREP_JSON, summary)
             staged.commit(last=workspace.features_h5)
         except BaseException:
@@ -243,6 +254,9 @@ def _build(config: PrepConfig, workspace: Workspace, source: MimicSource, variab
     _tick(progress, "done", 5, 5)
     log.info("prep: %d stays, %d with a paired CXR; stage seconds %s", len(cohort), int(cohort["has_cxr"].sum()),
              {k: round(v, 2) for k, v in seconds.items()})
+    from mmfair.core.data.sanity import warn_outliers  # the real-data sanity card (issue 17)
+
+    warn_outliers(workspace)
     return PrepResult(n_stays=len(cohort), n_with_cxr=int(cohort["has_cxr"].sum()), attrition=attrition,
                       encoder=encoder, stage_seconds=seconds, reused=False, source=source_label,
                       fingerprint=fingerprint)
@@ -266,7 +280,7 @@ def _tick(progress: Progress | None, description: str, done: int, total: int) ->
 def _cohort_stage(con, source: MimicSource, config: PrepConfig):
     stays = cohort_mod.load_stays(con, source)
     version = detect_version(source, stays, config.mimic_version)
-    cohort, attrition = cohort_mod.apply_filters(stays, config)
+    cohort, attrition, problems = cohort_mod.apply_filters(stays, config)
     cohort = cohort_mod.add_demographics(cohort, config)
     cohort = cohort_mod.add_outcome_labels(cohort, config)
     cohort, pheno_columns, prevalence = cohort_mod.add_phenotypes(con, source, cohort, config.icd10_mode)
@@ -282,7 +296,10 @@ def _cohort_stage(con, source: MimicSource, config: PrepConfig):
         pairs = pd.DataFrame(columns=["stay_id", "dicom_id", "study_id", "subject_id", "cxr_time_hours"])
     cohort = cohort_mod.add_cxr_columns(cohort, pairs)
     cohort = cohort.sort_values("stay_id").reset_index(drop=True)
-    return cohort, attrition, pheno_columns, version, prevalence
+    notes = {"input_problems": problems,
+             "temporal_split": cohort_mod.temporal_summary(cohort, config.temporal_train_years,
+                                                           config.temporal_test_years, source.cxr_root is not None)}
+    return cohort, attrition, pheno_columns, version, {"prevalence": prevalence, **notes}
 
 
 def _cohort_table(cohort: pd.DataFrame, pheno_columns: list[str]) -> pd.DataFrame:
@@ -343,8 +360,11 @@ def _encoder_stage(con, source: MimicSource, cohort_subjects: np.ndarray, cohort
 def _encoder_summary(encoder_id: str, attrs: dict, heldout_auroc: dict, random_init: bool | None) -> dict:
     if random_init is None:
         random_init = any(str(v) == "random-init" for v in attrs.values())
-    return {"encoder_id": encoder_id, "random_init": bool(random_init),
-            "heldout_auroc": {k: _finite_or_none(v) for k, v in heldout_auroc.items()}}
+    # the encoder card (what its weights saw before prep) travels with the summary so a report can carry it
+    card = {k: attrs[k] for k in ("pretraining_data", "pretraining_mimic_cxr", "provenance_warning") if k in attrs}
+    summary = {"encoder_id": encoder_id, "random_init": bool(random_init),
+               "heldout_auroc": {k: _finite_or_none(v) for k, v in heldout_auroc.items()}}
+    return {**summary, "card": card} if card else summary
 
 
 def _finite_or_none(value: Any) -> float | None:

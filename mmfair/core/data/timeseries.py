@@ -13,6 +13,10 @@ Rules:
   ``valuenum``, else the text parsed as a number; then the source's unit rule applies;
 * observations outside the variable's valid range are dropped before the last-wins choice (so an
   hour with a valid and an invalid observation keeps the valid one) and counted per hour;
+* a lab value (labevents) counts only if its result was stored inside the window (``storetime <
+  intime + window``): a result stored later was not known at the 48 h mark, although it is still
+  binned at its charttime (when the specimen was drawn). A lab row without a storetime is judged by
+  its charttime alone; :attr:`HourlyResult.labs` counts both kinds (``prep.json`` ``labs``; logged);
 * within an hour the last observation wins, ordered by charttime, then storetime (missing first),
   then the source's priority, then the value;
 * derived channels (GCS total) are computed from the binned components of the same hour;
@@ -29,7 +33,7 @@ from __future__ import annotations
 
 import logging
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable
 
 import duckdb
@@ -65,6 +69,7 @@ class HourlyResult:
 
     values: np.ndarray
     coverage: pd.DataFrame
+    labs: dict = field(default_factory=dict)   # lab observations stored after the window / without storetime
 
 
 def bin_hourly(con: duckdb.DuckDBPyConnection, source: MimicSource, stays: pd.DataFrame,
@@ -99,7 +104,8 @@ def bin_hourly(con: duckdb.DuckDBPyConnection, source: MimicSource, stays: pd.Da
         con.register(name, frame)
     try:
         con.execute("CREATE OR REPLACE TEMP TABLE ts_obs (stay_idx BIGINT, var_idx INTEGER, hour INTEGER, "
-                    "ct TIMESTAMP, st TIMESTAMP, priority INTEGER, v DOUBLE, in_range BOOLEAN, summed BOOLEAN)")
+                    "ct TIMESTAMP, st TIMESTAMP, priority INTEGER, v DOUBLE, in_range BOOLEAN, summed BOOLEAN, "
+                    "late BOOLEAN)")
         tables = [t for t in TABLE_KEYS if (items["table_name"] == t).any()]
         for done, table in enumerate(tables):
             if progress:
@@ -108,6 +114,7 @@ def bin_hourly(con: duckdb.DuckDBPyConnection, source: MimicSource, stays: pd.Da
         if progress:
             progress("binning", len(tables), len(tables))
         binned, out_of_range = _last_wins(con)
+        labs = _lab_storetime_counts(con, window_hours) if "labevents" in tables else {}
     finally:
         con.execute("DROP TABLE IF EXISTS ts_obs")
         for name in registered:
@@ -115,7 +122,7 @@ def bin_hourly(con: duckdb.DuckDBPyConnection, source: MimicSource, stays: pd.Da
     values = _to_array(binned, len(stays), window_hours, len(variables.variables))
     _derive_channels(values, variables)
     coverage = _coverage(values, out_of_range, variables)
-    return HourlyResult(values=values, coverage=coverage)
+    return HourlyResult(values=values, coverage=coverage, labs=labs)
 
 
 def _item_tables(variables: VariableMap) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -151,6 +158,8 @@ def _collect_observations(con: duckdb.DuckDBPyConnection, source: MimicSource, t
     else:
         link, key_column, text_column, num_column = "e.stay_id = s.stay_id", "e.stay_id", "e.value", "e.valuenum"
     window = f"to_hours(CAST({int(window_hours)} AS BIGINT))"
+    # labs: TRUE when stored at or after the window's end (excluded from binning); NULL for the other tables
+    late = f"COALESCE(e.st >= s.intime + {window}, FALSE)" if table == "labevents" else "CAST(NULL AS BOOLEAN)"
     sql = f"""
         INSERT INTO ts_obs
         WITH ev AS (
@@ -161,14 +170,14 @@ def _collect_observations(con: duckdb.DuckDBPyConnection, source: MimicSource, t
         o AS (
             SELECT s.stay_idx, m.var_idx, m.priority, m.convert, m.low, m.high, m.sign, m.summed, e.ct, e.st,
                    CAST(floor(epoch(e.ct - s.intime) / 3600.0) AS INTEGER) AS hour,
-                   COALESCE(tx.num, e.valuenum, TRY_CAST(trim(e.value) AS DOUBLE)) AS raw
+                   COALESCE(tx.num, e.valuenum, TRY_CAST(trim(e.value) AS DOUBLE)) AS raw, {late} AS late
             FROM ev e
             JOIN ts_stays s ON {link} AND e.ct >= s.intime AND e.ct < s.intime + {window}
             JOIN ts_items m ON m.table_name = '{table}' AND m.itemid = e.itemid
             {fluid_join}
             LEFT JOIN ts_texts tx ON tx.var_idx = m.var_idx AND tx.text = lower(trim(e.value))
             WHERE {fluid_check})
-        SELECT stay_idx, var_idx, hour, ct, st, priority, v * sign, v >= low AND v <= high, summed
+        SELECT stay_idx, var_idx, hour, ct, st, priority, v * sign, v >= low AND v <= high, summed, late
         FROM (SELECT o.*, {_CONVERT_SQL} AS v FROM o WHERE o.raw IS NOT NULL AND NOT isnan(o.raw))
     """
     before = con.execute("SELECT count(*) FROM ts_obs").fetchone()[0]
@@ -211,17 +220,32 @@ def _fluid_join(con: duckdb.DuckDBPyConnection, source: MimicSource) -> str:
 
 def _last_wins(con: duckdb.DuckDBPyConnection) -> tuple[dict[str, np.ndarray], pd.DataFrame]:
     binned = con.execute("""
-        SELECT stay_idx, hour, var_idx, v FROM ts_obs WHERE in_range AND NOT summed
+        SELECT stay_idx, hour, var_idx, v FROM ts_obs WHERE in_range AND NOT summed AND late IS NOT TRUE
         QUALIFY row_number() OVER (PARTITION BY stay_idx, hour, var_idx
                                    ORDER BY ct DESC, st DESC NULLS LAST, priority DESC, v DESC) = 1
         UNION ALL
-        SELECT stay_idx, hour, var_idx, sum(v) AS v FROM ts_obs WHERE in_range AND summed
+        SELECT stay_idx, hour, var_idx, sum(v) AS v FROM ts_obs WHERE in_range AND summed AND late IS NOT TRUE
         GROUP BY stay_idx, hour, var_idx
     """).fetchnumpy()
     out_of_range = con.execute("""
-        SELECT var_idx, hour, count(*) AS n FROM ts_obs WHERE NOT in_range GROUP BY var_idx, hour
+        SELECT var_idx, hour, count(*) AS n FROM ts_obs WHERE NOT in_range AND late IS NOT TRUE
+        GROUP BY var_idx, hour
     """).df()
     return binned, out_of_range
+
+
+def _lab_storetime_counts(con: duckdb.DuckDBPyConnection, window_hours: int) -> dict:
+    total, late, no_storetime = con.execute(
+        "SELECT count(*), count(*) FILTER (WHERE late), count(*) FILTER (WHERE st IS NULL) "
+        "FROM ts_obs WHERE late IS NOT NULL").fetchone()
+    log.info("labevents: %d of %d lab observations charted in the window were stored after it (not used)",
+             late, total)
+    if no_storetime:
+        log.warning("labevents: %d of %d lab observations charted in the window have no storetime; they are used "
+                    "on their charttime alone", no_storetime, total)
+    return {"rule": f"used only if stored before intime + {int(window_hours)} h; binned at charttime",
+            "observations_in_window": int(total), "stored_after_window": int(late),
+            "without_storetime": int(no_storetime)}
 
 
 def _to_array(binned: dict[str, np.ndarray], n_stays: int, window_hours: int, n_vars: int) -> np.ndarray:

@@ -39,21 +39,31 @@ class CXRImageSpec:
     jitter: float = 0.1
 
 
-def augment_images(x: torch.Tensor, spec: CXRImageSpec) -> torch.Tensor:
-    """Random affine + brightness/contrast jitter of normalised images ``[B, 1, H, W]`` (torch's global RNG,
-    so a seeded CPU run is repeatable)."""
+def augment_images(x: torch.Tensor, spec: CXRImageSpec, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Random affine + brightness/contrast jitter of normalised images ``[B, 1, H, W]``.
+
+    The parameters come from torch's global RNG on ``x``'s device (so a seeded CPU run is repeatable), or,
+    given ``generator``, from that CPU generator (so a seed gives the same augmentation on any device: the
+    prep encoder's use).
+    """
     b = x.shape[0]
-    device = x.device
-    angle = (torch.rand(b, device=device) * 2 - 1) * math.radians(spec.rotate)
-    zoom = 1 + (torch.rand(b, device=device) * 2 - 1) * spec.scale
-    shift = (torch.rand(b, 2, device=device) * 2 - 1) * (2 * spec.translate)
+    angle = _uniform((b,), x.device, generator) * math.radians(spec.rotate)
+    zoom = 1 + _uniform((b,), x.device, generator) * spec.scale
+    shift = _uniform((b, 2), x.device, generator) * (2 * spec.translate)
     cos, sin = torch.cos(angle) / zoom, torch.sin(angle) / zoom
     theta = torch.stack([torch.stack([cos, -sin, shift[:, 0]], 1), torch.stack([sin, cos, shift[:, 1]], 1)], 1)
     grid = F.affine_grid(theta.to(x.dtype), list(x.shape), align_corners=False)
     out = F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
-    contrast = 1 + (torch.rand(b, 1, 1, 1, device=device) * 2 - 1) * spec.jitter
-    brightness = (torch.rand(b, 1, 1, 1, device=device) * 2 - 1) * spec.jitter
+    contrast = 1 + _uniform((b, 1, 1, 1), x.device, generator) * spec.jitter
+    brightness = _uniform((b, 1, 1, 1), x.device, generator) * spec.jitter
     return out * contrast.to(x.dtype) + brightness.to(x.dtype)
+
+
+def _uniform(shape: tuple[int, ...], device: torch.device, generator: torch.Generator | None) -> torch.Tensor:
+    """U(−1, 1) draws on ``device`` (global RNG), or on the CPU from ``generator`` and then moved."""
+    if generator is None:
+        return torch.rand(shape, device=device) * 2 - 1
+    return (torch.rand(shape, generator=generator) * 2 - 1).to(device)
 
 
 class CXRImageEncoder(nn.Module):

@@ -136,7 +136,9 @@ class SparseMoE(nn.Module):
         chosen = combination.long()
         noisy = torch.where(chosen[:, None] == 1, logits[1], logits[0])
         top_values, top_indices = noisy.topk(self.top_k, dim=1)
-        gates = torch.zeros_like(noisy).scatter(1, top_indices, torch.softmax(top_values, dim=1))
+        # gates in fp32 whatever autocast made of the logits (CUDA autocast: half logits, fp32 softmax)
+        weights = torch.softmax(top_values.float(), dim=1).float()
+        gates = torch.zeros_like(noisy, dtype=torch.float32).scatter(1, top_indices, weights)
         gate_loss = x.new_zeros((), dtype=torch.float32)
         for index, c in enumerate(COMBINATIONS):
             routed = chosen == index
@@ -211,6 +213,9 @@ class FlexMoE(FusionModel):
             if self.top_k > self.experts:
                 raise ValueError(f"top_k ({self.top_k}) must not exceed experts ({self.experts})")
             return self
+
+    # the tuning search space (mmfair study): Params field -> ("log"|"float"|"int", low, high) or ("choice", [values])
+    search_space = {"experts": ("choice", [4, 8, 16]), "top_k": ("choice", [1, 2]), "gate_loss_weight": ("log", 0.001, 0.1)}
 
     def __init__(self, spec: FusionSpec, params: FusionParams | None = None) -> None:
         super().__init__(spec, params)

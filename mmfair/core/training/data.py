@@ -42,6 +42,9 @@ ATTRIBUTE_COLUMNS = (
     "anchor_year_group",
 )
 REQUIRED_COHORT_COLUMNS = ("stay_id", "subject_id", "fold", *ATTRIBUTE_COLUMNS)
+ERR_TEMPORAL_SIDE = ("temporal split: cohort.csv has no stay with temporal_split '{side}' (prep.json temporal_split "
+                     "counts each side's stays and CXRs; prep's temporal_train_years / temporal_test_years set the "
+                     "periods)")
 
 
 @dataclass
@@ -162,36 +165,32 @@ def fold_rows(folds: np.ndarray, fold: int, n_folds: int = 5) -> dict[str, np.nd
     }
 
 
-def year_group_start(label: object) -> int:
-    """The first year of an ``anchor_year_group`` label such as ``2014 - 2016`` (its sort key)."""
-    text = str(label).strip()
-    digits = text.split("-")[0].strip()
-    if not digits.isdigit():
-        raise ConfigError(f"cohort.csv: column 'anchor_year_group' has value '{text}', expected e.g. '2014 - 2016'")
-    return int(digits)
+def temporal_rows(folds: np.ndarray, temporal_split: np.ndarray, fold: int,
+                  n_folds: int = 5) -> dict[str, np.ndarray]:
+    """The temporal split from prep's ``temporal_split`` column (DESIGN §3.1): test = every ``test`` stay; the
+    ``train`` stays are split by the fold rule without a test fold: validation = fold ``(fold + 1) % n_folds``,
+    training = the others. Stays with an empty value (outside both periods) are left out.
 
-
-def temporal_rows(folds: np.ndarray, year_groups: np.ndarray, fold: int, n_folds: int = 5) -> dict[str, np.ndarray]:
-    """The temporal split: test = every stay of the latest ``anchor_year_group``; the earlier stays are split by
-    the fold rule without a test fold: validation = fold ``(fold + 1) % n_folds``, training = the others.
-
-    ``anchor_year_group`` is a property of the patient, so no patient is on both sides of the time cut."""
+    The test set is the same for every fold and seed, so temporal repeats vary the training/validation split
+    and the seed, not the test stays: they are not independent folds. Prep leaves a patient with a test stay
+    off the training side, so no patient crosses the cut."""
     if not 0 <= fold < n_folds:
         raise ConfigError(f"fold {fold} is out of range: the cohort has folds 0-{n_folds - 1}")
-    groups = pd.Series(year_groups, dtype="object")
-    if groups.isna().any() or (groups.astype(str).str.strip() == "").any():
-        raise ConfigError("cohort.csv: column 'anchor_year_group' has empty values; the temporal split needs it for every stay")
-    starts = groups.map(year_group_start).to_numpy()
-    if len(np.unique(starts)) < 2:
-        raise ConfigError("temporal split: cohort.csv has a single anchor_year_group; nothing to train on before the test period")
-    latest = starts.max()
+    side = pd.Series(temporal_split, dtype="object").fillna("").astype(str).str.strip().to_numpy()
+    unknown = sorted(set(side) - {"train", "test", ""})
+    if unknown:
+        raise ConfigError(f"cohort.csv: column 'temporal_split' has value '{unknown[0]}', expected train, test or "
+                          "empty")
+    for name in ("train", "test"):
+        if not (side == name).any():
+            raise ConfigError(ERR_TEMPORAL_SIDE.format(side=name))
     folds = np.asarray(folds)
-    earlier = starts < latest
+    train_side = side == "train"
     val_fold = (fold + 1) % n_folds
     return {
-        "train": np.flatnonzero(earlier & (folds != val_fold)),
-        "val": np.flatnonzero(earlier & (folds == val_fold)),
-        "test": np.flatnonzero(~earlier),
+        "train": np.flatnonzero(train_side & (folds != val_fold)),
+        "val": np.flatnonzero(train_side & (folds == val_fold)),
+        "test": np.flatnonzero(side == "test"),
     }
 
 
@@ -203,9 +202,9 @@ def run_rows(
     always the whole test fold; the evaluated cohort is chosen at evaluation)."""
     folds = store.cohort["fold"].to_numpy()
     if split_rule == "temporal":
-        if "anchor_year_group" not in store.cohort.columns:
-            raise ConfigError("temporal split: cohort.csv has no column 'anchor_year_group'")
-        rows = temporal_rows(folds, store.cohort["anchor_year_group"].to_numpy(), fold, store.n_folds)
+        if "temporal_split" not in store.cohort.columns:
+            raise ConfigError("temporal split: cohort.csv has no column 'temporal_split' (rerun prep)")
+        rows = temporal_rows(folds, store.cohort["temporal_split"].to_numpy(), fold, store.n_folds)
     elif split_rule == "random":
         rows = fold_rows(folds, fold, store.n_folds)
     else:
@@ -507,21 +506,24 @@ def build_splits(
 
 
 def remove_cxr(split: Split, rate: float, seed: int) -> np.ndarray:
-    """CareBench's train-time protocol: the CXR is removed from ``rate`` of the split's stays that have one
-    (``present["cxr"]`` set False), the same share within each label value (binary and multiclass tasks; a
-    multilabel task is drawn unstratified), exactly ``round(rate × n)`` per stratum, seeded. Returns the removed
+    """CareBench's train-time protocol with the ONE removal rule of evaluation's MCAR scenario
+    (:func:`mmfair.core.evaluation.scenarios.stratified_removal`): the CXR is removed from exactly
+    ``round(rate × n)`` of the split's ``n`` stays that have one (``present["cxr"]`` set False, halves up),
+    stratified on the label with largest remainders — binary and length of stay on the label, phenotypes
+    (multilabel) on the first phenotype label, exactly as ``eval-missing`` stratifies — seeded, so the same
+    stays, labels, rate and seed give the same mask at train and at test time. Only the split passed in is
+    touched: training calls it on the training split, so validation stays keep their CXR (CareBench also
+    removes it from validation; mmfair selects checkpoints on validation as recorded). Returns the removed
     rows' positions in the split."""
-    present = split.present["cxr"].cpu().numpy().copy()
+    from mmfair.core.evaluation.scenarios import stratified_removal
+
+    present = split.present["cxr"].cpu().numpy().astype(bool)
     labels = split.labels.cpu().numpy()
-    strata = labels if labels.ndim == 1 else (labels[:, 0] if labels.shape[1] == 1 else np.zeros(len(labels)))
-    rng = np.random.default_rng(seed)
-    removed: list[np.ndarray] = []
-    for value in np.unique(strata):
-        candidates = np.flatnonzero(present & (strata == value))
-        k = int(round(rate * len(candidates)))
-        if k:
-            removed.append(rng.choice(candidates, size=k, replace=False))
-    out = np.sort(np.concatenate(removed)) if removed else np.zeros(0, dtype=np.int64)
-    present[out] = False
+    strata = labels if labels.ndim == 1 else labels[:, 0]
+    if np.all(np.isfinite(strata)) and np.all(np.mod(strata, 1) == 0):
+        strata = strata.astype(np.int64)  # 1.0 and 1 are one stratum, as in the predictions files
+    keep = stratified_removal(present, strata, float(rate), int(seed))
+    out = np.flatnonzero(present & ~keep)
+    present = present & keep
     split.present["cxr"] = torch.from_numpy(present).to(split.present["cxr"].device)
     return out

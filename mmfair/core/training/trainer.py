@@ -1,4 +1,9 @@
-"""The training loop: AdamW, gradient clipping, early stopping and checkpoint choice on validation.
+"""The training loop: the optimizer (AdamW by default; Adam, SGD), gradient clipping, early stopping and
+checkpoint choice on validation.
+
+The optimizer has one parameter group per ``encoder:<modality>`` and one for the rest, all with the same
+hyperparameters (so the update is that of a single group), which lets a gradient-scaling modulator scale one
+encoder's learning rate for one step (``modulate_via=lr``, see ``modulators/_base.py``).
 
 Batches are index slices of device-resident tensors (no DataLoader). AMP (bfloat16 autocast where the GPU
 supports it, else float16 with a gradient scaler) on CUDA; float32 on CPU, where every kernel the
@@ -125,7 +130,11 @@ def _label_array(labels: torch.Tensor) -> np.ndarray:
 
 
 def group_aurocs(task: Any, labels: np.ndarray, probs: np.ndarray, groups: dict[str, np.ndarray]) -> dict[str, float]:
-    """``val_auroc[<attribute>=<group>]`` for every group whose AUROC is defined (both classes present)."""
+    """``val_auroc[<attribute>=<group>]`` for every group whose AUROC is defined (both classes present) and
+    that passes the small-cell rule on validation (:func:`~mmfair.core.training.selection.large_enough`): a
+    group of a handful of stays never drives the ``worst_group``/``pareto``/``dto`` selection rules."""
+    from mmfair.core.training.selection import large_enough
+
     out: dict[str, float] = {}
     for attribute, values in groups.items():
         values = pd.Series(values, dtype="object")
@@ -133,6 +142,8 @@ def group_aurocs(task: Any, labels: np.ndarray, probs: np.ndarray, groups: dict[
         text = values.astype(str).to_numpy()
         for group in sorted(set(text[known])):
             rows = known & (text == group)
+            if not large_enough(labels[rows]):
+                continue
             value = task.metrics(labels[rows], probs[rows])["auroc"]
             if not math.isnan(value):
                 out[f"val_auroc[{attribute}={group}]"] = value
@@ -220,6 +231,40 @@ def _clip_gradients(model: FusionModel, max_norm: float) -> None:
         torch.nn.utils.clip_grad_norm_([named[k] for k in _branch_keys(model, branch) if k in named], max_norm)
 
 
+def build_optimizer(model: torch.nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
+    """``config.optimizer`` over named parameter groups: ``encoder:<m>`` each, then ``rest`` (everything, for a
+    model whose parameters cannot be placed: it trains as before, and only lr-mode modulation needs groups)."""
+    try:
+        groups = model.param_groups() if hasattr(model, "param_groups") else {}
+    except ValueError:
+        groups = {}
+    encoders = {k: v for k, v in groups.items() if k.startswith("encoder:")}
+    taken = {id(p) for params in encoders.values() for p in params}
+    rest = [p for p in model.parameters() if id(p) not in taken]
+    param_groups = [{"params": v, "name": k} for k, v in encoders.items()] + ([{"params": rest, "name": "rest"}] if rest else [])
+    if config.optimizer == "sgd":
+        return torch.optim.SGD(param_groups, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay)
+    if config.optimizer == "adam":
+        return torch.optim.Adam(param_groups, lr=config.lr, weight_decay=config.weight_decay)
+    return torch.optim.AdamW(param_groups, lr=config.lr, weight_decay=config.weight_decay)
+
+
+@contextlib.contextmanager
+def scaled_learning_rates(optimizer: torch.optim.Optimizer, factors: dict[str, float]) -> Iterator[None]:
+    """Multiply the learning rate of the named parameter groups by ``factors`` inside the block (one step)."""
+    saved = []
+    for group in optimizer.param_groups:
+        factor = factors.get(group.get("name", ""))
+        if factor is not None:
+            saved.append((group, group["lr"]))
+            group["lr"] = group["lr"] * factor
+    try:
+        yield
+    finally:
+        for group, lr in saved:
+            group["lr"] = lr
+
+
 def _save_checkpoint(path: Path, state: dict[str, Any]) -> None:
     with atomic_path(path) as tmp:
         torch.save(state, tmp)
@@ -250,7 +295,7 @@ def fit(
     ``batch["groups"]`` only when the modulator asks for it. Without a modulator nothing changes.
     """
     train, val = splits["train"], splits["val"]
-    optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    optimizer = build_optimizer(model, config)
     dtype = amp_dtype(device)
     scaler = torch.amp.GradScaler("cuda") if dtype == torch.float16 else None
     train_rows = torch.nonzero(model.scorable(train.present).cpu()).flatten()
@@ -311,7 +356,10 @@ def fit(
         model.train()
         if modulator is not None:
             modulator.on_epoch_start(epoch)
-        order = train_rows[torch.randperm(len(train_rows), generator=generator)].to(device)
+        order = modulator.batch_order(train_rows, generator) if modulator is not None else None
+        if order is None:
+            order = train_rows[torch.randperm(len(train_rows), generator=generator)]
+        order = order.to(device)
         loss_sum = torch.zeros((), device=device)
         for start in range(0, len(order), config.batch_size):
             index = order[start : start + config.batch_size]
@@ -336,11 +384,12 @@ def fit(
                 modulator.after_backward(model, output, batch)
             if config.grad_clip is not None:
                 _clip_gradients(model, config.grad_clip)
-            if scaler is not None:
-                scaler.step(optimizer)
-                scaler.update()
-            else:
-                optimizer.step()
+            with scaled_learning_rates(optimizer, modulator.lr_factors() if modulator is not None else {}):
+                if scaler is not None:
+                    scaler.step(optimizer)
+                    scaler.update()
+                else:
+                    optimizer.step()
             loss_sum += loss.detach().float() * len(index)
         train_loss = float(loss_sum) / len(order)
         val_loss, metrics, labels, probs = evaluate_split(model, task, val, device)

@@ -126,3 +126,22 @@ def test_eval_prediction_does_not_depend_on_the_batch():
 def test_top_k_above_experts_is_rejected():
     with pytest.raises(pydantic.ValidationError, match="top_k"):
         FUSIONS.get("flexmoe").Params(experts=2, top_k=3)
+
+
+@pytest.mark.parametrize("training", [True, False])
+def test_routing_accepts_fp32_softmax_into_bf16_gates_as_cuda_autocast_produces(monkeypatch, training):
+    # CUDA autocast runs the router's Linear in half precision but softmax in fp32; CPU autocast keeps softmax
+    # in bf16, so the CUDA dtype mix is reproduced here by upcasting softmax the way CUDA's autocast policy does.
+    real_softmax = torch.softmax
+    monkeypatch.setattr(torch, "softmax", lambda x, dim, **kw: real_softmax(x.float(), dim=dim, **kw))
+    torch.manual_seed(0)
+    moe = SparseMoE(H, 4, 2, dropout=0.0).train(training)
+    x = torch.randn(2, 5, H)
+    combination = torch.tensor([0, 1])
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        gates, gate_loss = moe.route(x.reshape(-1, H), combination[:, None].expand(2, 5).reshape(-1))
+        out, _ = moe(x, combination)
+    assert gates.dtype == torch.float32 and gate_loss.dtype == torch.float32
+    assert torch.all((gates > 0).sum(dim=1) == 2)
+    torch.testing.assert_close(gates.sum(dim=1), torch.ones(10))
+    assert out.shape == x.shape and torch.isfinite(out.float()).all()

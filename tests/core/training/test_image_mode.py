@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 import torch
 
-from conftest import build_tiny_workspace
+from tiny_workspace import build_tiny_workspace
 from mmfair.core.config import TrainConfig
 from mmfair.core.data.store import add_embeddings, read_encoder_weights
 from mmfair.core.encoders.cxr import build_cxr_backbone, to_input

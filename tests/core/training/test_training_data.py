@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from mmfair.core.errors import ConfigError, InputFileError
-from mmfair.core.training.data import EHRScaler, build_splits, fold_rows, forward_fill, load_store, observed_mask
+from mmfair.core.training.data import (EHRScaler, build_splits, fold_rows, forward_fill, load_store, observed_mask,
+                                       run_rows, temporal_rows)
 from mmfair.core.training.tasks import get_task
 
 
@@ -22,6 +23,39 @@ def test_fold_rule():
         assert sorted(np.concatenate(list(rows.values()))) == list(range(20))
     with pytest.raises(ConfigError):
         fold_rows(folds, 5, 5)
+
+
+def test_temporal_rows_follow_the_temporal_split_column():
+    side = np.array(["train", "test", "", "train", "test", "train", "train", "", "test", "train"])
+    folds = np.array([0, 0, 1, 1, 2, 2, 3, 3, 4, 4])
+    rows = temporal_rows(folds, side, fold=0)
+    assert rows["test"].tolist() == [1, 4, 8]                 # every test stay, whatever its fold
+    assert rows["val"].tolist() == [3]                        # train side, fold 1
+    assert rows["train"].tolist() == [0, 5, 6, 9]             # train side, other folds (fold 0 included)
+    rows = temporal_rows(folds, side, fold=3)
+    assert rows["test"].tolist() == [1, 4, 8] and rows["val"].tolist() == [9] and rows["train"].tolist() == [0, 3, 5, 6]
+
+
+@pytest.mark.parametrize("side, message", [
+    (["train"] * 4 + [""] * 2, "no stay with temporal_split 'test'"),
+    (["test"] * 6, "no stay with temporal_split 'train'"),
+    (["train", "test", "later", "", "", ""], "'temporal_split' has value 'later'"),
+])
+def test_temporal_rows_refuse_an_empty_side_or_an_unknown_value(side, message):
+    with pytest.raises(ConfigError, match=message) as caught:
+        temporal_rows(np.arange(6) % 5, np.array(side, dtype=object), 0)
+    assert "\n" not in str(caught.value)
+
+
+def test_temporal_repeats_share_one_test_set(tiny_ws):
+    store = load_store(tiny_ws)
+    side = store.cohort["temporal_split"].to_numpy()
+    expected = np.flatnonzero(side == "test")
+    for k in range(5):
+        rows = run_rows(store, k, split_rule="temporal")
+        np.testing.assert_array_equal(rows["test"], expected)
+        assert (side[rows["train"]] == "train").all() and (side[rows["val"]] == "train").all()
+        assert len(rows["train"]) + len(rows["val"]) == int((side == "train").sum())
 
 
 def test_mask_is_computed_before_filling_and_forward_fill():

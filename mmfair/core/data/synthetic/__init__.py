@@ -17,7 +17,7 @@ import logging
 import os
 import shutil
 import time
-from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from multiprocessing import get_all_start_methods, get_context
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,14 +29,15 @@ import pandas as pd
 from mmfair.core.config import SyntheticConfig
 from mmfair.core.data.synthetic import _model as model
 from mmfair.core.data.synthetic import _vocab as v
-from mmfair.core.data.synthetic._images import render_many
+from mmfair.core.data.synthetic._images import RACE_SOFT_TISSUE, render_many
 from mmfair.core.data.synthetic._oracle import MODALITY_SUBSETS, oracle_probabilities
 from mmfair.core.data.synthetic._population import build_population
-from mmfair.core.data.synthetic._studies import GROUP_ACQUISITION, images_and_tables, plan_studies
+from mmfair.core.data.synthetic._studies import GROUP_ACQUISITION, images_and_tables, plan_studies, with_demographics
 from mmfair.core.data.synthetic._timeseries import FIRST_LABEVENT_ID, SPECIMEN_ID_BASE, build_events
 from mmfair.core.data.synthetic import _volume as volume
 from mmfair.core.data.synthetic._writer import DATE, NULLABLE_INT, ONE_DECIMAL, TableWriter, write_empty, write_table
 from mmfair.core.errors import ConfigError
+from mmfair.core.io import remove_stale_temporaries
 
 __all__ = ["generate_source", "SyntheticSource", "GENERATOR_VERSION"]
 
@@ -70,7 +71,7 @@ class SyntheticSource:
 
 
 # options added after trees existed: left out of the identity at their default, so those trees are reused
-_LATER_DEFAULTS = {"chart_volume": "compact"}
+_LATER_DEFAULTS = {"chart_volume": "compact", "age_sex_latents": True, "image_demographic_signal": False}
 
 
 def _identity(config: SyntheticConfig) -> dict:
@@ -133,6 +134,7 @@ def generate_source(config: SyntheticConfig, out_dir: Path, progress: Progress |
             "choose an empty or new folder for the synthetic source"
         )
     out_dir.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_temporaries(out_dir.parent)  # .<name>.partial-<pid> of a generator killed before its finally
     staging = out_dir.parent / f".{out_dir.name}.partial-{os.getpid()}"
     if staging.exists():
         shutil.rmtree(staging)
@@ -173,6 +175,8 @@ def _generate_into(root: Path, config: SyntheticConfig, progress: Progress | Non
     t = time.perf_counter()
     report("synthetic: planning chest X-rays", 2, steps)
     studies, p_acquire, planted = plan_studies(config, pop.stays, pop.encoder_subjects, streams[2])
+    if config.image_demographic_signal:
+        studies = with_demographics(studies, pop.stays, pop.encoder_subjects)
     images, chexpert, split = images_and_tables(config, studies, streams[3])
     _write_cxr_tables(src.cxr_root, images, chexpert, split)
     timings["plan_cxr"] = time.perf_counter() - t
@@ -309,7 +313,9 @@ def _render_images(cxr_root: Path, images: pd.DataFrame, report: Progress) -> No
     # __main__ in every caller's script. The children use only numpy and Pillow (no OpenMP, no torch), so
     # threads a parent may hold do not matter to them. Threads elsewhere.
     if "fork" in get_all_start_methods():
-        executor = ProcessPoolExecutor(max_workers=workers, mp_context=get_context("fork"))
+        from mmfair.core.data.pools import process_pool  # workers that die with us, even on SIGKILL
+
+        executor = process_pool(workers, mp_context=get_context("fork"))
     else:
         executor = ThreadPoolExecutor(max_workers=workers)
     with executor as pool:
@@ -370,6 +376,11 @@ def _write_ground_truth(truth: Path, config: SyntheticConfig, pop, studies: pd.D
                          for k, (p, w) in model.LABEL_MODELS.items()},
         "modality_latents": {k: list(x) for k, x in MODALITY_SUBSETS.items()},
     }
+    if not config.age_sex_latents:  # recorded only when not the default, so a default tree's file is unchanged
+        switches["age_sex_latents"] = {"on": False}
+    if config.image_demographic_signal:
+        switches["image_demographic_signal"] = {"on": True, "race_soft_tissue": RACE_SOFT_TISSUE,
+                                                "marks": "breast shadows (F), bone density falling with age"}
     (truth / "switches.json").write_text(json.dumps(switches, indent=2, sort_keys=True) + "\n")
 
     cohort = out[out["cohort"] == 1]

@@ -106,7 +106,25 @@ def draw_frontal(p: dict[str, Any], rng: np.random.Generator) -> np.ndarray:
     heart *= _soft(0.87 - _YN, 30)
     img = np.maximum(img, 0.80 * heart)
     img = np.maximum(img, t["spine"] * (1 - 0.3 * heart))
+    if "demographics" in p:  # SyntheticConfig.image_demographic_signal (absent when off: the film is unchanged)
+        img = _demographic_marks(img, t, p["demographics"])
     return _draw_devices(np.clip(img, 0, 1), p, frontal=True)
+
+
+# The planted demographic signal: stylised stand-ins for what CXR models read of sex, age and race (Gichoya
+# et al., Lancet Digit Health 2022; Yang et al., Nat Med 2024) — breast shadows, bone density falling with
+# age, a soft-tissue density per race group. Large on purpose: the probe must find it through the encoder.
+RACE_SOFT_TISSUE = {"WHITE": 0.0, "BLACK": 0.14, "HISPANIC": 0.07, "ASIAN": -0.07, "OTHER": 0.03, "UNKNOWN": 0.0}
+
+
+def _demographic_marks(img: np.ndarray, t: dict[str, Any], d: dict[str, Any]) -> np.ndarray:
+    soft_tissue = (t["body"] / 0.5) * (1 - t["lungs"])
+    img = img + RACE_SOFT_TISSUE.get(str(d["race_group"]), 0.0) * soft_tissue
+    if d["female"]:
+        breasts = sum(_soft(_ellipse(side * 0.46, 0.80, 0.30, 0.15), 5) for side in (-1, 1))
+        img = img + 0.16 * breasts
+    bone = 1.8 - 1.6 * float(np.clip((d["age"] - 18.0) / 72.0, 0.0, 1.0))  # 1.8 at 18 → 0.2 at 90
+    return img + (bone - 1.0) * (3.0 * t["rib_shadow"] + t["clavicles"] + 0.3 * t["spine"])
 
 
 def draw_lateral(p: dict[str, Any], rng: np.random.Generator) -> np.ndarray:

@@ -111,13 +111,16 @@ def weight_vector(weights: dict[str, float]) -> np.ndarray:
     return vec
 
 
-def latent_means(age: np.ndarray, male: np.ndarray, race_groups: np.ndarray, group_base_rates: bool) -> np.ndarray:
-    """Per-stay mean of the latent vector: age and sex effects always; race-group shifts behind the switch."""
+def latent_means(age: np.ndarray, male: np.ndarray, race_groups: np.ndarray, group_base_rates: bool,
+                 age_sex: bool = True) -> np.ndarray:
+    """Per-stay mean of the latent vector: age and sex effects behind ``age_sex`` (``age_sex_latents``, on by
+    default and always on for the calibration reference); race-group shifts behind ``group_base_rates``."""
     mu = np.zeros((len(age), len(LATENTS)))
-    centred_age = (np.asarray(age, dtype=float) - 65.0) / 17.0
-    mu[:, L["severity"]] += 0.15 * centred_age
-    mu[:, L["cardiac"]] += 0.45 * centred_age + 0.15 * male
-    mu[:, L["renal"]] += 0.25 * centred_age
+    if age_sex:
+        centred_age = (np.asarray(age, dtype=float) - 65.0) / 17.0
+        mu[:, L["severity"]] += 0.15 * centred_age
+        mu[:, L["cardiac"]] += 0.45 * centred_age + 0.15 * male
+        mu[:, L["renal"]] += 0.25 * centred_age
     if group_base_rates:
         for group, shifts in GROUP_LATENT_SHIFTS.items():
             rows = race_groups == group

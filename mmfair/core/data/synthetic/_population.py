@@ -165,7 +165,8 @@ def build_population(config: SyntheticConfig, rng: np.random.Generator) -> Popul
 
     # ---- latents: one mean per subject (age at the first stay) ---------------------------------
     age_first = anchor_age + (first_year - anchor_year)
-    subj_mu = model.latent_means(age_first, demo["gender"] == "M", demo["race_group"], config.group_base_rates)
+    subj_mu = model.latent_means(age_first, demo["gender"] == "M", demo["race_group"], config.group_base_rates,
+                                 config.age_sex_latents)
     mu = subj_mu[stay_subject]
     latents = mu + rng.multivariate_normal(np.zeros(len(model.LATENTS)), model.latent_covariance(), size=n_all)
     device = rng.random(n_all) < model.device_probability(latents)
@@ -405,7 +406,8 @@ def _encoder_subjects(rng: np.random.Generator, config: SyntheticConfig, ids: np
     group = np.where(rng.random(n) < 0.5, "2011 - 2013", "2014 - 2016").astype(object)
     anchor_year = rng.integers(2110, 2201, n)
     anchor_age = np.where(demo["true_age"] > 89, 91, np.floor(demo["true_age"])).astype(np.int64)
-    mu = model.latent_means(anchor_age, demo["gender"] == "M", demo["race_group"], config.group_base_rates)
+    mu = model.latent_means(anchor_age, demo["gender"] == "M", demo["race_group"], config.group_base_rates,
+                            config.age_sex_latents)
     latents = mu + rng.multivariate_normal(np.zeros(len(model.LATENTS)), model.latent_covariance(), size=n)
     # outpatients and ward patients are less often ventilated than ICU patients
     device = rng.random(n) < 0.6 * model.device_probability(latents)

@@ -199,6 +199,21 @@ def plan_studies(config: SyntheticConfig, stays: pd.DataFrame, encoder: pd.DataF
     return studies, p_acq, planted
 
 
+def with_demographics(studies: pd.DataFrame, stays: pd.DataFrame, encoder: pd.DataFrame) -> pd.DataFrame:
+    """``studies`` with their patient's ``demo_gender``, ``demo_age`` and ``demo_race_group`` (the image
+    demographic signal): from the stay (age at the stay) or the non-cohort subject (anchor age)."""
+    out = studies.copy()
+    from_stay = out["stay_row"].to_numpy() >= 0
+    stay_rows, enc_rows = out["stay_row"].to_numpy()[from_stay], out["encoder_row"].to_numpy()[~from_stay]
+    for column, stay_col, enc_col in (("demo_gender", "gender", "gender"), ("demo_age", "age", "anchor_age"),
+                                      ("demo_race_group", "race_group", "race_group")):
+        values = np.empty(len(out), dtype=object)
+        values[from_stay] = stays[stay_col].to_numpy()[stay_rows]
+        values[~from_stay] = encoder[enc_col].to_numpy()[enc_rows]
+        out[column] = values
+    return out
+
+
 def _frontal_views(rng: np.random.Generator, icu: bool) -> list[str]:
     frontal = "AP" if rng.random() < (0.78 if icu else 0.4) else "PA"
     views = [frontal]
@@ -250,6 +265,9 @@ def images_and_tables(config: SyntheticConfig, studies: pd.DataFrame, rng: np.ra
                 "brightness": float(rng.uniform(-0.05, 0.06)), "width": width, "height": height,
                 "crop": (float(margin[0]), float(margin[1]), float(1 - margin[2]), float(1 - margin[3])),
             }
+            if config.image_demographic_signal:  # no random draw: every other film parameter is unchanged
+                params["demographics"] = {"female": s.demo_gender == "F", "age": float(s.demo_age),
+                                          "race_group": str(s.demo_race_group)}
             orientation = "Erect" if view == "PA" else ("Recumbent" if view == "AP" else "")
             if rng.random() < 0.1:
                 orientation = ""

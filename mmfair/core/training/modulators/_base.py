@@ -6,12 +6,14 @@ per run (``build_modulator(name, params)``) and calls its hooks when ``TrainConf
     setup(model, task, train, config, groups, device)   # once, before the first epoch (and before a resume)
     for each epoch:
         on_epoch_start(epoch)                           # 1-based epoch number
+        batch_order(rows, generator) -> rows | None      # the epoch's row order (None: a random permutation)
         for each batch:
             output = model(batch)                       # batch["groups"]: int codes of config.fair_attr,
             loss = loss(model, output, batch, task)     #   present only for group-aware modulators
             backward (+ GradScaler.unscale_ on AMP)
             after_backward(model, output, batch)        # may rescale / perturb gradients per group
-            gradient clipping, optimizer step
+            gradient clipping
+            optimizer step with lr_factors() applied    # per-encoder learning-rate factors (modulate_via=lr)
         on_epoch_end(epoch) -> dict[str, float]          # diagnostics, added to history.csv as modulator_*
     state_dict() / load_state_dict(state)               # in checkpoint.pt, so a resumed run continues exactly
 
@@ -24,6 +26,26 @@ long [B], codes ``0..n_groups-1`` in the order of ``groups.names``) is given to 
 Parameter groups come from ``model.param_groups()`` (``encoder:<modality>``, ``fusion``, ``head``);
 modulators resolve the groups they need explicitly and raise :class:`ConfigError` when one is missing or
 empty — silent name matching is what disabled the direction term of MultiFair's public code.
+
+**Gradient-scaling modulators** (``scales_gradients = True``: OGM-GE, CGGM, MultiFair, InfoReg) compute a
+factor per modality each step and hand it to :meth:`Modulator.scale_encoders`, which applies it as
+``TrainConfig.modulate_via`` says (reference/multifair.md §4.1):
+
+* ``lr`` (default): the trainer's optimizer has one parameter group per ``encoder:<modality>``; for the
+  next step that group's learning rate is the base rate × the factor, then restored. Adam/AdamW divide
+  each parameter's step by its own gradient scale, so a factor on the *gradient* is normalised away, while
+  a factor on the *learning rate* scales the actual update (decoupled weight decay included). Gradient
+  clipping sees the unscaled gradients. Under plain SGD (no momentum) both modes give the same update.
+* ``grad``: the encoder's gradients are multiplied by the factor before clipping — the papers' own form
+  (OGM-GE was tuned with SGD, where it is equivalent); under Adam/AdamW only the factor's step-to-step
+  changes, the clipping and any added noise survive.
+
+An additive gradient term that belongs *outside* the factor (OGM-GE's noise, InfoReg's proximal pull) is
+multiplied by :meth:`Modulator.additive_scale` (1/factor in ``lr`` mode, at most 1e3), so the final update
+equals the ``grad`` mode's under SGD and keeps its noise-to-signal ratio under Adam (gradient clipping then
+sees that term enlarged by 1/factor: < 2 for InfoReg's default slow-down, 1.0-1.4 for OGM-GE's α = 0.1 at
+confidence ratios up to 3). Each applied factor is logged
+as ``modulator_factor[<modality>]`` (the epoch's mean) in history.csv.
 
 Helpers for reweighting: :class:`RowWeightedTask` wraps a task so that the model's ``training_loss``
 (whatever masks it applies: scorable stays, present modalities) becomes a per-row weighted mean, so a
@@ -64,6 +86,7 @@ class Groups:
 
 
 MISSING_GROUP = "(missing)"
+MAX_ADDITIVE_SCALE = 1e3
 
 
 def group_codes(values: Any, attribute: str) -> tuple[tuple[str, ...], np.ndarray]:
@@ -80,19 +103,36 @@ class Modulator:
 
     Params: ClassVar[type[ModulatorParams]] = ModulatorParams
     needs_groups: ClassVar[bool] = False
+    #: True when the modulator scales encoder updates by a factor (obeys ``TrainConfig.modulate_via``)
+    scales_gradients: ClassVar[bool] = False
     name: ClassVar[str] = ""
 
     def __init__(self, params: ModulatorParams) -> None:
         self.params = params
         self._epoch_log: dict[str, list[float]] = {}
+        self._epoch_counts: dict[str, float] = {}
+        self.modulate_via = "lr"
+        self._lr_factors: dict[str, float] = {}
+        self._applied: dict[str, float] = {}
 
     # ---- hooks ---------------------------------------------------------------------------------
     def setup(self, model: Any, task: Any, train: Any, config: Any, groups: Groups | None, device: torch.device) -> None:
         if self.needs_groups and groups is None:
             raise ConfigError(f"modulator '{self.name}' needs the sensitive groups of the training stays (fair_attr)")
+        self.modulate_via = getattr(config, "modulate_via", "lr")
 
     def on_epoch_start(self, epoch: int) -> None:
         self.epoch = epoch
+
+    def batch_order(self, rows: torch.Tensor, generator: torch.Generator) -> torch.Tensor | None:
+        """The epoch's order of the training rows ``rows`` (CPU, long); None = the trainer's random permutation."""
+        return None
+
+    def lr_factors(self) -> dict[str, float]:
+        """Learning-rate factors per optimizer parameter group (``encoder:<m>``) for the step about to be
+        taken; read once per step by the trainer (``modulate_via=lr``), then cleared."""
+        out, self._lr_factors = self._lr_factors, {}
+        return out
 
     def loss(self, model: Any, output: Any, batch: dict[str, Any], task: Any) -> torch.Tensor:
         return model.training_loss(output, batch, task)
@@ -102,7 +142,8 @@ class Modulator:
 
     def on_epoch_end(self, epoch: int) -> dict[str, float]:
         out = {f"modulator_{k}": float(np.mean(v)) for k, v in sorted(self._epoch_log.items()) if v}
-        self._epoch_log = {}
+        out.update({f"modulator_{k}": float(v) for k, v in sorted(self._epoch_counts.items())})
+        self._epoch_log, self._epoch_counts = {}, {}
         return out
 
     def state_dict(self) -> dict[str, Any]:
@@ -113,7 +154,38 @@ class Modulator:
 
     # ---- helpers -------------------------------------------------------------------------------
     def log_value(self, key: str, value: float) -> None:
+        """Per-step value; history.csv gets its epoch mean as ``modulator_<key>``."""
         self._epoch_log.setdefault(key, []).append(float(value))
+
+    def count_value(self, key: str, value: float = 1.0) -> None:
+        """Per-step count; history.csv gets its epoch sum as ``modulator_<key>``."""
+        self._epoch_counts[key] = self._epoch_counts.get(key, 0.0) + float(value)
+
+    def scale_encoders(self, encoders: dict[str, list[torch.nn.Parameter]], factors: dict[str, float]) -> None:
+        """Apply ``factors`` (per modality) to the encoders' updates of this step, as ``modulate_via`` says:
+        ``grad`` multiplies the gradients now, ``lr`` leaves them and sets the step's learning-rate factors."""
+        self._applied = dict(factors)
+        for m, k in factors.items():
+            self.log_value(f"factor[{m}]", k)
+        if self.modulate_via == "lr":
+            self._lr_factors = {f"encoder:{m}": float(k) for m, k in factors.items() if k != 1.0}
+            return
+        with torch.no_grad():
+            for m, k in factors.items():
+                if k == 1.0:
+                    continue
+                for p in encoders[m]:
+                    if p.grad is not None:
+                        p.grad.mul_(k)
+
+    def additive_scale(self, modality: str) -> float:
+        """Multiplier of a gradient term added after this step's factor: 1 in grad mode, 1/factor in lr mode
+        (at most ``MAX_ADDITIVE_SCALE``: a vanishing factor must not overflow the gradient or dominate the
+        clipping norm; such a step then carries proportionally less of the added term)."""
+        k = self._applied.get(modality, 1.0)
+        if self.modulate_via != "lr" or k <= 0:
+            return 1.0
+        return min(1.0 / k, MAX_ADDITIVE_SCALE)
 
 
 def resolve_params(name: str, params: dict[str, Any] | None) -> dict[str, Any]:

@@ -22,7 +22,14 @@ Deviations, stated plainly:
   that have the modality; ``metric=auroc`` uses the batch ROC-AUC instead; a batch where a modality's
   metric is undefined keeps the previous B;
 * the first step (no previous metric) uses acc₀ = 0 as the code does, so every Δε is the first accuracy;
-* under AdamW a constant gradient scale is nearly cancelled (the paper claims optimiser-agnosticism).
+* optimizer: the authors' code trains with Adam/AdamW and scales gradients (the paper claims optimiser-
+  agnosticism, but Adam divides a persistent gradient factor away). Here ρ B_m is applied under the base
+  method's optimizer through encoder m's learning rate (``modulate_via=lr``, the default), so it scales the
+  actual update; ``--modulate-via grad`` (with ``--optimizer adam``) is the code's own form. A negative B
+  (the signed formula) gives a negative learning rate in lr mode and a negated gradient in grad mode: both
+  reverse the encoder's update, as the formula says. history.csv shows how often:
+  ``modulator_B_negative[<m>]`` is the epoch's share of steps with B_m < 0, next to the applied
+  ``modulator_factor[<m>]`` (ρ B_m) and ``modulator_B[<m>]``.
 """
 
 from __future__ import annotations
@@ -82,6 +89,7 @@ def batch_accuracy(task: Any, logits: torch.Tensor, labels: torch.Tensor) -> flo
 class CGGM(Modulator):
     Params = CGGMParams
     name = "cggm"
+    scales_gradients = True
 
     def setup(self, model: Any, task: Any, train: Any, config: Any, groups: Groups | None, device: torch.device) -> None:
         super().setup(model, task, train, config, groups, device)
@@ -132,17 +140,14 @@ class CGGM(Modulator):
                 self.prev = metric
         for m in self.modalities:
             self.log_value(f"B[{m}]", self.B[m])
+            self.log_value(f"B_negative[{m}]", float(self.B[m] < 0))
         if self.head_weight is not None:
             base = base + self.params.lambda_gm * self.direction_loss()
         return base
 
     @torch.no_grad()
     def after_backward(self, model: Any, output: Any, batch: dict[str, Any]) -> None:
-        for m, params in self.encoders.items():
-            k = self.params.rho * self.B[m]
-            for prm in params:
-                if prm.grad is not None:
-                    prm.grad.mul_(k)
+        self.scale_encoders(self.encoders, {m: self.params.rho * self.B[m] for m in self.modalities})
 
     def state_dict(self) -> dict[str, Any]:
         return {"aux": self.aux.state_dict(), "aux_opt": self.aux_opt.state_dict(),

@@ -39,7 +39,11 @@ Deviations, stated plainly:
 * θ̄ is re-taken at every epoch start, as the code does (``deepcopy(model)`` per epoch); a resumed run
   re-takes it from the checkpoint weights, which are the same;
 * scores use the stays with every modality, so an absent CXR cannot bias the choice of d; binary and
-  multilabel tasks use the sigmoid probability of each label's true value (mean over labels).
+  multilabel tasks use the sigmoid probability of each label's true value (mean over labels);
+* optimizer: the authors' code uses SGD; here the slow-down factor is applied under the base method's
+  optimizer through the regulated encoder's learning rate (``modulate_via=lr``, the default; the proximal
+  gradient is then added as β(θ − θ̄)/factor, so under SGD the update equals the grad mode's);
+  ``--optimizer sgd --modulate-via grad`` is the code's form. The proximal term is a gradient either way.
 """
 
 from __future__ import annotations
@@ -103,6 +107,7 @@ def add_proximal_gradient(params: list[nn.Parameter], anchors: list[torch.Tensor
     paper="Huang et al., CVPR 2025 (arXiv 2503.18595)",
 )
 class InfoReg(Modulator):
+    scales_gradients = True
     Params = InfoRegParams
     name = "inforeg"
 
@@ -177,14 +182,16 @@ class InfoReg(Modulator):
             squares = [p.grad.float().pow(2).mean() for p in params if p.grad is not None and p.dim() >= 2]
             if squares:
                 self._step_traces[m].append(torch.stack(squares).sum())
+        factors = dict.fromkeys(self.modalities, 1.0)
+        if self.regulated is not None:
+            factors[self.regulated[0]] = slowdown_factor(self.regulated[1], self.params.slowdown_gamma, self.params.max_slowdown)
+        self.scale_encoders(self.encoders, factors)
         if self.regulated is None:
             return
         m, gap = self.regulated
-        factor = slowdown_factor(gap, self.params.slowdown_gamma, self.params.max_slowdown)
-        for p in self.encoders[m]:
-            if p.grad is not None and factor != 1.0:
-                p.grad.mul_(factor)
-        add_proximal_gradient(self.encoders[m], self.anchors[m], self.params.proximal_strength * math.exp(gap))
+        factor = factors[m]
+        beta = self.params.proximal_strength * math.exp(gap) * self.additive_scale(m)
+        add_proximal_gradient(self.encoders[m], self.anchors[m], beta)
         self.log_value(f"slowdown[{m}]", factor)
 
     def on_epoch_end(self, epoch: int) -> dict[str, float]:

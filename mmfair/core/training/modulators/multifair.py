@@ -16,20 +16,42 @@ Per training step (one forward, one full backward):
 3. **Modality direction** L_gm = (1/M) Σ_m [|B_m| − B_m cos(vec W_head, vec W_ψm)], W_head the fused
    head's last linear weight, W_ψm the aux head's last weight (detached): CGGM's weight cosine, so it is
    differentiable and reaches only W_head.
-4. **Group magnitude**: per modality m and group g an EMA a_{m,g} (decay 0.9) of the batch AUC of s_m in
-   g; f_{m,g} = 1 + β (ā_m − a_{m,g}) / τ; F_m = Σ_g p_g f_{m,g} with p_g the batch share of g.
-5. **Gate**: open when the fused model's batch AUC differs between groups by more than τ (max − min).
+4. **Group magnitude**: per modality m and group g a group AUC a_{m,g} of s_m in g (the release: an EMA,
+   decay 0.9, of batch values; ``paper``: from the group buffer, below); f_{m,g} = 1 + β (ā_m − a_{m,g}) / τ;
+   F_m = Σ_g p_g f_{m,g} with p_g the batch share of g.
+5. **Gate**: open when the fused model's AUC differs between groups by more than τ (the release: on the
+   batch, max − min; ``paper``: on the group buffer, a pair's gap above τ *and* significant, below).
 6. **Group direction** L_fair = mean_g |a^f_g − mean a^f|, a^f_g the surrogate (pairwise logistic) AUC of
    the fused scores in g, differentiable.
-7. Loss = the method's training loss + λ_gm L_gm + [gate] γ L_fair; after backward every encoder-m
-   gradient is multiplied by κ_m = ρ B_m ([gate] ? F_m : 1).
+7. Loss = the method's training loss + λ_gm L_gm + [gate] γ L_fair; encoder m's update is scaled by
+   κ_m = ρ B_m ([gate] ? F_m : 1) — through its learning rate for the step (default) or its gradient.
 
 Variants (``variant``):
 
-* ``paper`` (default, the [R] reconstruction of reference §2.4/§4.2): L_gm and L_fair carry gradient;
-  any number of groups; exact AUCs for the no-grad statistics; a group or modality whose statistic is
-  undefined in the batch (one class, or fewer than ``min_samples`` stays with the modality) is skipped
-  (EMA and B unchanged) instead of injecting 0.5; EMAs start at the first observed value; p_g is the
+* ``paper`` (default, the [R] reconstruction of reference §2.4/§4.2-4.3): L_gm and L_fair carry gradient;
+  any number of groups; exact AUCs for the no-grad statistics. **Group statistics from enough data**
+  (reference §4.2-4.3): one batch holds a handful of positives per minority group, so a batch-level gate
+  opens on noise. Instead a rolling **group buffer** keeps, per group, the fused and auxiliary scores,
+  labels and flags of its last ``min(buffer_size, n_g)`` training rows (n_g: the group's training rows, so
+  a stay appears about once — the epoch's running predictions for a small group); a group *counts* (in the
+  gate, and for a_{m,g}) only with ≥ ``min_pos`` positives and ≥ ``min_neg`` negatives there (per label;
+  multilabel: macro over the labels that qualify). The gate opens when some pair of counted groups
+  differs by more than τ **and** the difference is significant at ``gate_alpha`` (two-sided, Bonferroni
+  over the pairs; Hanley-McNeil standard errors, root mean square over labels — conservative): τ stays
+  the effect size the paper means, the test keeps sampling noise from opening it. a_{m,g} is the buffer
+  AUC (the buffer replaces the EMA; ``buffer_size=0`` gives per-batch statistics with the EMA). history.csv
+  counts, per epoch, the steps on which each group counted in the gate (``modulator_gate_groups[<g>]``,
+  out of ``modulator_steps``), so a minimum that silently drops a minority group is visible (and a
+  warning is logged when a group of ≥ 5 % of the training stays never counts in an epoch). Simulated on
+  the synthetic source's group shares (batch 128, prevalence 0.12, equal true AUC 0.8; the simulation of
+  ``tests/core/training/modulators/test_multifair_gate.py``, 300 steps): the release's per-batch gate
+  opens on 71 % of steps for gender and 100 % for race_group; this one on ≤ 5 % at 1,200 or 20,000
+  training stays. A planted gap of 0.1 opens it on 81-94 % of steps at 20,000 stays; at the demo's 1,200
+  a minority group's gap is within noise (4-15 % of steps; gender 57 %). Optionally
+  ``stratified_batches``: each batch holds every label × group stratum in proportion (systematic
+  interleaving of the shuffled strata; multilabel strata use "any positive label"). A modality whose
+  statistic is undefined in the batch (one class, or fewer than ``min_samples`` stays with the modality) is
+  skipped (B unchanged) instead of injecting 0.5; p_g is the
   share among the stays that have modality m (only they send gradient to encoder m); F_m is clamped to
   [``f_min``, ``f_max``] = [0.25, 4]; B is normalised (``rho_normalize``): B̃_m = B_m · M/(M−1), so the
   coefficients average 1 and balanced modalities (equal |Δ|, or no change at all) give B̃ = 1; with
@@ -39,7 +61,13 @@ Variants (``variant``):
   term the float Φ = mean_{m,g} |a_{m,g} − ā_m| (no gradient: the release's dead terms), surrogate AUC of
   probabilities for a_{m,g} with the 0.5 fallback and 0.5 initial values, the previous AUC reused for a
   one-class batch, p_g over the whole batch, a one-class group counting 0.5 in the gate, no clamp,
-  ρ = 1.2 on the raw B_m; generalised from the code's two hard-coded groups to K by the same formulas.
+  ρ = 1.2 on the raw B_m; per-batch statistics (no buffer, no significance test); generalised from the
+  code's two hard-coded groups to K by the same formulas.
+
+Optimizer: the released code trains with AdamW and scales the encoders' *gradients*, where a persistent
+factor is normalised away (reference §2.3) — its magnitude modulation is then close to inert. Here κ_m is
+applied under the base method's optimizer through encoder m's learning rate (``modulate_via=lr``, the
+default), so it scales the actual update; ``--modulate-via grad`` reproduces the release's form.
 
 Deviations (both variants unless said), stated plainly:
 * ρ: the paper's ρ = 1.2 multiplies a raw B whose mean is (M−1)/M (mean scale 0.6 for two modalities);
@@ -51,21 +79,24 @@ Deviations (both variants unless said), stated plainly:
   forward and one backward (the aux heads read the detached embeddings), so compute does not match it;
 * multilabel and multiclass tasks use macro AUCs over the labels (one-vs-rest) with both classes;
 * the modulation scales every tensor of ``encoder:<m>`` (the projection inside the encoder included);
-  the fusion and head are never scaled; under AdamW a constant scale is nearly cancelled (reference §2.3),
-  so the effect comes from the coefficients' changes and from gradient clipping; learning-rate
-  modulation (reference ``modulate_via=lr``) and the group-projection variant [EXT] are not implemented;
+  the fusion and head are never scaled; in grad mode under AdamW a constant scale is nearly cancelled
+  (reference §2.3), hence lr mode by default;
+  the group-projection variant [EXT] is not implemented;
 * an absent CXR: CXR statistics use only stays with a CXR; stays without one send no gradient to the
   CXR encoder anyway; a model without ``Output.embeddings`` for a modality is refused.
 """
 
 from __future__ import annotations
 
+import itertools
+import logging
 import math
 from typing import Any, Literal
 
 import numpy as np
 import torch
 from pydantic import Field, model_validator
+from scipy.stats import norm, rankdata
 from torch import nn
 
 from mmfair.core.errors import ConfigError
@@ -82,9 +113,13 @@ from mmfair.core.training.modulators._base import (
 )
 from mmfair.core.training.modulators.ogm_ge import embedding_dims, probe_output
 
+log = logging.getLogger(__name__)
+
 _VARIANT_DEFAULTS = {
-    "paper": {"rho": 1.0, "rho_normalize": True, "f_min": 0.25, "f_max": 4.0, "min_samples": 16},
-    "official-code": {"rho": 1.2, "rho_normalize": False, "f_min": None, "f_max": None, "min_samples": 1},
+    "paper": {"rho": 1.0, "rho_normalize": True, "f_min": 0.25, "f_max": 4.0, "min_samples": 16,
+              "buffer_size": 2048, "min_pos": 10, "min_neg": 10, "gate_alpha": 0.05},
+    "official-code": {"rho": 1.2, "rho_normalize": False, "f_min": None, "f_max": None, "min_samples": 1,
+                      "buffer_size": 0, "min_pos": 1, "min_neg": 1, "gate_alpha": None},
 }
 
 
@@ -102,6 +137,13 @@ class MultiFairParams(ModulatorParams):
     min_samples: int = Field(16, ge=1, description="stays with the modality needed for its batch AUC")
     aux_lr_scale: float = Field(1 / 3, gt=0, description="aux-head lr as a multiple of the run's lr")
     aux_weight_decay: float = Field(3e-3, ge=0)
+    buffer_size: int = Field(2048, ge=0, description="rows kept per group for the group statistics (capped at the "
+                             "group's training rows); 0 = per-batch statistics with the EMA")
+    min_pos: int = Field(10, ge=1, description="positives a group needs (per label) before it counts")
+    min_neg: int = Field(10, ge=1, description="negatives a group needs (per label) before it counts")
+    gate_alpha: float | None = Field(0.05, gt=0, lt=1, description="significance level of the gate's group gap "
+                                     "(Bonferroni over pairs); None = the gap against τ alone")
+    stratified_batches: bool = Field(False, description="batches stratified by label × group")
 
     @model_validator(mode="before")
     @classmethod
@@ -111,6 +153,88 @@ class MultiFairParams(ModulatorParams):
             for key, value in _VARIANT_DEFAULTS.get(variant, {}).items():
                 data.setdefault(key, value)
         return data
+
+    @model_validator(mode="after")
+    def _official_is_per_batch(self) -> "MultiFairParams":
+        if self.variant == "official-code" and self.buffer_size > 0:
+            raise ValueError("variant official-code reproduces the release's per-batch statistics: buffer_size must be 0")
+        return self
+
+
+def auc_with_se(y: np.ndarray, s: np.ndarray, min_pos: int, min_neg: int) -> tuple[float, float] | None:
+    """Macro ROC-AUC over the columns with ≥ ``min_pos`` positives and ≥ ``min_neg`` negatives, and its
+    standard error (Hanley & McNeil 1982 per column, root mean square over the columns: conservative, as if
+    the labels were perfectly correlated); None when no column qualifies."""
+    if len(y) == 0:
+        return None
+    y = y.reshape(len(y), -1) > 0.5
+    s = s.reshape(len(s), -1)
+    n_pos = y.sum(axis=0)
+    n_neg = len(y) - n_pos
+    keep = (n_pos >= max(min_pos, 1)) & (n_neg >= max(min_neg, 1))
+    if not keep.any():
+        return None
+    y, s, n_pos, n_neg = y[:, keep], s[:, keep].astype(np.float64), n_pos[keep], n_neg[keep]
+    ranks = rankdata(s, axis=0)
+    a = ((ranks * y).sum(axis=0) - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg)
+    q1, q2 = a / (2 - a), 2 * a**2 / (1 + a)
+    var = (a * (1 - a) + (n_pos - 1) * (q1 - a**2) + (n_neg - 1) * (q2 - a**2)) / (n_pos * n_neg)
+    return float(a.mean()), float(np.sqrt(np.clip(var, 0, None).mean()))
+
+
+def gate_decision(stats: dict[int, tuple[float, float]], tau: float, alpha: float | None) -> bool:
+    """Open when some pair of groups differs by more than τ and (with ``alpha``) by more than z·SE, z the
+    two-sided Bonferroni quantile over the pairs; fewer than two groups: closed."""
+    pairs = list(itertools.combinations(stats.values(), 2))
+    if not pairs:
+        return False
+    z = float(norm.ppf(1 - alpha / (2 * len(pairs)))) if alpha is not None else 0.0
+    return any(abs(a - b) > tau and abs(a - b) > z * math.hypot(se_a, se_b) for (a, se_a), (b, se_b) in pairs)
+
+
+class GroupBuffer:
+    """Per group, the last ``capacity[g]`` rows of named columns (CPU tensors, first dimension = rows)."""
+
+    def __init__(self, capacity: list[int]) -> None:
+        self.capacity = capacity
+        self.data: list[dict[str, torch.Tensor]] = [{} for _ in capacity]
+
+    def add(self, groups: torch.Tensor, columns: dict[str, torch.Tensor]) -> None:
+        for g, cap in enumerate(self.capacity):
+            rows = groups == g
+            if cap == 0 or not bool(rows.any()):
+                continue
+            store = self.data[g]
+            for name, value in columns.items():
+                new = value[rows]
+                store[name] = (torch.cat([store[name], new]) if name in store else new)[-cap:]
+
+    def rows(self, g: int) -> dict[str, torch.Tensor]:
+        return self.data[g]
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        return {f"{g}:{name}": value for g, store in enumerate(self.data) for name, value in store.items()}
+
+    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        self.data = [{} for _ in self.capacity]
+        for key, value in state.items():
+            g, name = key.split(":", 1)
+            self.data[int(g)][name] = value
+
+
+def stratified_order(rows: torch.Tensor, strata: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """``rows`` shuffled so that every stretch of the order holds each stratum in proportion (up to a row or
+    two): each stratum's shuffled rows get evenly spaced positions (i + u_s) / n_s in [0, 1), u_s a random
+    offset per stratum, and the order sorts by position (systematic sampling, interleaved)."""
+    perm = torch.randperm(len(rows), generator=generator)
+    rows, strata = rows[perm], strata[perm]
+    values = torch.unique(strata).tolist()
+    offsets = torch.rand(len(values), generator=generator, dtype=torch.float64)
+    key = torch.empty(len(rows), dtype=torch.float64)
+    for value, offset in zip(values, offsets.tolist()):
+        idx = torch.nonzero(strata == value).flatten()
+        key[idx] = (torch.arange(len(idx), dtype=torch.float64) + offset) / len(idx)
+    return rows[torch.argsort(key, stable=True)]
 
 
 def modality_coefficients(deltas: dict[str, float], normalize: bool) -> dict[str, float]:
@@ -157,6 +281,7 @@ def resolve_head_weight(model: Any, n_outputs: int, modulator: str = "multifair"
 class MultiFair(Modulator):
     Params = MultiFairParams
     needs_groups = True
+    scales_gradients = True
     name = "multifair"
 
     # ---- setup --------------------------------------------------------------------------------
@@ -193,6 +318,38 @@ class MultiFair(Modulator):
         self.group_ema = np.full((len(self.modalities), groups.n_groups), start)
         self.kappa = {m: p.rho * self.B[m] for m in self.modalities}
         self.gate = False
+        self.gate_groups: list[int] = []
+        codes = groups.codes.cpu()
+        scorable = model.scorable(train.present).cpu().bool()
+        if len(codes) == len(scorable):
+            codes = codes[scorable]
+        counts = torch.bincount(codes, minlength=groups.n_groups).tolist()
+        self.group_shares = [c / max(sum(counts), 1) for c in counts]
+        self.buffer = None
+        if not self.official and p.buffer_size > 0:
+            self.buffer = GroupBuffer([min(p.buffer_size, int(c)) for c in counts])
+        self.strata = None
+        if p.stratified_batches:
+            labels = train.labels.cpu()
+            if task.kind == "multilabel":
+                label_code = (labels > 0.5).any(dim=1).long()
+            else:
+                label_code = labels.reshape(len(labels), -1)[:, 0].long()
+            self.strata = groups.codes.cpu() * (int(label_code.max()) + 1 if len(label_code) else 1) + label_code
+
+    def on_epoch_end(self, epoch: int) -> dict[str, float]:
+        row = super().on_epoch_end(epoch)
+        for name, share in zip(self.group_names, self.group_shares):
+            if share >= 0.05 and row.get(f"modulator_gate_groups[{name}]", 1.0) == 0:
+                log.warning("multifair: group %s (%.0f%% of the training stays) never counted in the gate in epoch %d "
+                            "(fewer than min_pos=%d positives or min_neg=%d negatives in its buffer)",
+                            name, 100 * share, epoch, self.params.min_pos, self.params.min_neg)
+        return row
+
+    def batch_order(self, rows: torch.Tensor, generator: torch.Generator) -> torch.Tensor | None:
+        if self.strata is None:
+            return None
+        return stratified_order(rows, self.strata[rows], generator)
 
     # ---- statistics -----------------------------------------------------------------------------
     def _update_modality(self, scores: dict[str, torch.Tensor], Y: torch.Tensor, present: dict[str, torch.Tensor]) -> None:
@@ -215,14 +372,26 @@ class MultiFair(Modulator):
             self.log_value("stale_modality_steps", 1.0)
         self.prev_auc = {m: self.prev_auc[m] if math.isnan(auc[m]) else auc[m] for m in self.modalities}
 
-    def _update_groups(self, scores: dict[str, torch.Tensor], probs: dict[str, torch.Tensor], Y: torch.Tensor,
-                       present: dict[str, torch.Tensor], groups: torch.Tensor) -> dict[str, float]:
+    def _update_group_aucs_from_buffer(self) -> None:
+        """a_{m,g} = the AUC of s_m over the group's buffered rows that have m, when the group counts."""
+        assert self.buffer is not None
+        for g in range(len(self.group_names)):
+            rows = self.buffer.rows(g)
+            if not rows:
+                continue
+            for i, m in enumerate(self.modalities):
+                keep = rows[f"present:{m}"]
+                stat = auc_with_se(rows["Y"][keep].numpy(), rows[f"aux:{m}"][keep].numpy(), self.params.min_pos, self.params.min_neg)
+                if stat is not None:
+                    self.group_ema[i, g] = stat[0]
+
+    def _update_group_aucs_from_batch(self, scores: dict[str, torch.Tensor], probs: dict[str, torch.Tensor],
+                                      Y: torch.Tensor, present: dict[str, torch.Tensor], groups: torch.Tensor) -> None:
+        """a_{m,g}: EMA of the batch's group AUCs (official-code: surrogate AUC of probabilities, 0.5 fallback)."""
         p = self.params
-        k = len(self.group_names)
-        factors = {}
         for i, m in enumerate(self.modalities):
             rows_m = present[m].bool()
-            for g in range(k):
+            for g in range(len(self.group_names)):
                 rows = rows_m & (groups == g)
                 if self.official:
                     value = None
@@ -231,13 +400,25 @@ class MultiFair(Modulator):
                         value = None if sur is None else float(sur)
                     value = 0.5 if value is None else value
                     self.group_ema[i, g] = p.ema * self.group_ema[i, g] + (1 - p.ema) * value
-                else:
-                    value = exact_auc(Y[rows], scores[m][rows]) if int(rows.sum()) >= 2 else float("nan")
-                    if math.isnan(value):
-                        continue
-                    old = self.group_ema[i, g]
-                    self.group_ema[i, g] = value if math.isnan(old) else p.ema * old + (1 - p.ema) * value
-            base = torch.ones_like(groups, dtype=torch.bool) if self.official else rows_m
+                    continue
+                stat = auc_with_se(Y[rows].cpu().numpy(), scores[m][rows].cpu().numpy(), p.min_pos, p.min_neg)
+                if stat is None:
+                    continue
+                old = self.group_ema[i, g]
+                self.group_ema[i, g] = stat[0] if math.isnan(old) else p.ema * old + (1 - p.ema) * stat[0]
+
+    def _update_groups(self, scores: dict[str, torch.Tensor], probs: dict[str, torch.Tensor], Y: torch.Tensor,
+                       present: dict[str, torch.Tensor], groups: torch.Tensor) -> dict[str, float]:
+        """Update a_{m,g} (buffer or batch), then F_m from the batch's group shares (clamped in ``paper``)."""
+        p = self.params
+        k = len(self.group_names)
+        if self.buffer is not None:
+            self._update_group_aucs_from_buffer()
+        else:
+            self._update_group_aucs_from_batch(scores, probs, Y, present, groups)
+        factors = {}
+        for i, m in enumerate(self.modalities):
+            base = torch.ones_like(groups, dtype=torch.bool) if self.official else present[m].bool()
             counts = torch.bincount(groups[base], minlength=k).double().cpu().numpy()
             shares = counts / max(counts.sum(), 1.0)
             factor = group_factor(self.group_ema[i], shares, p.beta, p.tau)
@@ -249,18 +430,33 @@ class MultiFair(Modulator):
         return factors
 
     def _gate(self, fused: torch.Tensor, Y: torch.Tensor, scorable: torch.Tensor, groups: torch.Tensor) -> bool:
-        aucs = []
+        """The gate over these rows (the batch, or the buffer's rows); ``gate_groups`` = the groups that counted."""
+        p = self.params
+        stats: dict[int, tuple[float, float]] = {}
+        fused, Y, scorable, groups = fused.detach().cpu(), Y.cpu(), scorable.cpu(), groups.cpu()
         for g in range(len(self.group_names)):
             rows = scorable & (groups == g)
             if int(rows.sum()) < 2:
                 continue
-            value = exact_auc(Y[rows], fused[rows])
-            if math.isnan(value):
-                if self.official:
-                    aucs.append(0.5)
+            if self.official:
+                value = exact_auc(Y[rows], fused[rows])
+                stats[g] = (0.5 if math.isnan(value) else value, 0.0)
                 continue
-            aucs.append(value)
-        return len(aucs) >= 2 and (max(aucs) - min(aucs)) > self.params.tau
+            stat = auc_with_se(Y[rows].numpy(), fused[rows].float().numpy(), p.min_pos, p.min_neg)
+            if stat is not None:
+                stats[g] = stat
+        self.gate_groups = sorted(stats)
+        return gate_decision(stats, p.tau, p.gate_alpha)
+
+    def _buffered_gate(self) -> bool:
+        assert self.buffer is not None
+        parts = [(g, self.buffer.rows(g)) for g in range(len(self.group_names)) if self.buffer.rows(g)]
+        if not parts:
+            self.gate_groups = []
+            return False
+        cat = {name: torch.cat([rows[name] for _, rows in parts]) for name in ("fused", "Y", "scorable")}
+        codes = torch.cat([torch.full((len(rows["Y"]),), g, dtype=torch.long) for g, rows in parts])
+        return self._gate(cat["fused"], cat["Y"], cat["scorable"], codes)
 
     def fairness_loss(self, fused_scores: torch.Tensor, Y: torch.Tensor, scorable: torch.Tensor, groups: torch.Tensor) -> torch.Tensor:
         """mean_g |a^f_g − mean a^f| over groups with both classes (differentiable); 0 with < 2 groups."""
@@ -304,16 +500,25 @@ class MultiFair(Modulator):
         with torch.no_grad():
             scores = {m: score_matrix(task, z.detach()) for m, z in aux_logits.items()}
             probs = {m: task.probabilities(z.detach()) for m, z in aux_logits.items()}
+            scorable = model.scorable(present).bool()
+            fused = score_matrix(task, output.logits.detach())
+            if self.buffer is not None:
+                self.buffer.add(groups.cpu(), {
+                    "fused": fused.cpu(), "Y": Y.cpu(), "scorable": scorable.cpu(),
+                    **{f"aux:{m}": scores[m].cpu() for m in self.modalities},
+                    **{f"present:{m}": present[m].bool().cpu() for m in self.modalities},
+                })
             self._update_modality(scores, Y, present)
             factors = self._update_groups(scores, probs, Y, present, groups)
-            scorable = model.scorable(present).bool()
-            self.gate = self._gate(score_matrix(task, output.logits.detach()), Y, scorable, groups)
+            self.gate = self._buffered_gate() if self.buffer is not None else self._gate(fused, Y, scorable, groups)
         self.kappa = {m: p.rho * self.B[m] * (factors[m] if self.gate else 1.0) for m in self.modalities}
         for m in self.modalities:
             self.log_value(f"B[{m}]", self.B[m])
             self.log_value(f"F[{m}]", factors[m])
-            self.log_value(f"kappa[{m}]", self.kappa[m])
         self.log_value("gate_open", float(self.gate))
+        self.count_value("steps")
+        for g in range(len(self.group_names)):
+            self.count_value(f"gate_groups[{self.group_names[g]}]", float(g in self.gate_groups))
         loss = base
         if self.official:
             known = ~np.isnan(self.group_ema)
@@ -330,13 +535,7 @@ class MultiFair(Modulator):
 
     @torch.no_grad()
     def after_backward(self, model: Any, output: Any, batch: dict[str, Any]) -> None:
-        for m, params in self.encoders.items():
-            k = self.kappa[m]
-            if k == 1.0:
-                continue
-            for prm in params:
-                if prm.grad is not None:
-                    prm.grad.mul_(k)
+        self.scale_encoders(self.encoders, self.kappa)
 
     def state_dict(self) -> dict[str, Any]:
         return {
@@ -345,6 +544,7 @@ class MultiFair(Modulator):
             "prev_auc": torch.tensor([self.prev_auc[m] for m in self.modalities], dtype=torch.float64),
             "B": torch.tensor([self.B[m] for m in self.modalities], dtype=torch.float64),
             "group_ema": torch.from_numpy(self.group_ema.copy()),
+            **({"buffer": self.buffer.state_dict()} if self.buffer is not None else {}),
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -353,3 +553,5 @@ class MultiFair(Modulator):
         self.prev_auc = {m: float(v) for m, v in zip(self.modalities, state["prev_auc"].tolist())}
         self.B = {m: float(v) for m, v in zip(self.modalities, state["B"].tolist())}
         self.group_ema = state["group_ema"].numpy().copy()
+        if self.buffer is not None and "buffer" in state:
+            self.buffer.load_state_dict(state["buffer"])

@@ -32,8 +32,12 @@ Deviations, stated plainly:
   weights, which the benchmark's encoders (LSTM, Transformer, MLP on cached CXR embeddings) do not have;
 * the noise draws from a generator seeded by the run seed (so the model's own random stream is the
   one of plain training); k is computed in float64 as ``2 / (1 + exp(2 α ρ))`` so it stays > 0;
-* the trainer uses AdamW, which is nearly invariant to a constant gradient scale (the paper used SGD):
-  the modulation acts through its step-to-step changes, the noise and the gradient clipping.
+* optimizer: the paper and the authors' code use SGD (momentum 0.9, weight decay 1e-4); here the
+  coefficient is applied under the *base method's* optimizer (AdamW by default) through the encoder's
+  learning rate (``modulate_via=lr``, the default): k scales the encoder's actual update, which a gradient
+  factor under AdamW would not (Adam divides it away; only its step-to-step changes, the noise and the
+  clipping would act). In lr mode the noise is added as ``N(0, σ²)/k`` so that the update is the grad
+  mode's under SGD (``k·lr·g + lr·noise``). The paper's setting is ``--optimizer sgd --modulate-via grad``.
 """
 
 from __future__ import annotations
@@ -113,6 +117,7 @@ def embedding_dims(model: Any, output: Any) -> dict[str, int]:
 class OGMGE(Modulator):
     Params = OGMGEParams
     name = "ogm-ge"
+    scales_gradients = True
 
     def setup(self, model: Any, task: Any, train: Any, config: Any, groups: Groups | None, device: torch.device) -> None:
         super().setup(model, task, train, config, groups, device)
@@ -155,25 +160,24 @@ class OGMGE(Modulator):
             self.coefficients = ogm_coefficients(scores, self.params.alpha)
         else:
             self.coefficients = {m: 1.0 for m in self.modalities}
-        for m, k in self.coefficients.items():
-            self.log_value(f"k[{m}]", k)
         return model.training_loss(output, batch, task)
 
     @torch.no_grad()
     def after_backward(self, model: Any, output: Any, batch: dict[str, Any]) -> None:
-        if not self._active():
+        if not self._active():  # coefficients are 1 here: nothing scaled, no noise; the factor is still logged
+            self.scale_encoders(self.encoders, self.coefficients)
+            return
+        stds = {m: [p.grad.float().std() if p.grad is not None and p.grad.numel() > 1 else None for p in params]
+                for m, params in self.encoders.items()}  # of the original gradients, as the authors' code
+        self.scale_encoders(self.encoders, self.coefficients)
+        if not self.params.noise:
             return
         for m, params in self.encoders.items():
-            k = self.coefficients[m]
-            for p in params:
-                if p.grad is None:
-                    continue
-                std = p.grad.float().std() if p.grad.numel() > 1 else None
-                if k != 1.0:
-                    p.grad.mul_(k)
-                if self.params.noise and std is not None and torch.isfinite(std):
+            scale = self.additive_scale(m)
+            for p, std in zip(params, stds[m]):
+                if p.grad is not None and std is not None and torch.isfinite(std):
                     noise = torch.randn(p.grad.shape, generator=self.generator, device=p.grad.device, dtype=torch.float32)
-                    p.grad.add_((noise * std).to(p.grad.dtype))
+                    p.grad.add_((noise * (std * scale)).to(p.grad.dtype))
 
     def state_dict(self) -> dict[str, Any]:
         state: dict[str, Any] = {"generator": self.generator.get_state()}

@@ -5,7 +5,8 @@ accepts it) as a thin subclass of its base method; :func:`resolve_modulator` rew
 a preset into its resolved parts — ``fusion`` (the base), ``modulator`` and every ``modulator_params``
 value — which is what enters the run id and config.json. ``--fusion multifair`` and
 ``--fusion early --modulator multifair`` are therefore the same run; config.json's ``method`` reads
-``multifair`` for both (:func:`method_name`), and ``<fusion>+<modulator>`` for other compositions.
+``multifair`` for both (:func:`method_name`, which also tags every non-default parameter, e.g.
+``multifair[official-code]``), and ``<fusion>+<modulator>`` for other compositions.
 
 Base methods: the presets build on ``early`` (joint fusion of the modality embeddings with a shared
 head), the concatenation fusion OGM-GE was introduced with and the simplest fused model exposing
@@ -64,16 +65,40 @@ def resolve_modulator(config: TrainConfig) -> TrainConfig:
     if modulator is None:
         if params:
             raise ConfigError("modulator_params are set but no modulator is (use --modulator or a preset fusion)")
+        _check_modulate_via(config, None)
         return config.model_copy(update={"fusion": fusion})
+    _check_modulate_via(config, modulator)
     params = resolve_params(modulator, params)
     return config.model_copy(update={"fusion": fusion, "modulator": modulator, "modulator_params": params})
 
 
+def _check_modulate_via(config: TrainConfig, modulator: str | None) -> None:
+    """``modulate_via`` off its default only where it changes something: a gradient-scaling modulator."""
+    if config.modulate_via == TrainConfig.model_fields["modulate_via"].default:
+        return
+    if modulator is None or not getattr(MODULATORS.get(modulator), "scales_gradients", False):
+        scaling = sorted(n for n in MODULATORS.names() if getattr(MODULATORS.get(n), "scales_gradients", False))
+        raise ConfigError(f"modulate_via '{config.modulate_via}' applies to gradient-scaling modulators only "
+                          f"({', '.join(scaling)}); {'no modulator is set' if modulator is None else f'{modulator} scales none'}")
+
+
 def method_name(config: TrainConfig) -> str:
-    """The name results tables show: the preset whose parts these are, else ``fusion+modulator``; variants
-    of a method's model get a tag, so results tables never pool them with the default: ``[images]``
-    (``--cxr-input images``), ``[learned-token]``, and every ``fusion_params`` value off its default
-    (``healnet[depth=3]``). Training conditions (cohort, split, train-time missingness) are tidy columns."""
+    """The run's method label (config.json ``method``, the ``method`` column of the results tables): one
+    canonical scheme, so that results tables never pool runs that differ in how the method was run.
+
+    ``<base>[<tag>,<tag>,...]``, the brackets only when there is a tag. ``<base>`` is the preset whose parts
+    these are (``multifair``), else ``fusion+modulator`` (``late+ogm-ge``), else the fusion. Tags, in this
+    order: ``images`` (``--cxr-input images``), ``learned-token``; every ``fusion_params`` value off its
+    default (``healnet[depth=3]``, sorted by key); the modulator's ``variant`` off its default as the bare
+    value (``multifair[official-code]``), then every other ``modulator_params`` value off its default *for
+    that variant* (``ogm-ge[alpha=0.5]``, sorted); ``fair_attr=<attr>`` for a group-aware modulator when it
+    is not the default attribute (``group-dro[fair_attr=gender]``); ``optimizer=<name>`` (and ``momentum=``
+    with SGD) off the default, ``modulate_via=grad`` for a gradient-scaling modulator
+    (``late[optimizer=sgd]``, ``ogm-ge[modulate_via=grad,optimizer=sgd]`` — training-option tags sorted).
+    Other training conditions (cohort, split, train-time missingness) are tidy columns of their own.
+    ``config`` may name a preset or leave modulator parameters unset (it is resolved first), so a study's
+    method spec and the run it trains get the same label."""
+    config = resolve_modulator(config)
     name = f"{config.fusion}+{config.modulator}" if config.modulator is not None else config.fusion
     if config.modulator is not None:
         for preset in PRESETS.values():
@@ -88,5 +113,41 @@ def method_name(config: TrainConfig) -> str:
     params_cls = getattr(FUSIONS.get(config.fusion), "Params", None)
     if params_cls is not None and config.fusion_params:
         defaults = params_cls().model_dump(mode="json")
-        tags += [f"{k}={v}" for k, v in sorted(config.fusion_params.items()) if defaults.get(k, object()) != v]
+        tags += [f"{k}={_text(v)}" for k, v in sorted(config.fusion_params.items()) if defaults.get(k, object()) != v]
+    tags += _modulator_tags(config) + _training_tags(config)
     return f"{name}[{','.join(tags)}]" if tags else name
+
+
+def _text(value: Any) -> str:
+    return "none" if value is None else str(value).lower() if isinstance(value, bool) else str(value)
+
+
+def _modulator_tags(config: TrainConfig) -> list[str]:
+    if config.modulator is None:
+        return []
+    params = resolve_params(config.modulator, config.modulator_params)
+    variant = params.get("variant")
+    defaults = resolve_params(config.modulator, {"variant": variant} if variant is not None else {})
+    tags = []
+    if variant is not None and variant != resolve_params(config.modulator, {}).get("variant"):
+        tags.append(str(variant))
+    tags += [f"{k}={_text(v)}" for k, v in sorted(params.items()) if k != "variant" and defaults.get(k) != v]
+    if MODULATORS.get(config.modulator).needs_groups and config.fair_attr != TrainConfig.model_fields["fair_attr"].default:
+        tags.append(f"fair_attr={config.fair_attr}")
+    return tags
+
+
+def _training_tags(config: TrainConfig) -> list[str]:
+    fields = TrainConfig.model_fields
+    tags = {}
+    if config.optimizer != fields["optimizer"].default:
+        tags["optimizer"] = config.optimizer
+    if config.optimizer == "sgd" and config.momentum != fields["momentum"].default:
+        tags["momentum"] = _text(config.momentum)
+    if config.modulate_via != fields["modulate_via"].default and _scales_gradients(config):
+        tags["modulate_via"] = config.modulate_via
+    return [f"{k}={v}" for k, v in sorted(tags.items())]
+
+
+def _scales_gradients(config: TrainConfig) -> bool:
+    return config.modulator is not None and bool(getattr(MODULATORS.get(config.modulator), "scales_gradients", False))

@@ -14,8 +14,8 @@ from mmfair.core.encoders.cxr import build_cxr_backbone, resize_uint8, to_input
 
 
 def _cfg(**kw):
-    base = dict(cxr_encoder="test_resnet", encoder_image_size=32, encoder_time_budget_s=300.0,
-                encoder_max_epochs=3, workers=1)  # 1 thread: robust to a busy machine
+    base = dict(cxr_encoder="test_resnet", encoder_image_size=32, encoder_max_epochs=3, encoder_threads=1,
+                workers=1)  # 1 thread: robust to a busy machine
     base.update(kw)
     return PrepConfig(**base)
 
@@ -47,6 +47,10 @@ def test_shapes_dtypes_and_attrs(trained, toy_set):
     assert a["n_train_images"] == len(toy_set[0]) and len(a["train_subjects_hash"]) == 64
     assert a["n_fit_images"] + a["n_heldout_images"] == len(toy_set[0])
     assert 0 < a["epochs_run"] <= 10 and 1 <= a["best_epoch"] <= 10
+    # 320 fit images (80 % of 200 subjects) → 5 steps an epoch; the 10-epoch cap comes before 400 steps
+    assert a["steps"] == 50 and a["stopped_by"] == "max_epochs" and a["time_budget_s"] == 0.0
+    assert a["pretraining_data"] == "non-cohort MIMIC-CXR subjects only"
+    assert a["pretraining_mimic_cxr"] == "non-cohort" and a["provenance_warning"] == ""
     auroc = json.loads(a["heldout_auroc"])
     assert set(auroc) == set(FINDINGS) == set(res.heldout_auroc)
     assert a["norm_std"] > 0 and 0 < a["norm_mean"] < 1
@@ -84,10 +88,12 @@ def test_same_seed_same_embeddings_and_cohort_is_never_trained_on(toy_set):
     assert not np.array_equal(ra.embeddings, rc.embeddings)
 
 
-def test_time_budget_is_respected(toy_set):
+def test_time_budget_is_respected(toy_set, caplog):
     imgs, labels, subjects = toy_set
-    res = fit_and_embed(imgs, labels, subjects, FINDINGS, _cohort(), _cfg(encoder_time_budget_s=1.5,
-                        encoder_max_epochs=1000), device="cpu")
+    with caplog.at_level(logging.WARNING, logger="mmfair.core.data.cxr_encoder"):
+        res = fit_and_embed(imgs, labels, subjects, FINDINGS, _cohort(), _cfg(encoder_time_budget_s=1.5,
+                            encoder_max_epochs=1000, encoder_max_steps=100_000), device="cpu")
+    assert any("depend on the machine" in r.getMessage() for r in caplog.records if r.levelno == logging.WARNING)
     assert res.attrs["stopped_by"] == "time_budget"
     assert res.seconds < 1.5 + 2.0, res.seconds
     assert res.attrs["epochs_run"] < 1000
@@ -130,6 +136,7 @@ def test_external_weights_are_embedded_only(tmp_path, toy_set, caplog):
     with caplog.at_level(logging.WARNING, logger="mmfair.core.data.cxr_encoder"):
         res = fit_and_embed(imgs, labels, subjects, FINDINGS, cohort, _cfg(cxr_weights=path), device="cpu")
     assert any("may have seen" in r.getMessage() for r in caplog.records)
+    assert res.attrs["pretraining_mimic_cxr"] == "unknown" and "not declared" in res.attrs["provenance_warning"]
     assert not res.random_init and res.heldout_auroc == {}
     import hashlib
 
@@ -195,9 +202,9 @@ def test_missing_weights_file_is_an_input_error(tmp_path, toy_set):
 
 @pytest.mark.slow
 def test_default_encoder_meets_the_demo_target():
-    # the demo's scale: ~1,500 non-cohort images at 128 px, the default model, a 120 s budget on 2 threads
+    # the demo's scale: ~1,500 non-cohort images at 128 px, the default model and steps on 2 threads
     imgs, labels, subjects = make_toy_cxr(1500, size=128, seed=11, noise=0.1)
-    cfg = PrepConfig(workers=2)
+    cfg = PrepConfig()
     res = fit_and_embed(imgs, labels, subjects, FINDINGS, _cohort(64, size=256), cfg, device="cpu")
-    assert res.seconds < cfg.encoder_time_budget_s + 10
+    assert res.attrs["stopped_by"] == "max_steps" and res.attrs["steps"] == cfg.encoder_max_steps
     assert all(res.heldout_auroc[f] >= 0.75 for f in FINDINGS), res.heldout_auroc

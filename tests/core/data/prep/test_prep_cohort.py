@@ -45,11 +45,13 @@ def test_text_formats(prepped):
 def test_attrition(prepped):
     attrition = pd.read_csv(prepped[0].data / "attrition.csv")
     assert list(attrition.columns) == ["step", "kept", "removed", "removed_total"]
-    assert attrition["kept"].tolist() == [12, 12, 11, 10, 9]
-    assert attrition["removed"].tolist() == [0, 0, 1, 1, 1]
-    assert attrition["removed_total"].tolist() == [0, 0, 1, 2, 3]
-    assert attrition["step"].tolist()[2:] == ["age >= 18", "ICU stay >= 48 h",
-                                              "admission length > 0 (organ-donor pseudo-admissions)"]
+    assert attrition["kept"].tolist() == [12, 12, 12, 12, 11, 10, 10, 9]
+    assert attrition["removed"].tolist() == [0, 0, 0, 0, 1, 1, 0, 1]
+    assert attrition["removed_total"].tolist() == [0, 0, 0, 0, 1, 2, 2, 3]
+    assert attrition["step"].tolist() == [
+        "all ICU stays", "admission and patient records found", "ICU intime and outtime recorded",
+        "ICU outtime not before intime", "age >= 18", "ICU stay >= 48 h", "admittime and dischtime recorded",
+        "admission length > 0 (dischtime after admittime; organ-donor pseudo-admissions)"]
     pd.testing.assert_frame_equal(prepped[1].attrition, attrition)
 
 
@@ -77,6 +79,47 @@ def test_raw_demographics_and_temporal_split(cohort):
     splits = cohort.set_index("stay_id")["temporal_split"].to_dict()
     assert splits[30000001] == "train" and splits[30000006] == "test"
     assert splits[30000007] == "" and splits[30000008] == ""      # 2017 - 2019 and 2008 - 2010
+
+
+def test_temporal_split_counts_in_prep_json(prepped):
+    import json
+
+    summary = json.loads((prepped[0].data / "prep.json").read_text())["temporal_split"]
+    # estimated years: 30000001/2 2011, 30000009 2012 (a year after the anchor), 30000010 2011 -> train;
+    # 30000006 2016, 30000011/12 2014 -> test; 30000007 2017 and 30000008 2010 -> neither
+    assert summary["train"] == {"stays": 4, "patients": 3, "with_cxr": 1}
+    assert summary["test"] == {"stays": 3, "patients": 3, "with_cxr": 1}
+    assert summary["train_years"] == [2011, 2013] and summary["test_years"] == [2014, 2016]
+    assert summary["outside_both_periods"] == 2 and summary["excluded_patient_has_test_stay"] == 0
+
+
+def test_temporal_split_follows_each_stays_estimated_year():
+    from mmfair.core.data.cohort import estimated_year, temporal_split
+
+    stays = pd.DataFrame({
+        "subject_id": [1, 1, 2, 2, 3, 4, 5, 6],
+        "anchor_year_group": ["2011 - 2013", "2011 - 2013", "2011 - 2013", "2011 - 2013", "2014 - 2016",
+                              "2008 - 2010", "", "2017 - 2019"],
+        "anchor_year": [2150, 2150, 2150, 2150, 2100, 2150, 2150, 2150],
+        "intime": pd.to_datetime(["2150-03-01", "2152-12-31", "2152-06-01", "2153-01-02", "2099-05-05",
+                                  "2150-01-01", "2150-01-01", "2147-08-08"]),
+    })
+    assert estimated_year(stays).tolist()[:6] == [2011, 2013, 2013, 2014, 2013, 2008]
+    assert estimated_year(stays).tolist()[7] == 2014 and pd.isna(estimated_year(stays)[6])
+    split = temporal_split(stays, (2011, 2013), (2014, 2016)).tolist()
+    # subject 2's 2013 stay leaves the training side: the patient has a test stay in 2014
+    assert split == ["train", "train", "", "test", "train", "", "", "test"]
+
+
+def test_overlapping_temporal_periods_are_refused(tree, tmp_path):
+    from mmfair.core.config import PrepConfig
+    from mmfair.core.data.prep import run_prep
+    from mmfair.core.errors import ConfigError
+    from mmfair.core.workspace import Workspace
+
+    config = PrepConfig(mimic_root=tree[0], temporal_train_years=(2011, 2014), temporal_test_years=(2014, 2016))
+    with pytest.raises(ConfigError, match="must not overlap"):
+        run_prep(config, Workspace.resolve(tmp_path / "ws"))
 
 
 @pytest.mark.parametrize("stay_id, mortality, mortality_icu, los_class", [

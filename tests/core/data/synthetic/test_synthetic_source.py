@@ -332,3 +332,16 @@ def test_group_missingness_and_year_switches():
     assert abs(on.mean() - 0.6) < 0.01
     off = acquisition_probability(stays, tiny_config(group_missingness=False, year_acquisition=False))
     assert np.allclose(off, 0.6)
+
+
+def test_both_temporal_sides_have_cohort_stays_with_a_cxr(tree):
+    from mmfair.core.data.cohort import temporal_split
+
+    truth = pd.read_csv(tree.ground_truth / "stays.csv", parse_dates=["intime"])
+    cohort = truth[truth["cohort"] == 1].drop(columns=["anchor_year_group", "anchor_year"], errors="ignore")
+    pat = read(tree.mimic_root / "hosp/patients.csv.gz")[["subject_id", "anchor_year", "anchor_year_group"]]
+    cohort = cohort.merge(pat, on="subject_id")
+    side = temporal_split(cohort, (2011, 2013), (2014, 2016))
+    with_cxr = cohort["expected_cxr_dicom_id"].notna().to_numpy()
+    for name in ("train", "test"):
+        assert (side == name).sum() >= 5 and with_cxr[(side == name).to_numpy()].sum() >= 2, name

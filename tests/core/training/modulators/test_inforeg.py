@@ -51,10 +51,10 @@ def cfg(**kw) -> TrainConfig:
                           "fusion": "early", **kw})
 
 
-def setup(params=None, model=None, split=None):
+def setup(params=None, model=None, split=None, modulate_via="grad"):
     model, split = model or make_model(), split or make_split()
     mod = build_modulator("inforeg", params)
-    mod.setup(model, TASK, split, cfg(), None, torch.device("cpu"))
+    mod.setup(model, TASK, split, cfg(modulate_via=modulate_via), None, torch.device("cpu"))
     mod.on_epoch_start(1)
     return mod, model, split
 
@@ -129,6 +129,24 @@ def test_slowdown_and_pull_touch_only_the_dominant_encoder():
             torch.testing.assert_close(modulated[name], raw[name] * factor + beta * (p.detach() - anchors[name]))
         else:
             assert torch.equal(modulated[name], raw[name])  # the other encoder, fusion and head untouched
+
+
+def test_lr_mode_moves_the_slowdown_to_the_learning_rate_and_keeps_the_pull():
+    """modulate_via=lr: the gradient keeps the task term, the pull is β(θ − θ̄)/factor, and the step's
+    learning-rate factor of the dominant encoder is the slow-down (so under SGD the update equals grad mode's)."""
+    mod, model, split = setup({"proximal_strength": 0.5, "slowdown_gamma": 2.0}, modulate_via="lr")
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.01 * torch.randn_like(p))
+    raw, modulated = step_grads(model, split.batch(slice(0, B)), mod)
+    dominant, gap = mod.regulated
+    factor = slowdown_factor(gap, 2.0, 0.9)
+    assert mod.lr_factors() == {f"encoder:{dominant}": factor} and mod.lr_factors() == {}  # read once per step
+    anchors = dict(zip([n for n, _ in model.named_parameters() if n.startswith(f"encoders.{dominant}.")], mod.anchors[dominant]))
+    for name, p in model.named_parameters():
+        if name.startswith(f"encoders.{dominant}.") and name in raw:
+            pull = 0.5 * math.exp(gap) * (p.detach() - anchors[name])
+            torch.testing.assert_close(modulated[name] * factor, raw[name] * factor + pull)
 
 
 def test_no_regulation_outside_the_window():

@@ -68,7 +68,7 @@ def cfg(**kw) -> TrainConfig:
 
 def setup_modulator(name, params, model, split, groups=None, config=None):
     mod = build_modulator(name, params)
-    mod.setup(model, TASK, split, config or cfg(fusion="early"), groups, torch.device("cpu"))
+    mod.setup(model, TASK, split, config or cfg(fusion="early", modulate_via="grad"), groups, torch.device("cpu"))
     mod.on_epoch_start(1)
     return mod
 
@@ -135,6 +135,27 @@ def test_ogm_scales_only_the_dominant_encoder_and_noise_is_seeded():
     a, b = (step_grads(model, batch, m)[1] for m in noisy)
     assert all(torch.equal(a[n], b[n]) for n in a)  # same seed → same noise
     assert any(not torch.equal(a[n], modulated[n]) for n in a if n.startswith("encoders."))
+
+
+def test_ogm_lr_mode_moves_k_to_the_learning_rate_and_keeps_the_noise_outside_it():
+    """lr mode: gradient g + noise/k with the step's lr factor k, i.e. k·lr·g + lr·noise — grad mode's
+    update k·g + noise under SGD, with the same seeded noise."""
+    model, split = make_model(), make_split()
+    batch = split.batch(slice(0, B))
+    _, plain = step_grads(model, batch)
+    via_grad = setup_modulator("ogm-ge", {}, model, split)
+    _, g_grad = step_grads(model, batch, via_grad)
+    via_lr = setup_modulator("ogm-ge", {}, model, split, config=cfg(fusion="early"))
+    _, g_lr = step_grads(model, batch, via_lr)
+    k = via_lr.coefficients
+    assert k == via_grad.coefficients and min(k.values()) < 1
+    assert via_lr.lr_factors() == {f"encoder:{m}": v for m, v in k.items() if v != 1.0}
+    for name, g in plain.items():
+        if name.startswith("encoders."):
+            km = k[name.split(".")[1]]
+            torch.testing.assert_close(g_lr[name] * km, g_grad[name], rtol=1e-5, atol=1e-7)
+        else:
+            assert torch.equal(g_lr[name], g)
 
 
 def test_ogm_uses_the_models_unimodal_logits_when_it_has_them():
@@ -266,7 +287,7 @@ def test_direction_term_has_nonzero_gradient_that_reaches_only_the_head_weight()
 def test_fairness_term_carries_gradient_and_gate_opens_on_a_gap():
     model, split = make_model(), make_split()
     codes = torch.tensor([0, 1] * (B // 2))
-    mod = setup_modulator("multifair", {}, model, split, make_groups(codes))
+    mod = setup_modulator("multifair", {"min_pos": 2, "min_neg": 2}, model, split, make_groups(codes))  # 20-stay groups
     logits = torch.randn(B, 1, requires_grad=True)
     Y = split.labels
     loss = mod.fairness_loss(logits, Y, torch.ones(B, dtype=torch.bool), codes)
@@ -277,7 +298,7 @@ def test_fairness_term_carries_gradient_and_gate_opens_on_a_gap():
     assert not mod._gate(fused, Y, torch.ones(B, dtype=torch.bool), torch.zeros(B, dtype=torch.long))
     # end to end: with the gate open the fused loss gets the fairness term and the encoders its gradient
     batch = batch_with_groups(split, make_groups(codes))
-    mod.params = mod.params.model_copy(update={"tau": 1e-6, "lambda_gm": 0.0})
+    mod.params = mod.params.model_copy(update={"tau": 1e-6, "lambda_gm": 0.0, "gate_alpha": None})  # any gap opens it
     loss_plain, _ = step_grads(model, batch)
     loss_mod, _ = step_grads(model, batch, mod)
     assert mod.gate and float(loss_mod) > float(loss_plain)
@@ -348,6 +369,24 @@ def test_cggm_coefficients_and_direction_term():
             torch.testing.assert_close(modulated[n], g * (1.3 * mod.B[n.split(".")[1]]), rtol=0, atol=0)
         elif n != "head.weight":
             assert torch.equal(modulated[n], g)
+
+
+def test_cggm_history_reports_factors_and_how_often_b_reversed_an_update(monkeypatch):
+    import mmfair.core.training.modulators.cggm as cggm_module
+
+    model, split = make_model(), make_split()
+    mod = setup_modulator("cggm", {"lambda_gm": 0.0}, model, split)
+    accuracies = iter([0.5, 0.6, 0.9, 0.4])  # (ehr, cxr) per step: Δ = (0.5, 0.6), then (+0.4, −0.2)
+    monkeypatch.setattr(cggm_module, "batch_accuracy", lambda task, logits, labels: next(accuracies))
+    batch = split.batch(slice(0, B))
+    step_grads(model, batch, mod)
+    first = dict(mod.B)
+    step_grads(model, batch, mod)
+    assert mod.B["ehr"] == pytest.approx((0.2 - 0.4) / 0.2) and mod.B["cxr"] == pytest.approx((0.2 + 0.2) / 0.2)
+    row = mod.on_epoch_end(1)
+    assert row["modulator_B_negative[ehr]"] == 0.5 and row["modulator_B_negative[cxr]"] == 0.0
+    assert row["modulator_factor[ehr]"] == pytest.approx(1.3 * (first["ehr"] - 1.0) / 2)
+    assert row["modulator_factor[cxr]"] == pytest.approx(1.3 * (first["cxr"] + 2.0) / 2)
 
 
 # ---- group DRO --------------------------------------------------------------------------------
