@@ -21,10 +21,13 @@ venv: $(BIN)/mmfair
 demo: venv
 	$(BIN)/mmfair --workspace $(WORKSPACE) prep
 	$(BIN)/mmfair --workspace $(WORKSPACE) train --fusion ehr --fusion cxr --fusion late --fusion early --task mortality --fold 0
-	$(BIN)/mmfair --workspace $(WORKSPACE) eval-missing --rate 0.2 --rate 0.5 --rate 1.0
-	$(BIN)/mmfair --workspace $(WORKSPACE) eval-fair
+	@echo "demo: eval commands run with 200 bootstrap replicates and 2 removal draws to stay quick (defaults: 1000 and 5)"
+	$(BIN)/mmfair --workspace $(WORKSPACE) eval-missing --rate 0.2 --rate 0.5 --rate 1.0 --bootstrap 200 --draws 2
+	$(BIN)/mmfair --workspace $(WORKSPACE) eval-fair --bootstrap 200
 	$(BIN)/mmfair --workspace $(WORKSPACE) report --format markdown --out $(WORKSPACE)/reports/report.md
 	$(BIN)/mmfair --workspace $(WORKSPACE) report --format terminal
+	$(BIN)/mmfair --workspace $(WORKSPACE) report --format html --out $(WORKSPACE)/reports/report.html
+	@echo "Open the report: $(abspath $(WORKSPACE))/reports/report.html"
 
 test: venv
 	$(BIN)/python -m pytest -q
@@ -47,3 +50,32 @@ BENCH_PREP_STAYS ?= 75000
 .PHONY: bench-prep
 bench-prep: venv
 	$(BIN)/python bench/prep_scale.py --n-stays $(BENCH_PREP_STAYS) --chart-volume mimic
+
+# A real one-node Slurm from Debian's packages (scripts/slurm_local.sh installs slurm-wlm + munge with apt-get
+# when missing, so it needs root): submits a tiny study, cancels one array task, resubmits, checks the results
+# are complete and unique. Skips with the reason where the packages cannot be installed.
+.PHONY: test-slurm
+test-slurm: venv
+	$(BIN)/python -m pytest -q -s -m slow tests/core/study/test_study_slurm.py
+
+# `mmfair study` on the demo workspace (run `make demo` first): the demo preset, two processes.
+.PHONY: study-demo
+study-demo: venv
+	$(BIN)/mmfair --workspace $(WORKSPACE) study run --preset demo --jobs 2
+	$(BIN)/mmfair --workspace $(WORKSPACE) study status --preset demo
+
+# The carebench grid without tuning, embeddings mode, on a scaled synthetic workspace: sequential vs --jobs 2.
+.PHONY: bench-study-grid
+bench-study-grid: venv
+	$(BIN)/python bench/study_grid.py
+
+# Mutation testing (mutmut, installed on first use) of the evaluation core — metrics, patient bootstrap,
+# missingness scenarios, thresholds — and the fold assignment of data/cohort.py; configuration and the tests
+# it runs in pyproject.toml [tool.mutmut]. Works in ./mutants/; `make mutate` ends with the survivors.
+MUTANTS ?= mmfair.core.evaluation.metrics* mmfair.core.evaluation.bootstrap* mmfair.core.evaluation.scenarios* \
+           mmfair.core.evaluation.thresholds* mmfair.core.data.cohort.x_assign_folds*
+.PHONY: mutate
+mutate: venv
+	$(BIN)/python -c "import mutmut" 2>/dev/null || $(BIN)/pip install --quiet "mutmut>=3.8"
+	$(BIN)/mutmut run $(foreach m,$(MUTANTS),"$(m)")
+	$(BIN)/mutmut results

@@ -18,13 +18,14 @@ def eval_fair_cmd(
     recalibrate: Annotated[Optional[str], typer.Option(help="Post-hoc recalibration fitted on validation before thresholds are chosen: none (default), platt, isotonic.")] = None,
     seed: Annotated[Optional[int], typer.Option(help="Bootstrap seed (the same for every run, so runs on one fold are paired).")] = None,
     min_group_size: Annotated[Optional[int], typer.Option(help="Suppress subgroup cells with n, n_pos or n − n_pos below this.")] = None,
-    bootstrap: Annotated[Optional[int], typer.Option(help="Bootstrap replicates for confidence intervals.")] = None,
+    bootstrap: Annotated[Optional[int], typer.Option(help="Bootstrap replicates for confidence intervals (default 1000).")] = None,
     test_cohort: Annotated[Optional[str], typer.Option("--test-cohort", help="full (every test stay, default) or matched (only test stays with a CXR); recorded in the test_cohort column.")] = None,
     reference: Annotated[Optional[str], typer.Option(help="Method every other is compared with on the same test stays (default late; 'none' for no comparisons).")] = None,
     permutations: Annotated[Optional[int], typer.Option(help="Permutations of the paired tests (default 1000; 0: no p-values).")] = None,
     adjust: Annotated[Optional[str], typer.Option(help="p-value adjustment across a phenotype's labels: holm (default) or bh.")] = None,
     time_inference: Annotated[Optional[bool], typer.Option("--time-inference/--no-time-inference", help="Time each run's test predictions for the cost rows (loads the model; default on).")] = None,
     device: Annotated[Optional[str], typer.Option(help="auto | cpu | cuda (for timing inference).")] = None,
+    probe: Annotated[Optional[bool], typer.Option("--probe/--no-probe", help="Also probe how well gender, race group and age group can be predicted from each run's CXR, EHR and fused representations (probe_auroc rows; loads each model).")] = None,
     run: Annotated[Optional[list[str]], typer.Option("--run", help="Only these run ids (repeatable).")] = None,
     config: Annotated[Optional[Path], typer.Option("--config", "-c", help="YAML/TOML file with these options.")] = None,
 ) -> None:
@@ -59,10 +60,11 @@ def eval_fair_cmd(
             adjust=adjust,
             time_inference=time_inference,
             device=device,
+            probe=probe,
         )
         if cfg.reference in ("", "none"):
             cfg = cfg.model_copy(update={"reference": None})
-        pipeline.eval_fair(cfg, ws, run_ids=run)
+        rows = pipeline.eval_fair(cfg, ws, run_ids=run)
         tables = pipeline.report_tables(ReportConfig(min_group_size=cfg.min_group_size), ws)
     from mmfair.core.reporting import render_rich
 
@@ -70,3 +72,5 @@ def eval_fair_cmd(
     for table in render_rich({k: v for k, v in tables.items() if k.startswith(shown)}):
         _util.out.print(table)
     _util.out.print(f"rows in {ws.fairness_csv}")
+    for line in pipeline.not_evaluated_lines(rows):
+        _util.err.print(line, markup=False, highlight=False, soft_wrap=True)

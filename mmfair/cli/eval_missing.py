@@ -22,9 +22,10 @@ def eval_missing_cmd(
     noise_sd: Annotated[Optional[float], typer.Option("--noise-sd", help="ehr_noise: noise sd in units of each variable's training-fold IQR.")] = None,
     attribute: Annotated[Optional[list[str]], typer.Option("--attribute", "-a", help="Also per-group AUROC and the AUROC, equalized-odds and demographic-parity gaps (validation threshold) for this attribute, with their robustness summaries (repeatable; group: --by by default).")] = None,
     modality: Annotated[Optional[str], typer.Option("--modality", help="cxr | ehr (the whole EHR, through the presence flags) | static (the static fields made unobserved; runs without the static modality have nothing to remove).")] = None,
-    draws: Annotated[Optional[int], typer.Option(help="Random draws per rate (each recorded with its seed).")] = None,
+    draws: Annotated[Optional[int], typer.Option(help="Random draws per rate (each recorded with its seed; default 5; intervals pool them).")] = None,
     seed: Annotated[Optional[int], typer.Option(help="Base seed of the draws.")] = None,
-    bootstrap: Annotated[Optional[int], typer.Option(help="Bootstrap replicates for confidence intervals.")] = None,
+    bootstrap: Annotated[Optional[int], typer.Option(help="Bootstrap replicates for confidence intervals (default 1000).")] = None,
+    min_group_size: Annotated[Optional[int], typer.Option(help="Gaps leave out groups with n, n_pos or n − n_pos below this (default 10).")] = None,
     reference: Annotated[Optional[str], typer.Option(help="Reference method of effective robustness (default late).")] = None,
     test_cohort: Annotated[Optional[str], typer.Option("--test-cohort", help="full (every test stay, default) or matched (only test stays with a CXR); recorded in the test_cohort column.")] = None,
     run: Annotated[Optional[list[str]], typer.Option("--run", help="Only these run ids (repeatable); default every finished run.")] = None,
@@ -33,7 +34,9 @@ def eval_missing_cmd(
 ) -> None:
     """Re-score every finished run with a modality removed from test stays, under one mechanism.
 
-    mcar: exactly round(rate × n) of the stays that have the modality lose it, stratified on the label.
+    mcar: exactly round(rate × n) of the stays that have the modality lose it, stratified on the label (the
+    same rule as train --train-missing-rate); every rate is scored on the stays that had it (test_cohort
+    matched, evaluated_on with_cxr), and each row records the realised count and share removed.
     group: exactly round(r_g × n_g) within each listed group (--by race_group --rates WHITE=0.1,BLACK=0.4).
     label: the rate depends on the outcome (--rates 1=0.6,0=0.2). natural: the full test fold as it is.
     EHR imperfections (--rate = share of test stays perturbed, label-stratified; applied to the raw
@@ -66,14 +69,17 @@ def eval_missing_cmd(
             draws=draws,
             seed=seed,
             bootstrap=bootstrap,
+            min_group_size=min_group_size,
             reference=reference,
             device=device,
             test_cohort=test_cohort,
         )
-        pipeline.eval_missing(cfg, ws, run_ids=run)
-        tables = pipeline.report_tables(ReportConfig(), ws)
+        rows = pipeline.eval_missing(cfg, ws, run_ids=run)
+        tables = pipeline.report_tables(ReportConfig(min_group_size=cfg.min_group_size), ws)
     from mmfair.core.reporting import render_rich
 
     for table in render_rich({k: v for k, v in tables.items() if k.startswith(("missing", "robustness", "shapley"))}):
         _util.out.print(table)
     _util.out.print(f"rows in {ws.missing_csv}")
+    for line in pipeline.not_evaluated_lines(rows):
+        _util.err.print(line, markup=False, highlight=False, soft_wrap=True)

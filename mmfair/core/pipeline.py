@@ -21,7 +21,7 @@ from mmfair.core.config import (
     SyntheticConfig,
     TrainConfig,
 )
-from mmfair.core.errors import InputFileError
+from mmfair.core.errors import InputFileError, MmfairError
 from mmfair.core.io import write_text_atomic
 from mmfair.core.workspace import Workspace
 
@@ -84,7 +84,11 @@ def train(
     _require_data(workspace)
     from mmfair.core.evaluation import evaluate_clean, upsert_results
     from mmfair.core.training import train_run
+    from mmfair.core.training.runs import check_train_config
 
+    configs = list(configs)
+    for cfg in configs:  # every config's own constraints, before any run folder exists
+        check_train_config(cfg)
     runs = [train_run(cfg, workspace, progress=progress) for cfg in configs]
     rows = evaluate_clean([r.run_dir for r in runs], bootstrap=bootstrap, seed=0)
     upsert_results(workspace.metrics_csv, rows)
@@ -129,39 +133,81 @@ def _replace_points(path: Path, rows: pd.DataFrame) -> None:
     from mmfair.core.evaluation import upsert_results
     from mmfair.core.evaluation.tidy import read_results
     from mmfair.core.io import write_csv_atomic
+    from mmfair.core.protocol import PROTOCOL_VERSION
 
     point = ["run_id", "test_cohort", "scenario", "scenario_params"]
     old = read_results(path)
     if len(old) and len(rows):
         fresh = set(map(tuple, rows[point].astype(str).drop_duplicates().to_numpy()))
         stale = [tuple(r) in fresh for r in old[point].astype(str).to_numpy()]
+        # rows of an older protocol for a re-evaluated run and scenario are keyed differently (an MCAR row of
+        # protocol 1 said test_cohort=full and had no realised count): they go too, never left beside the new
+        redone = set(map(tuple, rows[["run_id", "scenario"]].astype(str).drop_duplicates().to_numpy()))
+        older = pd.to_numeric(old["protocol"], errors="coerce").fillna(0).to_numpy() < PROTOCOL_VERSION
+        stale = [s or (o and tuple(r) in redone)
+                 for s, o, r in zip(stale, older, old[["run_id", "scenario"]].astype(str).to_numpy())]  # fmt: skip
         if any(stale):
             write_csv_atomic(Path(path), old[[not s for s in stale]].reset_index(drop=True))
     upsert_results(path, rows)
 
 
+#: ``DataFrame.attrs`` key of the runs an evaluation command could not evaluate: ``[(run_id, reason), ...]``.
+NOT_EVALUATED = "not_evaluated"
+
+
+def each_run(runs: list[Path], evaluate: Callable[[list[Path]], pd.DataFrame], what: str) -> pd.DataFrame:
+    """``evaluate`` applied to each run on its own (issue 16): a run that cannot be evaluated (a user-facing
+    error such as one class in its validation fold) is warned about and listed in ``attrs[NOT_EVALUATED]``
+    with its reason, and the others are still scored. Raises ``InputFileError`` only when no run could be."""
+    frames, failed = [], []
+    for run in runs:
+        try:
+            frames.append(evaluate([run]))
+        except MmfairError as exc:
+            failed.append((Path(run).name, str(exc)))
+            log.warning("%s: run %s not evaluated: %s", what, Path(run).name, exc)
+    if not frames:
+        raise InputFileError(f"{what}: no run could be evaluated; " + "; ".join(f"{r}: {m}" for r, m in failed))
+    rows = pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
+    rows.attrs[NOT_EVALUATED] = failed
+    return rows
+
+
+def not_evaluated_lines(rows: pd.DataFrame) -> list[str]:
+    """Warning lines naming each run an evaluation command skipped and why (empty when none was)."""
+    failed = rows.attrs.get(NOT_EVALUATED, [])
+    head = [f"warning: {len(failed)} run(s) not evaluated; the others were scored:"] if failed else []
+    return head + [f"  {run}: {reason}" for run, reason in failed]
+
+
 def eval_missing(config: EvalMissingConfig, workspace: Workspace, run_ids: Iterable[str] | None = None) -> pd.DataFrame:
     """Score every finished run with a modality removed under one mechanism; rows → results/missing.csv.
 
-    The robustness summaries and modality Shapley values are then recomputed into the same file.
+    Each run is evaluated on its own (:func:`each_run`). The robustness summaries (r*'s comparator chosen
+    on the runs' validation AUROC) and modality Shapley values are then recomputed into the same file.
     """
     _require_data(workspace)
     runs = _finished_runs(workspace, run_ids)
-    from mmfair.core.evaluation import evaluate_missing, upsert_results
-    from mmfair.core.evaluation.robustness import update_summaries
+    from mmfair.core.evaluation import evaluate_missing
+    from mmfair.core.evaluation.robustness import update_summaries, validation_scores
     from mmfair.core.evaluation.shapley import update_shapley
 
-    rows = evaluate_missing(runs, config, make_predict_fn(config.device))
+    predict_fn = make_predict_fn(config.device)
+    rows = each_run(runs, lambda r: evaluate_missing(r, config, predict_fn), "eval-missing")
+    failed = rows.attrs.get(NOT_EVALUATED, [])
     _replace_points(workspace.missing_csv, rows)
+    rows.attrs[NOT_EVALUATED] = failed
     # Summaries and Shapley values depend on every curve and subset run in the workspace, not only on
     # this call's runs, so both are recomputed from the whole table.
-    update_summaries(workspace.missing_csv, reference=config.reference)
+    update_summaries(workspace.missing_csv, reference=config.reference,
+                     validation=validation_scores(workspace.finished_runs()))
     update_shapley(
         workspace.missing_csv,
         workspace.finished_runs(),
         attributes=config.shapley_attributes,
         bootstrap=config.bootstrap,
         seed=config.seed,
+        min_group_size=config.min_group_size,
     )
     return rows
 
@@ -179,15 +225,25 @@ def eval_fair(config: EvalFairConfig, workspace: Workspace, run_ids: Iterable[st
     from mmfair.core.evaluation.comparisons import evaluate_comparisons
     from mmfair.core.evaluation.cost import evaluate_cost
 
-    rows = evaluate_fairness(runs, config)
-    if config.reference:
-        rows = pd.concat([rows, evaluate_comparisons(runs, config)], ignore_index=True)
+    from mmfair.core.training.runs import require_current
+
+    rows = each_run(runs, lambda r: evaluate_fairness(require_current(r, workspace), config), "eval-fair")
+    failed = rows.attrs.get(NOT_EVALUATED, [])
+    if config.reference:  # comparisons of the runs that could be evaluated, each pair on its own
+        good = [r for r in runs if r.name not in {name for name, _ in failed}]
+        rows = pd.concat([rows, evaluate_comparisons(good, config)], ignore_index=True)
+    if config.probe:  # demographic-encoding probe rows (issue 17), beside the gaps
+        from mmfair.core.evaluation.probe import evaluate_probes
+
+        rows = pd.concat([rows, evaluate_probes(runs, config)], ignore_index=True)
+    rows.attrs[NOT_EVALUATED] = failed
     upsert_results(workspace.fairness_csv, rows)
     has_data = workspace.cohort_csv.exists() and workspace.features_h5.exists()
     if config.time_inference and not has_data:
         log.warning("no prepared data in %s: inference speed not timed", workspace.data)
     predict_fn = make_predict_fn(config.device) if config.time_inference and has_data else None
-    upsert_results(workspace.metrics_csv, evaluate_cost(runs, predict_fn))
+    evaluated = [r for r in runs if r.name not in {name for name, _ in failed}]  # a stale run is not timed
+    upsert_results(workspace.metrics_csv, evaluate_cost(evaluated, predict_fn))
     return rows
 
 
@@ -221,13 +277,35 @@ def report_tables(config: ReportConfig, workspace: Workspace) -> dict[str, pd.Da
 
 
 def report(config: ReportConfig, workspace: Workspace) -> tuple[dict[str, pd.DataFrame], Path | None, str | None]:
-    """Render the report; markdown and csv are written to ``config.out`` (default reports/report.md|csv)."""
+    """Render the report; markdown, csv, html and latex are written to ``config.out`` (default
+    reports/report.md|csv|html|tex). html and latex are built from the tables, the prep aggregates in data/ and
+    figures (:mod:`mmfair.core.reporting.html`); with ``config.figures`` every figure is also written to
+    ``figures/`` beside the report (.png and .pdf). An output that cannot be written is a one-line user error."""
     from mmfair.core.reporting import render_csv, render_markdown
 
     tables = report_tables(config, workspace)
     if config.format == "terminal":
         return tables, None, None
-    text = render_markdown(tables) if config.format == "markdown" else render_csv(tables)
-    out = config.out or workspace.reports / ("report.md" if config.format == "markdown" else "report.csv")
-    write_text_atomic(Path(out), text)
-    return tables, Path(out), text
+    out = Path(config.out or workspace.reports / _REPORT_FILES[config.format])
+    sections = None
+    if config.format in ("html", "latex"):
+        from mmfair.core.reporting.html import build_sections, render_html
+        from mmfair.core.reporting.inputs import load_inputs
+        from mmfair.core.reporting.latex import render_latex
+
+        sections = build_sections(load_inputs(workspace, config.min_group_size), tables, config.min_group_size)
+        text = render_html(sections) if config.format == "html" else render_latex(sections)
+    else:
+        text = render_markdown(tables) if config.format == "markdown" else render_csv(tables)
+    try:
+        write_text_atomic(out, text)
+        if sections is not None and config.figures:
+            from mmfair.core.reporting.html import write_figures
+
+            write_figures(sections, out.parent / "figures")
+    except OSError as exc:
+        raise MmfairError(f"cannot write the report to {out}: {exc.strerror or exc}") from None
+    return tables, out, text
+
+
+_REPORT_FILES = {"markdown": "report.md", "csv": "report.csv", "html": "report.html", "latex": "report.tex"}

@@ -2,7 +2,12 @@
 
 For each finished run whose method is not the reference (default ``late``) the reference run on the same
 task and test fold is found (the same seed when there is one, else the lowest seed) and both runs' test
-predictions are joined on ``stay_id`` (stays either run cannot score are left out of both). Per label
+predictions are joined on ``stay_id``; stays either run cannot score are left out of both, so the two are
+always compared on the same stays, and ``evaluated_on`` says which: ``all`` (both score every stay),
+``with_cxr`` (the shared stays are exactly those with a CXR: a CXR-only method against late fusion) or
+``common`` (another shared subset); ``n`` is their number. A pair sharing no stay is not compared
+(logged). A run that cannot be compared (a user-facing error) is logged and skipped; the others are
+compared (issue 16). Per label
 (binary: ``all``; phenotypes: each slug; length of stay is not compared here):
 
 * ``auroc_difference`` = AUROC(method) − AUROC(reference) with the paired patient-level bootstrap
@@ -33,7 +38,7 @@ import pandas as pd
 from threadpoolctl import threadpool_limits
 
 from mmfair.core.config import EvalFairConfig
-from mmfair.core.errors import InputFileError
+from mmfair.core.errors import InputFileError, MmfairError
 from mmfair.core.evaluation import metrics as M
 from mmfair.core.evaluation import stats
 from mmfair.core.evaluation.bootstrap import PatientBootstrap
@@ -138,7 +143,6 @@ def evaluate_comparisons(run_dirs: Sequence[Path], config: EvalFairConfig) -> pd
 def _evaluate_comparisons(run_dirs: Sequence[Path], config: EvalFairConfig) -> pd.DataFrame:
     if not config.reference:
         return to_frame([])
-    from mmfair.core.evaluation.core import _group_labels
 
     infos = [load_run_info(r, config.test_cohort) for r in run_dirs]
     references = [i for i in infos if i.method == config.reference]
@@ -154,51 +158,78 @@ def _evaluate_comparisons(run_dirs: Sequence[Path], config: EvalFairConfig) -> p
             log.info("%s: no %s run on task %s, fold %s to compare with", info.run_id, config.reference, info.task,
                      info.fold)  # fmt: skip
             continue
-        a = _test_frame(info, config.test_cohort)
-        b = _test_frame(ref, config.test_cohort)
-        source = predictions_path(info.run_dir, "test")
-        spec = task_spec(a, source)
-        if spec.kind == "multiclass":
-            log.info("%s: length of stay is not compared pairwise", info.run_id)
-            continue
-        score_cols = [s for _, _, s in spec.targets]
-        label_cols = [c for _, c, _ in spec.targets]
-        joined = a.merge(b[["stay_id", *label_cols, *score_cols]], on="stay_id", suffixes=("", "__reference"))
-        if joined.empty:
-            continue
-        for col in label_cols:
-            if not np.array_equal(joined[col].to_numpy(), joined[f"{col}__reference"].to_numpy()):
-                raise InputFileError(_LABELS_DIFFER.format(source, predictions_path(ref.run_dir, "test"), col))
-        subjects = subject_ids(joined, source)
-        no_cxr = ~presence(joined, "cxr", source, required=False)
-        attrs = {att: _group_labels(joined, att, source) for att in config.attributes}
-        params = {"reference": config.reference, "reference_run": ref.run_id, "permutations": config.permutations,
-                  "adjust": config.adjust}  # fmt: skip
-        base = {**info.row_base(), "scenario_params": json.dumps(params, sort_keys=True)}
-        run_rows: list[dict] = []
-        for label, label_col, score_col in spec.targets:
-            y = joined[label_col].to_numpy(dtype=float)
-            sa = joined[score_col].to_numpy(dtype=float)
-            sb = joined[f"{score_col}__reference"].to_numpy(dtype=float)
-            subsets = [("all", "all", np.ones(len(joined), dtype=bool))]
-            if no_cxr.any():
-                subsets.append((*NO_CXR, no_cxr))
-            for attribute, group, mask in subsets:
-                res = paired_difference(y[mask], sa[mask], sb[mask], subjects[mask], n_boot=config.bootstrap,
-                                        seed=config.seed, n_perm=config.permutations)  # fmt: skip
-                result = {"value": res.value, "low": res.ci.low, "high": res.ci.high, "p": res.p_value,
-                          "n": res.n, "n_pos": res.n_pos}  # fmt: skip
-                if not np.isfinite(res.value):
-                    result["p"] = float("nan")
-                run_rows += _difference_rows(base, "auroc_difference", result, label=label, attribute=attribute,
-                                             group=group)  # fmt: skip
-            for attribute, groups in attrs.items():
-                res = gap_difference(y, sa, sb, groups, subjects, min_group_size=config.min_group_size,
-                                     n_boot=config.bootstrap, seed=config.seed, n_perm=config.permutations)  # fmt: skip
-                if res is None:
-                    res = {"value": float("nan"), "low": float("nan"), "high": float("nan"), "p": float("nan"),
-                           "n": None, "n_pos": None}  # fmt: skip
-                run_rows += _difference_rows(base, "auroc_gap_difference", res, label=label, attribute=attribute,
-                                             group="all")  # fmt: skip
-        rows += run_rows + _adjusted(run_rows, config.adjust)
+        try:
+            rows += _pair_rows(info, ref, config)
+        except MmfairError as exc:
+            log.warning("%s: not compared with %s: %s", info.run_id, ref.run_id, exc)
     return to_frame(rows)
+
+
+def _shared_stays(joined: pd.DataFrame, score_cols: list[str], source: object) -> tuple[pd.DataFrame, str]:
+    """The joined stays both methods scored for every label, and their ``evaluated_on`` name."""
+    both = np.ones(len(joined), dtype=bool)
+    for col in score_cols:
+        both &= np.isfinite(joined[col].to_numpy(dtype=float))
+        both &= np.isfinite(joined[f"{col}__reference"].to_numpy(dtype=float))
+    if both.all():
+        return joined, "all"
+    with_cxr = presence(joined, "cxr", source, required=False)
+    on = "with_cxr" if np.array_equal(both, with_cxr) else "common"
+    return joined[both].reset_index(drop=True), on
+
+
+def _pair_rows(info: RunInfo, ref: RunInfo, config: EvalFairConfig) -> list[dict]:
+    """The comparison rows of one run against its reference run (see the module docstring)."""
+    from mmfair.core.evaluation.core import _group_labels
+
+    rows: list[dict] = []
+    a = _test_frame(info, config.test_cohort)
+    b = _test_frame(ref, config.test_cohort)
+    source = predictions_path(info.run_dir, "test")
+    spec = task_spec(a, source)
+    if spec.kind == "multiclass":
+        log.info("%s: length of stay is not compared pairwise", info.run_id)
+        return rows
+    score_cols = [s for _, _, s in spec.targets]
+    label_cols = [c for _, c, _ in spec.targets]
+    joined = a.merge(b[["stay_id", *label_cols, *score_cols]], on="stay_id", suffixes=("", "__reference"))
+    for col in label_cols:
+        if not np.array_equal(joined[col].to_numpy(), joined[f"{col}__reference"].to_numpy()):
+            raise InputFileError(_LABELS_DIFFER.format(source, predictions_path(ref.run_dir, "test"), col))
+    joined, on = _shared_stays(joined, score_cols, source)
+    if joined.empty:
+        log.info("%s and %s share no scored test stay: not comparable", info.run_id, ref.run_id)
+        return rows
+    subjects = subject_ids(joined, source)
+    no_cxr = ~presence(joined, "cxr", source, required=False)
+    attrs = {att: _group_labels(joined, att, source) for att in config.attributes}
+    params = {"reference": config.reference, "reference_run": ref.run_id, "permutations": config.permutations,
+              "adjust": config.adjust}  # fmt: skip
+    base = {**info.row_base(), "scenario_params": json.dumps(params, sort_keys=True), "evaluated_on": on}
+    run_rows: list[dict] = []
+    for label, label_col, score_col in spec.targets:
+        y = joined[label_col].to_numpy(dtype=float)
+        sa = joined[score_col].to_numpy(dtype=float)
+        sb = joined[f"{score_col}__reference"].to_numpy(dtype=float)
+        subsets = [("all", "all", np.ones(len(joined), dtype=bool))]
+        if no_cxr.any():
+            subsets.append((*NO_CXR, no_cxr))
+        for attribute, group, mask in subsets:
+            res = paired_difference(y[mask], sa[mask], sb[mask], subjects[mask], n_boot=config.bootstrap,
+                                    seed=config.seed, n_perm=config.permutations)  # fmt: skip
+            result = {"value": res.value, "low": res.ci.low, "high": res.ci.high, "p": res.p_value,
+                      "n": res.n, "n_pos": res.n_pos}  # fmt: skip
+            if not np.isfinite(res.value):
+                result["p"] = float("nan")
+            run_rows += _difference_rows(base, "auroc_difference", result, label=label, attribute=attribute,
+                                         group=group)  # fmt: skip
+        for attribute, groups in attrs.items():
+            res = gap_difference(y, sa, sb, groups, subjects, min_group_size=config.min_group_size,
+                                 n_boot=config.bootstrap, seed=config.seed, n_perm=config.permutations)  # fmt: skip
+            if res is None:
+                res = {"value": float("nan"), "low": float("nan"), "high": float("nan"), "p": float("nan"),
+                       "n": None, "n_pos": None}  # fmt: skip
+            run_rows += _difference_rows(base, "auroc_gap_difference", res, label=label, attribute=attribute,
+                                         group="all")  # fmt: skip
+    rows += run_rows + _adjusted(run_rows, config.adjust)
+    return rows

@@ -5,9 +5,12 @@ patient-level bootstrap intervals (:mod:`.bootstrap`) and return rows of the tid
 
 Coverage rule (stays a method cannot score)
 -------------------------------------------
-A stay with an empty score is left out of the metric and ``n`` counts the stays that *were* scored.
-If fewer than ``MIN_SCORED_SHARE`` (half) of the evaluated stays were scored, or none, the row is
-``defined=false`` with an empty value: the number would describe a different population.
+A row is about a fixed set of evaluated stays, named in ``evaluated_on`` (``all``: every test stay of the
+cohort; ``with_cxr``: the stays that have a CXR; ``common``: the stays two compared methods share) with
+``n`` their number. A method that cannot score every one of them (an empty score: ``cxr``, ``daft`` on a
+stay without a CXR) gets ``defined=false`` there, never a value on a subset of its own choosing: a
+number on a smaller, possibly biased subset would be compared with others' numbers on the whole set
+(issue 11). Every method is scored on the ``with_cxr`` stays too, so one leaderboard holds every method.
 
 Undefined metrics
 -----------------
@@ -34,7 +37,7 @@ from threadpoolctl import threadpool_limits
 from mmfair.core.config import EvalFairConfig, EvalMissingConfig
 from mmfair.core.errors import InputFileError
 from mmfair.core.evaluation import metrics as M
-from mmfair.core.evaluation.bootstrap import PatientBootstrap
+from mmfair.core.evaluation.bootstrap import PatientBootstrap, percentile_ci
 from mmfair.core.evaluation.cost import cost_rows
 from mmfair.core.evaluation.runs import (
     RunInfo,
@@ -56,8 +59,9 @@ from mmfair.core.evaluation.tidy import DEFAULTS, HIGHER_IS_BETTER, make_row, to
 
 log = logging.getLogger(__name__)
 
-#: Smallest share of the evaluated stays a method must score for a row to be ``defined``.
-MIN_SCORED_SHARE = 0.5
+#: ``evaluated_on`` values (tidy schema): every stay of the test cohort, the stays with a CXR, the stays
+#: shared by two compared methods.
+ON_ALL, ON_CXR, ON_COMMON = "all", "with_cxr", "common"
 #: The group name given to an empty attribute value.
 MISSING_GROUP = "unknown"
 
@@ -69,8 +73,9 @@ Progress = Callable[[str, int, int], None] | None
 PredictFn = Callable[..., pd.DataFrame]
 
 _SCORE_METRICS = {"auroc": M.auroc, "auprc": M.auprc, "brier": M.brier}
+#: ``kappa`` is Cohen's unweighted kappa; ``kappa_linear`` the linear-weighted one that training selects on.
 _CLASS_METRICS = {"accuracy": M.accuracy_from_confusion, "kappa": M.kappa_from_confusion,
-                  "macro_f1": M.macro_f1_from_confusion}  # fmt: skip
+                  "kappa_linear": M.kappa_linear_from_confusion, "macro_f1": M.macro_f1_from_confusion}  # fmt: skip
 
 
 @dataclass
@@ -82,33 +87,43 @@ class _Stat:
     defined: bool
 
 
+#: Private key of a row holding its replicate values until :func:`_pool_draws` has used them (``to_frame``
+#: keeps the tidy columns only, so it never reaches a table).
+_REPS = "_reps"
+
+
 def _row(base: dict, boot: PatientBootstrap, metric: str, stat: _Stat, **fields) -> dict:
     ci = boot.ci(stat.reps) if stat.defined and boot.n_boot else None
     if ci is not None and ci.n_dropped:
         log.debug("%s %s: %d of %d replicates undefined and dropped", base.get("run_id"), metric, ci.n_dropped, boot.n_boot)
-    return make_row(
+    row = make_row(
         **base, **fields, metric=metric, value=stat.value, n=stat.n, n_pos=stat.n_pos, defined=stat.defined,
         ci_low=ci.low if ci else None, ci_high=ci.high if ci else None,
     )  # fmt: skip
+    if ci is not None:
+        row[_REPS] = stat.reps
+    return row
 
 
 def _covered(n: int, n_eval: int) -> bool:
-    return n > 0 and n >= MIN_SCORED_SHARE * n_eval
+    """A method covers the evaluated stays when it scored every one of them (see the module docstring)."""
+    return n > 0 and n == n_eval
 
 
 def _score_target(y, s, eval_mask, boot: PatientBootstrap, names: Sequence[str]) -> dict[str, _Stat]:
-    """Threshold-free metrics of one label on the evaluated stays, with replicates."""
+    """Threshold-free metrics of one label on the evaluated stays, with replicates (``n``: the evaluated stays)."""
     scored = eval_mask & np.isfinite(s)
     n_eval, n = int(eval_mask.sum()), int(scored.sum())
+    ok = _covered(n, n_eval)
     yy, ss = y[scored], s[scored]
     w = boot.weights[:, scored]
-    ok = _covered(n, n_eval)
+    n_pos = int(np.nansum(y[eval_mask]))
     out = {}
     for name in names:
         fn = _SCORE_METRICS[name]
         value = fn(yy, ss) if ok else float("nan")
         reps = fn(yy, ss, w) if ok and boot.n_boot else np.full(boot.n_boot, np.nan)
-        out[name] = _Stat(value, reps, n, int(yy.sum()), ok and bool(np.isfinite(value)))
+        out[name] = _Stat(value, reps, n_eval, n_pos, ok and bool(np.isfinite(value)))
     return out
 
 
@@ -143,7 +158,7 @@ def _score_multiclass(pred: pd.DataFrame, spec: TaskSpec, eval_mask, boot) -> di
     for name, fn in _CLASS_METRICS.items():
         value = float(fn(cm)[0]) if ok else float("nan")
         reps = fn(cm_b) if ok and cm_b is not None else np.full(boot.n_boot, np.nan)
-        out[name] = _Stat(value, reps, n, None, ok and bool(np.isfinite(value)))
+        out[name] = _Stat(value, reps, n_eval, None, ok and bool(np.isfinite(value)))
     return out
 
 
@@ -179,8 +194,19 @@ def _natural_missing_rate(pred: pd.DataFrame, modality: str = "cxr") -> float | 
 # clean
 
 
+def evaluated_sets(pred: pd.DataFrame, source: object = "predictions") -> dict[str, np.ndarray]:
+    """The fixed sets of evaluated stays: ``all`` and, where ``present_cxr`` is known and some stay has a CXR,
+    ``with_cxr``."""
+    out = {ON_ALL: np.ones(len(pred), dtype=bool)}
+    if "present_cxr" in pred.columns:
+        with_cxr = presence(pred, "cxr", source)
+        if with_cxr.any():
+            out[ON_CXR] = with_cxr
+    return out
+
+
 def evaluate_clean(
-    run_dirs: Sequence[Path], *, bootstrap: int = 200, seed: int = 0, progress: Progress = None
+    run_dirs: Sequence[Path], *, bootstrap: int = 1000, seed: int = 0, progress: Progress = None
 ) -> pd.DataFrame:
     """Clean test metrics of each run, with patient-level bootstrap intervals.
 
@@ -199,10 +225,14 @@ def evaluate_clean(
 
     * binary tasks: ``auroc``, ``auprc``, ``brier`` with ``label=all``;
     * phenotypes: the same per label slug and their unweighted mean (macro) as ``label=all``;
-    * length of stay: ``accuracy``, ``kappa`` (Cohen's, unweighted), ``macro_f1`` on the arg-max class;
+    * length of stay: ``accuracy``, ``kappa`` (Cohen's, unweighted), ``kappa_linear`` (linear weights, the
+      training selection criterion), ``macro_f1`` on the arg-max class;
     * cost rows ``n_params``, ``train_seconds`` (sum over epochs), ``peak_memory_mb`` (max) where known.
 
-    ``missing_rate`` is the natural share of evaluated test stays without a CXR.
+    Two sets of evaluated stays, one row each (``evaluated_on``, ``n`` = their number): ``all`` (every test
+    stay; undefined for a method that cannot score them all) and ``with_cxr`` (the test stays with a CXR,
+    which every method scores; written when the predictions say which stays have one) — the two fixed
+    leaderboards of the report. ``missing_rate`` is the natural share of evaluated test stays without a CXR.
 
     Every other selection rule of a run (a ``predictions_test_<rule>.csv``, see
     :func:`~.runs.selection_rules`) is scored the same way, its rows tagged ``selection=<rule>``; the
@@ -218,9 +248,10 @@ def evaluate_clean(
             source = predictions_path(run_dir, "test", selection)
             spec = task_spec(pred, source)
             boot = PatientBootstrap(subject_ids(pred, source), bootstrap, seed)
-            base = {**info.row_base(), "missing_rate": _natural_missing_rate(pred)}
             names = ("auroc", "auprc", "brier")
-            rows += _task_rows(pred, spec, np.ones(len(pred), dtype=bool), boot, base, names)
+            for on, mask in evaluated_sets(pred, source).items():
+                base = {**info.row_base(), "missing_rate": _natural_missing_rate(pred[mask]), "evaluated_on": on}
+                rows += _task_rows(pred, spec, mask, boot, base, names)
             if selection is None:
                 rows += cost_rows(info)
         if progress:
@@ -251,7 +282,7 @@ MISSING_GAP_METRICS = ("auroc_gap", "equalized_odds_difference", "demographic_pa
 
 def _missing_group_rows(scored: pd.DataFrame, spec: TaskSpec, evaluated: np.ndarray, lacking: np.ndarray,
                         boot: PatientBootstrap, base: dict, levels_by_attribute: dict[str, np.ndarray],
-                        thresholds: dict[str, float]) -> list[dict]:  # fmt: skip
+                        thresholds: dict[str, float], min_group_size: int = 1) -> list[dict]:  # fmt: skip
     """Per-group ``auroc`` rows and the gap rows (group ``all``) of one scenario draw.
 
     Groups are those with an evaluated stay; each group follows the coverage rule on its own evaluated
@@ -265,7 +296,11 @@ def _missing_group_rows(scored: pd.DataFrame, spec: TaskSpec, evaluated: np.ndar
       with both classes;
     * ``demographic_parity_difference``: the selection-rate spread over the covered groups.
 
-    Fewer than two such groups: undefined. A replicate in which a used group's value is undefined is dropped.
+    Every gap leaves out the groups that the small-cell rule suppresses on their own account (evaluated
+    ``n``, ``n_pos`` or ``n − n_pos`` below ``min_group_size``, :func:`gap_groups`, as eval-fair), so a
+    handful of stays never decides a gap or its robustness summary; their per-group rows are still
+    written (the report suppresses them). Fewer than two such groups: undefined. A replicate in which a
+    used group's value is undefined is dropped.
     """
     rows: list[dict] = []
     if spec.kind == "multiclass":
@@ -277,6 +312,9 @@ def _missing_group_rows(scored: pd.DataFrame, spec: TaskSpec, evaluated: np.ndar
             s = scored[score_col].to_numpy(dtype=float)
             hard = (s >= thresholds[label]).astype(float)  # positive at or above the threshold, as eval-fair
             auroc, rates = {}, {}
+            n_of = {g: int((evaluated & (levels == g)).sum()) for g in groups}
+            pos_of = {g: int(np.nansum(y[evaluated & (levels == g)])) for g in groups}
+            eligible = gap_groups(groups, n_of, pos_of, min_group_size)
             for g in groups:
                 in_group = evaluated & (levels == g)
                 auroc[g] = _score_target(y, s, in_group, boot, ("auroc",))["auroc"]
@@ -287,7 +325,7 @@ def _missing_group_rows(scored: pd.DataFrame, spec: TaskSpec, evaluated: np.ndar
                 scored_in_group = in_group & np.isfinite(s)
                 rates[g] = _group_rates(y, hard, scored_in_group, _covered(int(scored_in_group.sum()), n_group), boot)
             for name in MISSING_GAP_METRICS:
-                gap = _missing_gap(name, groups, auroc, rates, boot)
+                gap = _missing_gap(name, eligible, auroc, rates, boot)
                 rows.append(_row(base, boot, name, gap, label=label, attribute=attribute, group="all"))
     return rows
 
@@ -367,7 +405,15 @@ def evaluate_missing(
     ``auroc_gap``, ``equalized_odds_difference`` and ``demographic_parity_difference`` (``group=all``,
     ``missing_rate`` = the overall share; see :func:`_missing_group_rows`; the threshold ones at the
     run's ``val-youden`` threshold from validation), per label, for every point and draw — so each
-    gap's curve over the missing rate is in the table too, and summarised like AUROC's.
+    gap's curve over the missing rate is in the table too, and summarised like AUROC's. Gaps leave out
+    the groups below ``config.min_group_size`` (:func:`gap_groups`).
+
+    Which stays (issue 11): every point of a curve scores the same evaluated stays, and a method that
+    cannot score all of them (a CXR-only model after removal) is undefined there. Rows say which stays
+    (``evaluated_on``, ``test_cohort``: :func:`_scored_stays`) and what was removed (``scenario_params``
+    ``removed``, ``removed_share``; a requested rate that removes nothing or far from itself warns). With
+    several draws, every draw's interval pools the bootstrap replicates of all draws of its point
+    (:func:`_pool_draws`), so it includes the randomness of the removal.
     """
     modality = "ehr" if config.mechanism in EHR_MECHANISMS else config.modality
     scenario = get_scenario(config.mechanism)
@@ -377,6 +423,7 @@ def evaluate_missing(
     run_dirs = list(run_dirs)
     total = len(run_dirs) * sum(p.draws for p in points)
     done = 0
+    warned: set = set()
     for run_dir in run_dirs:
         info = load_run_info(run_dir, config.test_cohort)
         pred = read_predictions(run_dir, "test")
@@ -400,6 +447,7 @@ def evaluate_missing(
         needs_threshold = levels_by_attribute and spec.kind != "multiclass"
         thresholds = thresholds_for(run_dir, spec, DEFAULTS["threshold_rule"]) if needs_threshold else {}
         for point in points:
+            point_rows: list[dict] = []
             for draw in range(point.draws):
                 dseed = None if point.seed_key is None else draw_seed(config.seed, point.seed_key, draw)
                 removal = scenario.apply(point, ctx, dseed)
@@ -425,18 +473,89 @@ def evaluate_missing(
                 n_eval = int(evaluated.sum())
                 lacking = ~(present & keep)
                 without = int((evaluated & lacking).sum())
-                params = {"modality": modality, **point.params, **removal.params}
+                realised = _realised_removal(removal, present, keep, evaluated)
+                _warn_realised(point.params.get("requested_rate"), realised, warned)
+                params = {"modality": modality, **point.params, **removal.params, **realised}
                 base = {
                     **info.row_base(), "scenario": scenario.name, "scenario_params": json.dumps(params, sort_keys=True),
                     "missing_rate": without / n_eval if n_eval else float("nan"), "draw": draw, "draw_seed": dseed,
+                    **_scored_stays(evaluated, in_cohort, present, modality, config.test_cohort),
                 }  # fmt: skip
-                rows += _task_rows(scored, spec, evaluated, boot, base, names)
-                rows += _missing_group_rows(scored, spec, evaluated, lacking, boot, base, levels_by_attribute,
-                                            thresholds)  # fmt: skip
+                point_rows += _task_rows(scored, spec, evaluated, boot, base, names)
+                point_rows += _missing_group_rows(scored, spec, evaluated, lacking, boot, base, levels_by_attribute,
+                                                  thresholds, config.min_group_size)  # fmt: skip
                 done += 1
                 if progress:
                     progress("missing-modality scenarios", done, total)
+            rows += _pool_draws(point_rows)
     return to_frame(rows)
+
+
+def _scored_stays(evaluated, in_cohort, present, modality: str, test_cohort: str) -> dict[str, str]:
+    """``evaluated_on`` and ``test_cohort`` of a scenario's rows, saying which stays were scored.
+
+    A synthetic removal of the CXR evaluates the stays that had one: that *is* the matched cohort, so the
+    rows say ``test_cohort=matched`` and ``evaluated_on=with_cxr`` whatever cohort was asked for (issue
+    11: an MCAR row must not claim the full fold while scoring CXR stays only). ``natural`` and the EHR
+    perturbations evaluate every stay of the cohort (``all``).
+    """
+    if bool(np.array_equal(evaluated, in_cohort)):
+        return {"evaluated_on": ON_ALL, "test_cohort": test_cohort}
+    if modality == "cxr" and bool(np.array_equal(evaluated, in_cohort & present)):
+        return {"evaluated_on": ON_CXR, "test_cohort": "matched"}
+    # removing the EHR or static modality evaluates the stays that have it (in practice every stay)
+    return {"evaluated_on": ON_ALL, "test_cohort": test_cohort}
+
+
+def _realised_removal(removal, present, keep, evaluated) -> dict[str, object]:
+    """What a draw actually removed: ``removed`` stays and ``removed_share`` of the evaluated stays that had
+    the modality (EHR perturbations: the stays perturbed, as a share of the evaluated stays)."""
+    if removal.ehr_transform is not None:
+        hit = np.asarray(removal.ehr_transform.stays, dtype=bool) & evaluated
+        pool = int(evaluated.sum())
+    else:
+        hit = present & ~keep & evaluated
+        pool = int((present & evaluated).sum())
+    removed = int(hit.sum())
+    return {"removed": removed, "removed_share": round(removed / pool, 6) if pool else None}
+
+
+#: A realised share further than this from the requested rate (absolute, or relative to it) is warned about.
+_REALISED_TOLERANCE = (0.01, 0.1)
+
+
+def _warn_realised(requested: float | None, realised: dict, warned: set) -> None:
+    """Warn once per (rate, count) when a requested rate removes nothing or far from what was asked."""
+    share = realised["removed_share"]
+    if requested is None or requested <= 0 or share is None:
+        return
+    key = (requested, realised["removed"])
+    far = abs(share - requested) > max(_REALISED_TOLERANCE[0], _REALISED_TOLERANCE[1] * requested)
+    if key in warned or not (realised["removed"] == 0 or far):
+        return
+    warned.add(key)
+    what = "rounds to nothing: no stay loses it" if realised["removed"] == 0 else f"removes {share:.2%} of the stays"
+    log.warning("requested missing rate %g %s (%d removed); the rows carry the realised count and share "
+                "(scenario_params removed, removed_share)", requested, what, realised["removed"])
+
+
+def _pool_draws(rows: list[dict]) -> list[dict]:
+    """One point's rows over its draws, with intervals that include the randomness of the removal.
+
+    A row's ``ci_low``/``ci_high`` become the percentile interval of the bootstrap replicates pooled over
+    every draw of the point (a mixture over removals and resamples) when each draw's row is defined; a
+    point with one draw keeps its own bootstrap interval.
+    """
+    by_key: dict[tuple, list[dict]] = {}
+    for r in rows:
+        by_key.setdefault((r["metric"], r["label"], r["attribute"], r["group"]), []).append(r)
+    for same in by_key.values():
+        if len(same) < 2 or not all(_REPS in r for r in same):
+            continue
+        ci = percentile_ci(np.concatenate([np.asarray(r[_REPS], dtype=float) for r in same]))
+        for r in same:
+            r["ci_low"], r["ci_high"] = ci.low, ci.high
+    return rows
 
 
 # --------------------------------------------------------------------------------------------------
@@ -735,7 +854,9 @@ def evaluate_fairness(run_dirs: Sequence[Path], config: EvalFairConfig, *, progr
 
     ``config.test_cohort``: ``full`` (every test stay) or ``matched`` (only those with a CXR), recorded in
     ``test_cohort``; thresholds and recalibration still come from the whole validation file (the operating
-    point is the model's). Each selection also gets a ``selected_epoch`` row where ``config.json`` says it.
+    point is the model's). A method that scores only the stays with a CXR is evaluated on those
+    (``evaluated_on=with_cxr``, :func:`_scorable_stays`); every other row is ``evaluated_on=all``. Each
+    selection also gets a ``selected_epoch`` row where ``config.json`` says it.
     """
     # the replicates are many small matrix products: BLAS threads only add overhead (10x on a busy machine)
     with threadpool_limits(limits=1, user_api="blas"):
@@ -767,6 +888,7 @@ def _fairness_rows(run_dir: Path, info: RunInfo, selection: str | None, config: 
     pred = read_predictions(run_dir, "test", selection)
     pred = pred[cohort_mask(pred, config.test_cohort, source)].reset_index(drop=True)
     spec = task_spec(pred, source)
+    pred, on = _scorable_stays(pred, spec, source)
     multiclass = spec.kind == "multiclass"
     if multiclass:  # one-vs-rest per class, thresholds always chosen on validation (none are stored)
         class_spec = spec
@@ -778,7 +900,8 @@ def _fairness_rows(run_dir: Path, info: RunInfo, selection: str | None, config: 
     else:
         thresholds = thresholds_for(run_dir, spec, config.threshold_rule, selection)
     boot = PatientBootstrap(subject_ids(pred, source), config.bootstrap, config.seed)
-    base = {**info.row_base(), "missing_rate": _natural_missing_rate(pred), "threshold_rule": rule_name}
+    base = {**info.row_base(), "missing_rate": _natural_missing_rate(pred), "threshold_rule": rule_name,
+            "evaluated_on": on}  # fmt: skip
     attrs = {a: _group_labels(pred, a, source) for a in config.attributes}
     for attribute, groups in attrs.items():
         cache: dict = {}  # group weight slices, shared by the labels of this attribute
@@ -790,6 +913,22 @@ def _fairness_rows(run_dir: Path, info: RunInfo, selection: str | None, config: 
             rows += _fairness_target(y, s, thresholds[label], groups, boot, base, attribute, label, cache,
                                      config.min_group_size)
     return rows
+
+
+def _scorable_stays(pred: pd.DataFrame, spec: TaskSpec, source: object) -> tuple[pd.DataFrame, str]:
+    """The cohort's stays and ``all`` when the method scores every one; else, for a method that scores exactly
+    the stays with a CXR (``cxr``, ``daft``), those stays and ``with_cxr`` — its fairness rows say so, and are
+    never set beside another method's rows on all stays as if they were comparable."""
+    cols = list(spec.class_columns) if spec.kind == "multiclass" else [sc for _, _, sc in spec.targets]
+    finite = np.isfinite(pred[cols].to_numpy(dtype=float)).all(axis=1)
+    if finite.all():
+        return pred, ON_ALL
+    with_cxr = presence(pred, "cxr", source, required=False)
+    if with_cxr.any() and finite[with_cxr].all():
+        return pred[with_cxr].reset_index(drop=True), ON_CXR
+    log.warning("%s: %d of %d stays have no score (not just stays without a CXR): no fairness rows", source,
+                int((~finite).sum()), finite.size)  # fmt: skip
+    return pred, ON_ALL
 
 
 def _selected_epoch_rows(info: RunInfo, selection: str | None) -> list[dict]:

@@ -222,6 +222,19 @@ def kappa_from_confusion(cm: np.ndarray) -> np.ndarray:
     return _ratio(po - pe, 1.0 - pe)
 
 
+def kappa_linear_from_confusion(cm: np.ndarray) -> np.ndarray:
+    """Cohen's kappa with linear weights ``w_ij = |i − j| / (K − 1)`` (the ordinal length-of-stay classes; the
+    checkpoint criterion of training, scikit-learn's ``cohen_kappa_score(weights="linear")``):
+    ``1 − Σ w·O / Σ w·E`` with ``E`` the outer product of the margins. NaN when ``Σ w·E = 0`` or empty."""
+    k = cm.shape[-1]
+    idx = np.arange(k)
+    w = np.abs(idx[:, None] - idx[None, :]) / max(k - 1, 1)
+    total = cm.sum(axis=(1, 2))
+    outer = cm.sum(axis=2)[:, :, None] * cm.sum(axis=1)[:, None, :]
+    expected = np.divide(outer, total[:, None, None], out=np.zeros_like(outer), where=total[:, None, None] > 0)
+    return 1.0 - _ratio((w * cm).sum(axis=(1, 2)), (w * expected).sum(axis=(1, 2)))
+
+
 def macro_f1_from_confusion(cm: np.ndarray) -> np.ndarray:
     """Unweighted mean F1 over the classes that occur as truth or prediction (scikit-learn's label set
     for each replicate), a class's F1 being 0 where it has no true positive. NaN on an empty sample."""

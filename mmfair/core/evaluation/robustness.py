@@ -26,12 +26,18 @@ With points ``x_0 = 0 < x_1 < … < x_k``:
     reference curve.
 ``r_star`` (fusion methods only: runs with two or more modalities)
     the smallest evaluated rate ``x_i`` at which the fusion run's lower 95 % bound (``ci_low``, averaged
-    over draws) falls strictly below the best single-modality model's value at that rate. The best
-    single-modality value is the maximum, over the single-modality runs of one of the fusion run's own
-    modalities (a static-only run is no comparator for ``ehr+cxr``) evaluated on the same task, label,
-    fold, test cohort, split and scenario family, of each method's value averaged over its runs; a rate
-    where no single-modality value is defined is skipped. A fusion run that cannot score at a rate
-    where a single-modality model can counts as below. No interpolation between rates. When the bound
+    over draws) falls strictly below the comparator's value at that rate. The comparator is ONE
+    single-modality model, the best one *chosen on validation* (issue 11; never the maximum of test
+    values, which picks a winner with the test set): among the single-modality methods of one of the
+    fusion run's own modalities (a static-only run is no comparator for ``ehr+cxr``) evaluated on the
+    same task, label, fold, test cohort, evaluated stays, split and scenario family, and able to score
+    every evaluated stay at every rate of the fusion curve (so both are scored on the same stays with the
+    same removal at each rate: a CXR-only model that cannot score a stay whose CXR was removed is not
+    comparable and is listed in ``not_comparable``), the one with the highest mean validation AUROC of
+    the label over its runs (``validation``: :func:`validation_scores`; ties by name). Its value at each
+    rate is averaged over its runs and recorded as ``comparator``/``comparator_runs``/
+    ``comparator_val_auroc``. Without validation scores r* is undefined with a ``reason``. A fusion run
+    that cannot score at a rate counts as below. No interpolation between rates. When the bound
     never falls below, ``r_star`` is ``defined=false`` with ``"crossed": false`` in ``scenario_params``
     ("fusion helps over the whole evaluated range"); without bootstrap intervals or without a
     single-modality run it is ``defined=false`` with a ``reason``. For a lower-is-better metric (a
@@ -73,10 +79,12 @@ log = logging.getLogger(__name__)
 
 SUMMARY_METRICS = ("relative_robustness", "effective_robustness", "r_star")
 DEFAULT_METRICS = ("auroc", "auprc")
-_POINT_KEYS = ("requested_rate", "rates")
-_CURVE = ["task", "label", "fold", "test_cohort", "split", "attribute", "metric", "scenario", "family"]
+#: ``scenario_params`` keys that vary along one curve: the point of the grid and what it actually removed.
+_POINT_KEYS = ("requested_rate", "rates", "removed", "removed_share")
+_CURVE = ["task", "label", "fold", "test_cohort", "evaluated_on", "split", "attribute", "metric", "scenario",
+          "family"]  # fmt: skip
 _RUN_FIELDS = ("run_id", "method", "modalities", "task", "label", "fold", "seed", "train_cohort", "test_cohort",
-               "split", "selection", "train_missing_rate", "threshold_rule", "attribute")  # fmt: skip
+               "evaluated_on", "split", "selection", "train_missing_rate", "threshold_rule", "attribute")  # fmt: skip
 _X_DECIMALS = 9
 #: The tidy column naming a run's train-time missingness protocol, and its value for none.
 TRAIN_MISSING = "train_missing"
@@ -201,11 +209,73 @@ def _reference_runs(reference_rows: pd.DataFrame, modalities: str) -> tuple[pd.D
     return reference_rows[reference_rows["modalities"].astype(str) == chosen], chosen
 
 
-def summarise(missing: pd.DataFrame, *, reference: str = "late", metrics: Iterable[str] | None = DEFAULT_METRICS) -> pd.DataFrame:
+def validation_scores(run_dirs: Iterable[Path]) -> pd.DataFrame:
+    """``run_id, label, value``: each run's validation AUROC per label (``all``: the binary task, or the
+    macro mean over phenotype labels) from ``predictions_val.csv`` — what r*'s comparator is chosen on.
+    Runs whose validation predictions are missing, unreadable or of length of stay are left out."""
+    from mmfair.core.errors import MmfairError
+    from mmfair.core.evaluation import metrics as M
+    from mmfair.core.evaluation.runs import load_run_info, predictions_path, read_predictions, task_spec
+
+    out: list[dict] = []
+    for run_dir in run_dirs:
+        try:
+            run_id = load_run_info(Path(run_dir)).run_id
+            pred = read_predictions(Path(run_dir), "val")
+            spec = task_spec(pred, predictions_path(Path(run_dir), "val"))
+        except (MmfairError, OSError, ValueError) as exc:
+            log.info("%s: no validation scores for r*'s comparator (%s)", run_dir, exc)
+            continue
+        if spec.kind == "multiclass":
+            continue
+        values = {}
+        for label, label_col, score_col in spec.targets:
+            y, sc = pred[label_col].to_numpy(dtype=float), pred[score_col].to_numpy(dtype=float)
+            ok = np.isfinite(sc) & np.isfinite(y)
+            values[label] = float(M.auroc(y[ok], sc[ok])) if ok.all() else float("nan")
+        if spec.kind == "multilabel":
+            values["all"] = float(np.mean(list(values.values())))
+        out += [{"run_id": run_id, "label": k, "value": v} for k, v in values.items()]
+    return pd.DataFrame(out, columns=["run_id", "label", "value"])
+
+
+def _comparator(single: pd.DataFrame, x: np.ndarray, label: str, validation: pd.DataFrame | None) -> tuple[pd.DataFrame, dict]:
+    """The single-modality rows of r*'s comparator (chosen on validation, see the module docstring) and what
+    to record about the choice (``reason`` when there is none)."""
+    info: dict = {}
+    eligible, excluded = [], []
+    for (method, mods), block in single.groupby(["method", "modalities"], sort=True):
+        per_x = block.groupby("x")["value"].agg(_mean_or_nan).reindex(x)
+        (eligible if per_x.notna().all() else excluded).append((method, mods))
+    if excluded:
+        info["not_comparable"] = [f"{m} ({mods})" for m, mods in excluded]
+    if not eligible:
+        info["reason"] = ("no single-modality run on this fold" if not excluded else
+                          "no single-modality run scores every evaluated stay at every rate")  # fmt: skip
+        return single.iloc[0:0], info
+    val = {} if validation is None or not len(validation) else (
+        validation[validation["label"] == label].groupby("run_id")["value"].first().to_dict())
+    scored = []
+    for method, mods in eligible:
+        runs = sorted(set(single.loc[(single["method"] == method) & (single["modalities"] == mods), "run_id"]))
+        vals = [val[r] for r in runs if r in val and np.isfinite(val[r])]
+        if vals:
+            scored.append((-float(np.mean(vals)), str(method), str(mods), runs))
+    if not scored:
+        info["reason"] = "no validation scores to choose the single-modality comparator on"
+        return single.iloc[0:0], info
+    neg, method, mods, runs = min(scored)
+    info.update(comparator=f"{method} ({mods})", comparator_runs=runs, comparator_val_auroc=round(-neg, 6))
+    return single[(single["method"] == method) & (single["modalities"] == mods)], info
+
+
+def summarise(missing: pd.DataFrame, *, reference: str = "late", metrics: Iterable[str] | None = DEFAULT_METRICS,
+              validation: pd.DataFrame | None = None) -> pd.DataFrame:
     """Summary rows (``relative_robustness``, ``effective_robustness``, ``r_star``) of every curve.
 
     ``missing`` is a tidy table of missing-modality rows (summary rows in it are ignored); ``metrics``
-    limits the overall metrics summarised (gap rows, ``attribute != all``, are always taken).
+    limits the overall metrics summarised (gap rows, ``attribute != all``, are always taken);
+    ``validation`` (:func:`validation_scores`) is what r*'s single-modality comparator is chosen on.
     """
     pts = curve_points(missing, metrics)
     rows: list[dict] = []
@@ -268,14 +338,14 @@ def summarise(missing: pd.DataFrame, *, reference: str = "late", metrics: Iterab
                 higher = direction is True
                 players = str(first["modalities"]).split("+")
                 single, single_protocol = _same_protocol(singles[singles["modalities"].isin(players)], protocol)
-                per_method = single.groupby(["method", "modalities", "x"])["value"].agg(_mean_or_nan).groupby("x")
-                best_by_x = per_method.max() if higher else per_method.min()
+                chosen, choice = _comparator(single, x, str(ctx["label"]), validation)
+                best_by_x = chosen.groupby("x")["value"].agg(_mean_or_nan)
                 bound_col = "ci_low" if higher else "ci_high"
                 bound = run.groupby("x", sort=True)[bound_col].mean().reindex(x).to_numpy()
                 best = best_by_x.reindex(x).to_numpy(dtype=float) if len(best_by_x) else np.full(x.size, np.nan)
-                extra: dict = {"curve_rates": x.tolist(), "single_train_missing": single_protocol}
-                if not np.any(np.isfinite(best)):
-                    value, extra["reason"] = float("nan"), "no single-modality run on this fold"
+                extra: dict = {"curve_rates": x.tolist(), "single_train_missing": single_protocol, **choice}
+                if "reason" in choice:
+                    value = float("nan")
                 elif not np.any(np.isfinite(bound)):
                     value, extra["reason"] = float("nan"), "no bootstrap interval (bootstrap=0)"
                 else:
@@ -288,7 +358,8 @@ def summarise(missing: pd.DataFrame, *, reference: str = "late", metrics: Iterab
     return to_frame(rows)
 
 
-def update_summaries(path: Path, *, reference: str = "late", metrics: Iterable[str] | None = DEFAULT_METRICS) -> pd.DataFrame:
+def update_summaries(path: Path, *, reference: str = "late", metrics: Iterable[str] | None = DEFAULT_METRICS,
+                     validation: pd.DataFrame | None = None) -> pd.DataFrame:
     """Recompute every summary row of the tidy table at ``path`` from its curve rows (idempotent).
 
     All existing summary rows are dropped first (a summary depends on every run of its fold, so stale
@@ -297,7 +368,7 @@ def update_summaries(path: Path, *, reference: str = "late", metrics: Iterable[s
     """
     table = read_results(Path(path))
     kept = table[~table["metric"].isin(SUMMARY_METRICS)]
-    summaries = summarise(kept, reference=reference, metrics=metrics)
+    summaries = summarise(kept, reference=reference, metrics=metrics, validation=validation)
     merged = normalise(pd.concat([kept, summaries], ignore_index=True)) if len(summaries) else kept
     write_csv_atomic(Path(path), merged.reset_index(drop=True))
     return summaries

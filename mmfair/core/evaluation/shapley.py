@@ -20,8 +20,12 @@ if any, else those trained without; preferring method m, then the single-modalit
 
 On which stays. All subsets are scored on the **same stays**: the test stays that have every modality
 of N (``present_<m> = 1``) and that every subset run scored — otherwise v would compare different
-populations (a CXR-only model cannot score a stay without a CXR). Per group (``attributes``), the same
-on the group's stays; a group with one class has undefined values.
+populations (a CXR-only model cannot score a stay without a CXR); the rows say so with
+``evaluated_on=with_cxr`` when the CXR is a player. Per group (``attributes``), the same on the group's
+stays; a group with one class has undefined values, and so has a group that the small-cell rule
+suppresses (``n``, ``n_pos`` or ``n − n_pos`` below ``min_group_size``, plus the complementary group of
+its attribute and label, :func:`~mmfair.core.reporting.suppression.suppress_block`): its Shapley values are
+written ``defined=false`` with an empty value, so no table can show or summarise them.
 
 Intervals: the one patient-level bootstrap (seed ``seed``) on those stays; every subset's AUROC is
 computed on the same replicates, so φ's replicates are the same linear combination and the interval is
@@ -47,7 +51,7 @@ from typing import Iterable, Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from mmfair.core.errors import InputFileError
+from mmfair.core.errors import InputFileError, MmfairError
 from mmfair.core.evaluation import metrics as M
 from mmfair.core.evaluation.bootstrap import PatientBootstrap
 from mmfair.core.evaluation.runs import (
@@ -134,7 +138,8 @@ def _values(y, scores: dict[frozenset, np.ndarray], mask, boot: PatientBootstrap
 
 
 def evaluate_shapley(
-    run_dirs: Sequence[Path], *, attributes: Sequence[str] = DEFAULT_ATTRIBUTES, bootstrap: int = 200, seed: int = 0
+    run_dirs: Sequence[Path], *, attributes: Sequence[str] = DEFAULT_ATTRIBUTES, bootstrap: int = 1000, seed: int = 0,
+    min_group_size: int = 1,
 ) -> pd.DataFrame:
     """Shapley rows (module docstring) for every fusion run among ``run_dirs`` whose subset runs are there too."""
     infos = [load_run_info(p) for p in run_dirs]
@@ -158,11 +163,25 @@ def evaluate_shapley(
             if len(subset_runs) < 2 ** len(players) - 1:
                 log.info("%s: no Shapley values (missing subset runs on fold %s seed %s)", full.run_id, full.fold, full.seed)
                 continue
-            rows += _run_rows(full, players, subset_runs, attributes, bootstrap, seed)
+            try:
+                rows += _run_rows(full, players, subset_runs, attributes, bootstrap, seed, min_group_size)
+            except MmfairError as exc:  # one broken run leaves the others' values standing (issue 16)
+                log.warning("%s: no Shapley values: %s", full.run_id, exc)
     return to_frame(rows)
 
 
-def _run_rows(full: RunInfo, players, subset_runs: dict[frozenset, RunInfo], attributes, bootstrap: int, seed: int) -> list[dict]:
+def _suppressed(y, mask, g, levels: list, min_group_size: int) -> set:
+    """The levels of one attribute hidden by the small-cell rule with complementary suppression."""
+    from mmfair.core.reporting.suppression import suppress_block
+
+    n = [int((mask & (g == lv)).sum()) for lv in levels]
+    n_pos = [int(y[mask & (g == lv)].sum()) for lv in levels]
+    flags = suppress_block(levels, n, n_pos, min_group_size)
+    return {lv for lv, f in zip(levels, flags) if f}
+
+
+def _run_rows(full: RunInfo, players, subset_runs: dict[frozenset, RunInfo], attributes, bootstrap: int, seed: int,
+              min_group_size: int = 1) -> list[dict]:  # fmt: skip
     source = predictions_path(full.run_dir, "test")
     pred = read_predictions(full.run_dir, "test")
     spec = task_spec(pred, source)
@@ -181,7 +200,7 @@ def _run_rows(full: RunInfo, players, subset_runs: dict[frozenset, RunInfo], att
     for a in attributes:
         if a not in groups:
             log.warning("%s: attribute '%s' not in the predictions; no per-group Shapley values", source, a)
-    base = {**full.row_base(), "missing_rate": 0.0}
+    base = {**full.row_base(), "missing_rate": 0.0, "evaluated_on": "with_cxr" if "cxr" in players else "all"}
     params = {"players": list(players), "v_empty": V_EMPTY, "of": "auroc",
               "subset_runs": {_name(s): i.run_id for s, i in sorted(subset_runs.items(), key=lambda kv: _name(kv[0]))}}  # fmt: skip
     cells: dict[tuple[str, str], list] = {}  # (attribute, group) -> per label [(phi, reps, n, n_pos, v)]
@@ -191,10 +210,15 @@ def _run_rows(full: RunInfo, players, subset_runs: dict[frozenset, RunInfo], att
         scores = {s: p[score_col].to_numpy(dtype=float) for s, p in preds.items()}
         mask = has_all & np.logical_and.reduce([np.isfinite(sc) for sc in scores.values()])
         blocks = [("all", "all", mask)]
+        hidden: set[tuple[str, str]] = set()
         for a, g in groups.items():
-            blocks += [(a, level, mask & (g == level)) for level in sorted(set(g[mask].tolist()))]
+            levels = sorted(set(g[mask].tolist()))
+            blocks += [(a, level, mask & (g == level)) for level in levels]
+            hidden |= {(a, lv) for lv in _suppressed(y, mask, g, levels, min_group_size)}
         for attribute, group_name, m in blocks:
             vals, reps = _values(y, scores, m, boot)
+            if (attribute, group_name) in hidden:  # nothing of a suppressed cell is written, not even its v
+                vals = {k: float("nan") for k in vals}
             defined = all(np.isfinite(v) for v in vals.values())
             phi = shapley_values(vals, players)
             phi_reps = shapley_values(reps, players, np.full(boot.n_boot, V_EMPTY))

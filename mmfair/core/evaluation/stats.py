@@ -43,6 +43,14 @@ Statistic = Callable[[np.ndarray, np.ndarray], np.ndarray]  # (y [n], X [P, n]) 
 # --------------------------------------------------------------------------------- statistics on [P, n]
 
 
+def _rank_invariant(fn: Statistic) -> Statistic:
+    """Mark a statistic that depends on each method's ranking of the stays only (AUROC, group AUROC gaps):
+    :func:`paired_permutation_test` swaps rank-normalised outputs for it."""
+    fn.rank_invariant = True  # type: ignore[attr-defined]
+    return fn
+
+
+@_rank_invariant
 def auroc_rows(y_true, scores) -> np.ndarray:
     """AUROC of each row of ``scores`` ``[P, n]`` against one ``y_true`` (mid-ranks for ties). NaN with one class."""
     y = np.asarray(y_true, dtype=float).ravel()
@@ -99,7 +107,8 @@ def group_gap_statistic(groups, metric: str = "auroc") -> Statistic:
         vals = np.stack(cols, axis=1)
         return vals.max(axis=1) - vals.min(axis=1)
 
-    return stat
+    # within-group AUROC depends on the within-group order only, which global ranks keep
+    return _rank_invariant(stat) if metric == "auroc" else stat
 
 
 # ----------------------------------------------------------------------------- paired permutation test
@@ -132,14 +141,21 @@ def paired_permutation_test(
     n_perm : number of random permutations ``P``
     seed : seed of ``numpy.random.default_rng``
 
+    For a rank-invariant statistic (the AUROC, :func:`auroc_rows`, and the AUROC gap of
+    :func:`group_gap_statistic`; marked ``rank_invariant``) the two methods' outputs are first replaced by
+    their normalised ranks (``rank / n``): AUROC depends on each method's ranking only, and swapping raw
+    scores between methods on different scales (one calibrated, one squashed into [0, 0.01]) mixes
+    incomparable numbers. The observed difference is unchanged; the null becomes invariant to monotone
+    rescaling of either method. Other statistics (rates of hard predictions) swap the outputs as they are.
+
     Examples
     --------
     >>> y = np.array([0, 1] * 20); a = y * 0.6 + 0.2; b = np.full(40, 0.5)
     >>> paired_permutation_test(y, a, b, np.arange(40), n_perm=99).p_value
     0.01
     """
-    rank_based = statistic is None
     statistic = statistic or auroc_rows
+    rank_based = bool(getattr(statistic, "rank_invariant", False))
     y, a, b, subjects = paired_arrays(y_true, out_a, out_b, subject_ids)
     if rank_based and a.size:
         # AUROC depends on each method's ranking only; swapping raw scores between methods whose scales differ

@@ -9,7 +9,10 @@ and the checkpoint selection rules side by side. Pure functions of the tidy tabl
 * ``gap_comparisons``: the difference of the AUROC gap per attribute (negative: the method's gap is smaller);
 * ``ranks_auroc`` / ``ranks_auroc_gap``: mean rank of each method over blocks (task × label, or task × label
   × attribute), Friedman's test, the Nemenyi critical difference and Wilcoxon–Holm against the reference —
-  only with at least 3 methods and 2 complete blocks;
+  only with at least 3 methods and 2 complete blocks. They run **per condition** (test cohort, selection
+  rule, threshold rule, evaluated stays; the method label carries the training conditions that differ
+  from the defaults), the condition shown as columns: methods trained or scored differently are never
+  pooled into one rank (issue 11);
 * ``selection_rules``: for runs with several checkpoint selection rules, each rule's epoch, AUROC and
   fairness gaps, flagging where the rules pick different epochs or give different fairness.
 """
@@ -29,7 +32,9 @@ ALPHA = 0.05
 
 DESCRIPTIONS = {
     "comparisons": ("Paired comparisons with the reference method", "AUROC of each method minus that of the "
-                    "reference run on the same task and test fold, on the same test stays."),
+                    "reference run on the same task and test fold, on the same test stays: stays = all (both "
+                    "score every test stay), with_cxr (one method needs a CXR: the stays with one) or common; n "
+                    "counts them."),
     "comparisons_no_cxr": ("Stays without a CXR: each method vs the reference", "Does a method beat the reference "
                            "on the test stays whose CXR is missing? AUROC difference on those stays only."),
     "gap_comparisons": ("Paired comparisons of the AUROC gap", "AUROC gap (max − min group AUROC, over the groups "
@@ -46,10 +51,13 @@ DESCRIPTIONS = {
 FOOTNOTE_PAIRED = ("Interval: 95 % paired patient-level bootstrap (both methods on the same resamples). p: two-sided "
                    "paired permutation test (whole patients' predictions swapped between the two methods); p adj.: "
                    "{adjust} across the labels of one run (a binary task has one label, so p adj. = p).")  # fmt: skip
-FOOTNOTE_BLOCKS = ("Blocks from one model's labels or attributes are not independent (they share a model and test "
-                   "stays), so the rank tests are descriptive rather than exact. Friedman χ² = {chi:.2f}, p = {p}; "
-                   "Nemenyi critical difference of mean ranks (α = 0.05) = {cd:.2f} over {n} complete blocks: two "
-                   "methods whose mean ranks differ by less are not distinguished.")  # fmt: skip
+FOOTNOTE_BLOCKS = ("{condition}Blocks are not independent: the labels of one phenotype model (e.g. its 25 labels) and "
+                   "the attributes of one run share a model and test stays, so the rank tests are descriptive "
+                   "rather than exact. Friedman χ² = {chi:.2f}, p = {p}; Nemenyi critical difference of mean ranks "
+                   "(α = 0.05) = {cd:.2f} over {n} complete blocks: two methods whose mean ranks differ by less are "
+                   "not distinguished.")  # fmt: skip
+#: The condition a rank test runs within (columns of the rank tables).
+RANK_CONDITION = ("test_cohort", "selection", "threshold_rule", "evaluated_on")
 FOOTNOTE_RANKS_MISSING = "Rank tests need at least 3 methods and 2 complete blocks; here: {k} methods, {n} blocks."
 FOOTNOTE_RULES = ("Flags: 'epoch' when the rules kept different epochs; 'gap' when the AUROC-gap intervals of two "
                   "rules do not overlap (different fairness beyond the bootstrap uncertainty); 'gap Δ' gives the "
@@ -97,8 +105,8 @@ def verdict(low: float, high: float, *, smaller_is_better: bool = False) -> str:
     return "no difference shown"
 
 
-_DIFF_COLUMNS = ["method", "modalities", "task", "fold", "seed", "test_cohort", "reference", "label", "attribute",
-                 "group", "n", "difference [95% CI]", "p", "p adj.", "verdict"]  # fmt: skip
+_DIFF_COLUMNS = ["method", "modalities", "task", "fold", "seed", "test_cohort", "selection", "stays", "reference",
+                 "label", "attribute", "group", "n", "difference [95% CI]", "p", "p adj.", "verdict"]  # fmt: skip
 
 
 def _difference_table(rows: pd.DataFrame, metric: str, *, smaller_is_better: bool) -> tuple[pd.DataFrame, set[str]]:
@@ -118,7 +126,8 @@ def _difference_table(rows: pd.DataFrame, metric: str, *, smaller_is_better: boo
         adjust.add(str(params.get("adjust", "holm")))
         out.append({
             "method": r["method"], "modalities": r["modalities"], "task": r["task"], "fold": r["fold"],
-            "seed": r["seed"], "test_cohort": r["test_cohort"], "reference": params.get("reference", ""),
+            "seed": r["seed"], "test_cohort": r["test_cohort"], "selection": r["selection"],
+            "stays": r["evaluated_on"], "reference": params.get("reference", ""),
             "label": r["label"], "attribute": r["attribute"], "group": r["group"],
             "n": "" if pd.isna(r["n"]) else str(int(r["n"])),
             "difference [95% CI]": _ci(r["value"], r["ci_low"], r["ci_high"]) if r["defined"] else NA,
@@ -178,7 +187,7 @@ def gap_comparison_table(fairness: pd.DataFrame) -> pd.DataFrame:
 
 
 def _blocks(rows: pd.DataFrame, metric: str, block: list[str]) -> pd.DataFrame:
-    sel = rows[(rows["metric"] == metric) & (rows["selection"] == "overall") & (rows["scenario"] == "none")]
+    sel = rows[(rows["metric"] == metric) & (rows["scenario"] == "none")]
     sel = sel[sel["group"] == "all"]
     # a phenotype's macro row (label all) repeats its labels: rank the labels, not their mean too
     multi = set(sel.loc[sel["label"] != "all", "task"])
@@ -188,12 +197,38 @@ def _blocks(rows: pd.DataFrame, metric: str, block: list[str]) -> pd.DataFrame:
 
 def rank_table(rows: pd.DataFrame, metric: str, block: list[str], reference: str, name: str,
                higher_is_better: bool) -> pd.DataFrame:  # fmt: skip
-    cols = ["method", "mean rank", "median difference vs reference", "Wilcoxon p", "p Holm"]
+    """The rank statistics of each condition (:data:`RANK_CONDITION`), one block of rows per condition."""
+    rows = rows[rows["metric"] == metric] if len(rows) else rows
+    parts, notes = [], []
+    conditions = rows.groupby(list(RANK_CONDITION), sort=True) if len(rows) else [((), rows)]
+    for key, part in conditions:
+        condition = dict(zip(RANK_CONDITION, key))
+        table = _rank_condition(part, metric, block, reference, name, higher_is_better, condition)
+        notes += table.attrs.get("footnotes", [])
+        parts.append(table.assign(**{c: condition.get(c, "") for c in RANK_CONDITION}) if len(table) else table)
+    cols = [*RANK_CONDITION, *_RANK_COLUMNS]
+    done = [p for p in parts if len(p)]
+    out = pd.concat(done, ignore_index=True)[cols] if done else pd.DataFrame(columns=cols)
+    return _finish(out, name, notes)
+
+
+_RANK_COLUMNS = ["method", "mean rank", "median difference vs reference", "Wilcoxon p", "p Holm"]
+
+
+def _condition_text(condition: dict) -> str:
+    return ("" if not condition else
+            "[" + ", ".join(f"{k} {v}" for k, v in condition.items() if v not in ("", None)) + "] ")  # fmt: skip
+
+
+def _rank_condition(rows: pd.DataFrame, metric: str, block: list[str], reference: str, name: str,
+                    higher_is_better: bool, condition: dict) -> pd.DataFrame:  # fmt: skip
+    cols = _RANK_COLUMNS
+    where = _condition_text(condition)
     table = _blocks(rows, metric, block) if len(rows) else pd.DataFrame()
     complete = table.dropna(axis=0, how="any") if len(table) else table
     k, n = (complete.shape[1], complete.shape[0]) if len(table) else (0, 0)
     if k < 3 or n < 2:
-        return _finish(pd.DataFrame(columns=cols), name, [FOOTNOTE_RANKS_MISSING.format(k=k, n=n)])
+        return _finish(pd.DataFrame(columns=cols), name, [where + FOOTNOTE_RANKS_MISSING.format(k=k, n=n)])
     result = stats.compare_many(complete, higher_is_better=higher_is_better, reference=reference) \
         if reference in complete.columns else None
     ranks = stats.mean_ranks(complete, higher_is_better)
@@ -212,9 +247,9 @@ def rank_table(rows: pd.DataFrame, metric: str, block: list[str], reference: str
         out.append(rec)
     chi, p = stats.friedman(complete)
     cd = stats.nemenyi_cd(k, n)
-    notes = [FOOTNOTE_BLOCKS.format(chi=chi, p=_p(p), cd=cd, n=n)]
+    notes = [FOOTNOTE_BLOCKS.format(condition=where, chi=chi, p=_p(p), cd=cd, n=n)]
     if result is None:
-        notes.append(f"The reference method '{reference}' has no complete block: no Wilcoxon tests.")
+        notes.append(f"{where}The reference method '{reference}' has no complete block: no Wilcoxon tests.")
     return _finish(pd.DataFrame(out, columns=cols), name, notes)
 
 
@@ -223,8 +258,8 @@ _RULE_GAPS = {"auroc_gap": "AUROC gap", "worst_group_auroc": "Worst-group AUROC"
 
 def selection_rule_table(metrics: pd.DataFrame, fairness: pd.DataFrame) -> pd.DataFrame:
     """Each selection rule's epoch, test AUROC and gaps, per run × label × attribute (runs with ≥ 2 rules)."""
-    cols = ["method", "task", "fold", "seed", "label", "attribute", "threshold_rule", "selection", "epoch", "AUROC",
-            *_RULE_GAPS.values(), "rules disagree"]  # fmt: skip
+    cols = ["method", "task", "fold", "seed", "label", "attribute", "threshold_rule", "evaluated_on", "selection",
+            "epoch", "AUROC", *_RULE_GAPS.values(), "rules disagree"]  # fmt: skip
     gaps = fairness[fairness["metric"].isin(list(_RULE_GAPS)) & (fairness["group"] == "all")]
     gaps = gaps[gaps["scenario"] == "none"]
     multi = gaps.groupby("run_id")["selection"].nunique()
@@ -234,9 +269,10 @@ def selection_rule_table(metrics: pd.DataFrame, fairness: pd.DataFrame) -> pd.Da
     epochs = fairness[fairness["metric"] == "selected_epoch"]
     epoch_of = {(r.run_id, r.selection): int(r.value) for r in epochs.itertuples() if np.isfinite(r.value)}
     clean = metrics[(metrics["metric"] == "auroc") & (metrics["group"] == "all") & (metrics["scenario"] == "none")]
-    auroc_of = {(r.run_id, r.selection, r.label): (r.value, r.ci_low, r.ci_high) for r in clean.itertuples()}
+    auroc_of = {(r.run_id, r.selection, r.label, r.evaluated_on): (r.value, r.ci_low, r.ci_high)
+                for r in clean.itertuples()}  # fmt: skip
     out = []
-    keys = ["run_id", "method", "task", "fold", "seed", "label", "attribute", "threshold_rule"]
+    keys = ["run_id", "method", "task", "fold", "seed", "label", "attribute", "threshold_rule", "evaluated_on"]
     for key, block in gaps.groupby(keys, sort=True):
         rec_key = dict(zip(keys, key))
         by_rule = {sel: part for sel, part in block.groupby("selection", sort=False)}
@@ -262,7 +298,7 @@ def selection_rule_table(metrics: pd.DataFrame, fairness: pd.DataFrame) -> pd.Da
             rec["selection"] = sel
             epoch = epoch_of.get((rec_key["run_id"], sel))
             rec["epoch"] = "" if epoch is None else str(epoch)
-            au = auroc_of.get((rec_key["run_id"], sel, rec_key["label"]))
+            au = auroc_of.get((rec_key["run_id"], sel, rec_key["label"], rec_key["evaluated_on"]))
             rec["AUROC"] = _ci(*au, signed=False) if au else NA
             for m, header in _RULE_GAPS.items():
                 hit = part[part["metric"] == m]
@@ -281,7 +317,10 @@ def statistics_tables(metrics: pd.DataFrame | None, fairness: pd.DataFrame | Non
     fairness = to_frame([]) if fairness is None or len(fairness) == 0 else fairness
     from mmfair.core.evaluation.tidy import normalise
 
-    metrics, fairness = normalise(metrics), normalise(fairness)
+    from mmfair.core.reporting.tables import label_conditions
+
+    # the training conditions that differ from the defaults become part of the method label: never pooled
+    metrics, fairness = label_conditions(normalise(metrics)), label_conditions(normalise(fairness))
     return {
         "comparisons": comparison_table(fairness),
         "comparisons_no_cxr": no_cxr_table(fairness),

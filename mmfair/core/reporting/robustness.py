@@ -20,7 +20,8 @@ _METRICS = {"auroc": "AUROC", "auprc": "AUPRC"}
 _SUMMARIES = {"relative_robustness": "RR", "effective_robustness": "ER", "r_star": "r*"}
 #: Display name of the run's train-time missingness column (``none``, ``dropout=0.3``, ``rate=0.5``).
 TRAIN_MISSING_HEADER = "train missing"
-_KEYS = ["method", "modalities", "task", TRAIN_MISSING_HEADER, "scenario", "modality"]
+#: One condition per row (issue 11): the curves' test cohort and evaluated stays are columns, never pooled.
+_KEYS = ["method", "modalities", "task", TRAIN_MISSING_HEADER, "scenario", "modality", "test_cohort", "evaluated_on"]
 #: Gaps whose curves are summarised, in display order (tidy metric → label); all lower is better.
 GAP_SUMMARIES = {"auroc_gap": "AUROC gap", "equalized_odds_difference": "EO diff",
                  "demographic_parity_difference": "DP diff"}  # fmt: skip
@@ -40,7 +41,8 @@ FOOTNOTE_ER = ("ER (effective robustness): mean gain over the reference method's
                "for r*, the single-modality models) are runs with the same train missing where there are any, "
                "else runs trained without.")  # fmt: skip
 FOOTNOTE_RSTAR = ("r*: the smallest evaluated missing rate at which the fusion method's lower 95 % bound falls "
-                  "below the best single-modality model's value at that rate (fusion stops helping there); "
+                  "below the value of the single-modality model chosen on validation (among those that score every "
+                  "evaluated stay at every rate), on the same stays and removals (fusion stops helping there); "
                   "'never (≤ x)': it never does up to rate x; shown for fusion methods only.")  # fmt: skip
 FOOTNOTE_GAP_DIRECTION = ("Lower is better for every gap: RR is the gap's mean height over the missing rates, a "
                           "positive ER a gap that grows faster than the reference's; r* is the first rate at which "

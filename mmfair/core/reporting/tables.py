@@ -8,7 +8,13 @@ Every table is a DataFrame of display strings; ``df.attrs`` holds ``title``, ``d
 * draws of a missing-modality scenario are averaged within a run first (value and interval bounds);
 * an undefined value is ``n/a`` (never 0); a cell mixing defined and undefined runs averages the
   defined ones and is marked ``‡``; ``–`` means "not applicable to this task";
-* the small-cell rule (:mod:`.suppression`) replaces suppressed subgroup cells by ``<k``.
+* the small-cell rule (:mod:`.suppression`) replaces suppressed subgroup cells by ``<k``;
+* rows are aggregated only within one *condition* (issue 11): the method label (which carries its
+  modulator, non-default parameters and ``fair_attr``, plus the training conditions that differ from the
+  defaults, :func:`label_conditions`), modalities, task, test cohort, checkpoint selection rule, threshold
+  rule and the evaluated stays; each is a column (or fixed in the title), never averaged over;
+* every table says which stays its numbers scored: a ``stays`` column (``evaluated_on``) with ``n`` their
+  number, and the caption says it in words.
 """
 
 from __future__ import annotations
@@ -31,35 +37,52 @@ NOT_APPLICABLE = "–"
 MIXED = "‡"
 
 _RUN_KEYS = ("method", "modalities", "task")
+#: The clean leaderboards' condition beyond the run keys: never averaged over (issue 11: the clean table
+#: used to average the selection rules of one run).
+_CLEAN_KEYS = (*_RUN_KEYS, "test_cohort", "selection")
+#: ``evaluated_on`` in words, for captions.
+STAYS_IN_WORDS = {"all": "every test stay", "with_cxr": "the test stays that have a CXR",
+                  "common": "the test stays both compared methods scored",
+                  "unrecorded": "stays not recorded (results written before protocol 2)"}  # fmt: skip
 #: Missing-modality tables also keep runs trained with missingness (CXR dropout, a share of training stays
 #: without it) apart from those trained without: never pooled as if they were seeds.
-_MISSING_KEYS = (*_RUN_KEYS, TRAIN_MISSING_HEADER)
+_MISSING_KEYS = (*_RUN_KEYS, TRAIN_MISSING_HEADER, "test_cohort")
 _CLEAN_METRICS = {"auroc": "AUROC", "auprc": "AUPRC", "brier": "Brier", "accuracy": "Accuracy",
-                  "kappa": "Kappa", "macro_f1": "Macro F1"}  # fmt: skip
+                  "kappa": "Kappa (unweighted)", "kappa_linear": "Kappa (linear)", "macro_f1": "Macro F1"}  # fmt: skip
 _COST_METRICS = {"n_params": "Parameters", "train_seconds": "Train s", "peak_memory_mb": "Peak MB",
                  "infer_stays_per_s": "Inference stays/s"}
 _GROUP_METRICS = GROUP_COLUMNS
 #: Fairness rows of one run differ by checkpoint selection rule, operating point and test cohort: never
 #: averaged together.
-_FAIR_KEYS = ("selection", "threshold_rule", "test_cohort")
+_FAIR_KEYS = ("selection", "threshold_rule", "test_cohort", "evaluated_on")
 _GAP_METRICS = GAP_COLUMNS
 
 FOOTNOTE_CI = ("Values from one run show the 95 % patient-level bootstrap interval [2.5th, 97.5th "
                "percentile]; values over several runs show mean ± sd across runs (k runs).")  # fmt: skip
-FOOTNOTE_NA = ("n/a: undefined (e.g. AUROC of a group with one class, or a method that scored fewer than "
-               "half of the evaluated stays); never read it as 0 or as fair.")  # fmt: skip
+FOOTNOTE_NA = ("n/a: undefined (e.g. AUROC of a group with one class, or a method that cannot score every "
+               "evaluated stay, such as a CXR-only model on stays without a CXR); never read it as 0 or as fair.")  # fmt: skip
 FOOTNOTE_MIXED = "‡ undefined in some runs; the value averages the runs where it is defined."
 FOOTNOTE_SUPPRESSED = ("{m}: suppressed under the small-cell rule (a group with fewer than {k} stays, "
                        "positives or negatives), plus the next-smallest group of the attribute where only one "
                        "would be suppressed, so no small count can be recovered from the totals.")  # fmt: skip
 FOOTNOTE_DRAWS = ("Missing rates are the requested shares of test stays with a CXR whose CXR was removed "
-                  "(label-stratified); draws are averaged within a run (value and interval bounds).")  # fmt: skip
+                  "(exact counts, label-stratified); every rate is scored on the same stays, those that had a CXR "
+                  "(n), so a method that cannot score a stay whose CXR was removed is n/a. Draws are averaged "
+                  "within a run; the interval pools the bootstrap replicates of every draw, so it includes the "
+                  "randomness of the removal.")  # fmt: skip
+FOOTNOTE_REALISED = ("A rate column marked 'realised …' removed a share other than the one requested (exact counts "
+                     "round: {items}); its numbers are about the realised share.")  # fmt: skip
+FOOTNOTE_LEGACY = ("Rows whose stays are 'unrecorded' were written before protocol 2 and may have scored a subset "
+                   "of the stays; re-run the evaluation to replace them.")  # fmt: skip
 FOOTNOTE_GAPS = ("Gaps are computed on hard predictions at the validation-chosen threshold, over the groups "
                  "where the underlying rates are defined; lower is better, except worst-group AUROC.")  # fmt: skip
 
 DESCRIPTIONS = {
-    "clean": ("Clean test performance", "Test metrics with every modality as recorded (label = all: the "
-              "task summary, macro over phenotypes)."),
+    "clean": ("Clean test performance: all test stays", "Test metrics with every modality as recorded (label = "
+              "all: the task summary, macro over phenotypes), scored on every test stay (n): the methods that "
+              "can score them all. A method that needs a CXR is n/a here and ranked in the next table."),
+    "clean_with_cxr": ("Clean test performance: test stays with a CXR", "The same metrics for every method, scored "
+                       "on the test stays that have a CXR (n) — the one population every method can score."),
     "costs": ("Cost", "Parameters, total training seconds, peak memory and inference speed (test stays per second) "
               "per method."),
     "missing": ("Robustness to a missing modality (MCAR)", "Test AUROC on the stays that have the removed "
@@ -70,9 +93,12 @@ DESCRIPTIONS = {
                          "recorded (natural); missing rate: the final share of evaluated stays without it."),
     "fairness_groups": ("Per-group performance", "Test prevalence, AUROC, TPR, FPR, PPV, selection rate, ECE and "
                         "Brier score per group of each sensitive attribute (or intersection of two); rates at the "
-                        "threshold of the listed rule, chosen on validation."),
+                        "threshold of the listed rule, chosen on validation; evaluated_on: all test stays, or "
+                        "(with_cxr) the stays with a CXR for a method that needs one."),
     "fairness_gaps": ("Fairness gaps", "Between-group differences per attribute (fairlearn definitions) and "
-                      "the worst group's AUROC."),
+                      "the worst group's AUROC, over the groups the small-cell rule shows; evaluated_on says "
+                      "which stays: all (every test stay) or with_cxr (a method that needs a CXR, on the stays "
+                      "with one)."),
 }  # fmt: skip
 
 
@@ -150,11 +176,27 @@ def _wide(
     return pd.DataFrame(out, columns=cols), any_na, any_mixed
 
 
-def clean_table(metrics: pd.DataFrame) -> pd.DataFrame:
-    rows = _select(metrics, scenario="none", label="all", group="all", metric=list(_CLEAN_METRICS))
-    table, any_na, any_mixed = _wide(rows, list(_RUN_KEYS), _CLEAN_METRICS)
+def _n_cell(rows: pd.DataFrame) -> str:
+    """The evaluated stays of a block: one number, or the range over its runs (folds differ)."""
+    ns = pd.to_numeric(rows.drop_duplicates("run_id")["n"], errors="coerce").dropna().astype(int)
+    if ns.empty:
+        return ""
+    return str(ns.iloc[0]) if ns.nunique() == 1 else f"{ns.min()}–{ns.max()}"
+
+
+def clean_table(metrics: pd.DataFrame, evaluated_on: str = "all") -> pd.DataFrame:
+    """A clean leaderboard on one fixed set of evaluated stays (``all`` or ``with_cxr``), one row per condition
+    (method, modalities, task, test cohort, selection rule) with ``n`` the stays scored."""
+    wanted = [evaluated_on, "unrecorded"] if evaluated_on == "all" else [evaluated_on]
+    rows = _select(metrics, scenario="none", label="all", group="all", metric=list(_CLEAN_METRICS),
+                   evaluated_on=wanted)  # fmt: skip
+    table, any_na, any_mixed = _wide(rows, list(_CLEAN_KEYS), _CLEAN_METRICS)
+    if len(table):
+        n_of = {k: _n_cell(b[b["metric"].isin(["auroc", "accuracy"])]) for k, b in rows.groupby(list(_CLEAN_KEYS))}
+        table.insert(len(_CLEAN_KEYS), "n", [n_of.get(tuple(r[k] for k in _CLEAN_KEYS), "") for _, r in table.iterrows()])
     notes = [FOOTNOTE_CI] + ([FOOTNOTE_NA] if any_na else []) + ([FOOTNOTE_MIXED] if any_mixed else [])
-    return _finish(table, "clean", notes)
+    notes += [FOOTNOTE_LEGACY] if (rows["evaluated_on"] == "unrecorded").any() else []
+    return _finish(table, "clean" if evaluated_on == "all" else f"clean_{evaluated_on}", notes)
 
 
 def cost_table(metrics: pd.DataFrame) -> pd.DataFrame:
@@ -181,22 +223,46 @@ def _scenario_param(row: pd.Series, name: str, default: str = "") -> str:
     return value if isinstance(value, str) else json.dumps(value, sort_keys=True)
 
 
+def _realised_labels(rows: pd.DataFrame, rates: list[float]) -> tuple[dict[float, str], list[str]]:
+    """Column labels of the requested rates, ``0.2% (realised 0%)`` where exact counts removed another share
+    (``scenario_params`` ``removed_share``, mean over the rows), and the footnote items."""
+    from mmfair.core.evaluation.core import _REALISED_TOLERANCE
+
+    realised = rows.apply(lambda r: _scenario_param(r, "removed_share", ""), axis=1)
+    rows = rows.assign(realised=pd.to_numeric(realised, errors="coerce"))
+    labels, items = {}, []
+    for r in rates:
+        label = f"{r * 100:g}%"
+        share = rows.loc[rows["rate"] == r, "realised"].dropna()
+        far = abs(share.mean() - r) > max(_REALISED_TOLERANCE[0], _REALISED_TOLERANCE[1] * r) if len(share) else False
+        if r > 0 and len(share) and (far or share.mean() == 0):  # far from the request, or nothing removed
+            label += f" (realised {share.mean() * 100:.3g}%)"
+            items.append(f"{r * 100:g}% → {share.mean() * 100:.3g}%")
+        labels[r] = label
+    return labels, items
+
+
 def missing_table(missing: pd.DataFrame, metric: str = "auroc") -> pd.DataFrame:
-    """MCAR curves: one column per requested rate, one row per run group and removed modality."""
+    """MCAR curves: one column per requested rate, one row per run group, removed modality and set of
+    evaluated stays (``stays``, with ``n``: every rate of a row is scored on the same stays)."""
     rows = _select(missing, metric=metric, label="all", group="all")
     rows = rows[rows["scenario"] == "mcar"].copy()
     notes = [FOOTNOTE_DRAWS, FOOTNOTE_CI]
     if len(rows) == 0:
-        return _finish(pd.DataFrame(columns=[*_MISSING_KEYS, "removed", "runs"]), "missing", notes)
+        return _finish(pd.DataFrame(columns=[*_MISSING_KEYS, "removed", "stays", "n", "runs"]), "missing", notes)
     rows["rate"] = rows.apply(_requested_rate, axis=1)
     rows["removed"] = rows.apply(_scenario_param, axis=1, args=("modality", "cxr"))
+    rows["stays"] = rows["evaluated_on"]
     rows[TRAIN_MISSING_HEADER] = train_missing_labels(rows)
     rates = sorted(rows["rate"].unique())
-    labels = {r: f"{r * 100:g}%" for r in rates}
+    labels, realised = _realised_labels(rows, rates)
+    if realised:
+        notes.append(FOOTNOTE_REALISED.format(items="; ".join(realised)))
     out, any_na, any_mixed = [], False, False
-    keys = [*_MISSING_KEYS, "removed"]
+    keys = [*_MISSING_KEYS, "removed", "stays"]
     for key, block in rows.groupby(keys, sort=True):
         rec = dict(zip(keys, key))
+        rec["n"] = _n_cell(block[block["rate"] == 0.0]) or _n_cell(block)
         rec["runs"] = str(block["run_id"].nunique())
         for r in rates:
             cell = format_cell(block[block["rate"] == r])
@@ -205,7 +271,8 @@ def missing_table(missing: pd.DataFrame, metric: str = "auroc") -> pd.DataFrame:
             rec[labels[r]] = cell
         out.append(rec)
     notes += ([FOOTNOTE_NA] if any_na else []) + ([FOOTNOTE_MIXED] if any_mixed else [])
-    return _finish(pd.DataFrame(out, columns=keys + ["runs"] + list(labels.values())), "missing", notes)
+    notes += [FOOTNOTE_LEGACY] if (rows["stays"] == "unrecorded").any() else []
+    return _finish(pd.DataFrame(out, columns=keys + ["n", "runs"] + list(labels.values())), "missing", notes)
 
 
 def missing_profile_table(missing: pd.DataFrame, metric: str = "auroc") -> pd.DataFrame:
@@ -318,7 +385,9 @@ def build_tables(metrics: pd.DataFrame | None, missing: pd.DataFrame | None, fai
     -------
     dict name → DataFrame of display strings, in report order:
 
-    * ``clean``: method × task, AUROC/AUPRC/Brier (or LOS accuracy/kappa/macro F1) with intervals;
+    * ``clean``: method × task × test cohort × selection rule, AUROC/AUPRC/Brier (or LOS accuracy, kappa
+      unweighted and linear, macro F1) with intervals, on every test stay (``n``);
+    * ``clean_with_cxr``: the same for every method on the test stays with a CXR;
     * ``costs``: method × task, parameters, training seconds, peak memory;
     * ``missing``: method × requested missing rate, AUROC averaged over draws;
     * ``fairness_groups``: method × attribute × group, n, AUROC, TPR, FPR, with the small-cell rule;
@@ -333,6 +402,7 @@ def build_tables(metrics: pd.DataFrame | None, missing: pd.DataFrame | None, fai
     metrics, fairness = label_conditions(metrics), label_conditions(fairness)
     return {
         "clean": clean_table(metrics),
+        "clean_with_cxr": clean_table(metrics, "with_cxr"),
         "costs": cost_table(metrics),
         "missing": missing_table(labelled_missing),
         "missing_profiles": missing_profile_table(labelled_missing),

@@ -2,8 +2,11 @@
 
 The candidates are the epochs of one run (the rows of ``history.csv``). ``a[k, g]`` is the validation
 AUROC of epoch ``k`` on group ``g`` of ``fair_attr`` (history columns ``val_auroc[<fair_attr>=<g>]``,
-written only for groups with both classes); a group column undefined at any epoch is left out. Test
-metrics are never read: the history holds validation metrics only.
+written only for groups with both classes that pass the small-cell rule on validation,
+:func:`large_enough`: ``n``, and for a binary task ``n_pos`` and ``n − n_pos``, at least
+:data:`MIN_GROUP_SIZE`, the report's default minimum — a group of three stays would otherwise decide
+``worst_group`` by noise alone); a group column undefined at any epoch is left out. Test metrics are
+never read: the history holds validation metrics only.
 
 * ``overall``: the trainer's own criterion (validation AUPRC, kappa for LOS; late fusion: each branch at
   its own best epoch) — the default ``predictions_{val,test}.csv``, so it needs no files of its own.
@@ -32,6 +35,22 @@ import pandas as pd
 log = logging.getLogger(__name__)
 
 RULES = ("overall", "worst_group", "pareto", "dto")
+#: Small-cell minimum of the groups that may drive a selection rule (the report's ``min_group_size`` default).
+MIN_GROUP_SIZE = 10
+
+
+def large_enough(labels: np.ndarray, min_group_size: int | None = None) -> bool:
+    """Whether a validation group may enter the selection rules: at least ``min_group_size`` (default
+    :data:`MIN_GROUP_SIZE`) stays and, for a binary label vector, at least that many positives and negatives
+    (multilabel and multiclass: stays only, as their AUROC is a macro over labels or classes)."""
+    min_group_size = MIN_GROUP_SIZE if min_group_size is None else min_group_size
+    y = np.asarray(labels)
+    if y.shape[0] < min_group_size:
+        return False
+    if y.ndim == 1 and set(np.unique(y[np.isfinite(y.astype(float))]).tolist()) <= {0, 1}:
+        n_pos = int(np.nansum(y.astype(float)))
+        return min(n_pos, y.shape[0] - n_pos) >= min_group_size
+    return True
 
 
 def group_auroc_matrix(history: pd.DataFrame, fair_attr: str) -> tuple[np.ndarray, np.ndarray, list[str]]:

@@ -10,7 +10,7 @@ from fairlearn.metrics import (
     equal_opportunity_difference,
     equalized_odds_difference,
 )
-from sklearn.metrics import average_precision_score, recall_score, roc_auc_score
+from sklearn.metrics import average_precision_score, cohen_kappa_score, recall_score, roc_auc_score
 
 from mmfair.core.config import EvalFairConfig, EvalMissingConfig
 from mmfair.core.evaluation import (
@@ -24,6 +24,8 @@ from mmfair.core.evaluation.scenarios import draw_seed
 
 def _one(rows, **where):
     sel = rows
+    if "evaluated_on" in rows.columns and "evaluated_on" not in where and (rows["scenario"] == "none").all():
+        where = {"evaluated_on": "all", **where}  # clean rows come twice: all stays and stays with a CXR
     for k, v in where.items():
         sel = sel[sel[k] == v]
     assert len(sel) == 1, (where, len(sel))
@@ -62,22 +64,39 @@ def test_clean_phenotype_per_label_and_macro(make_run):
 
 
 def test_clean_los(make_run):
-    rows = evaluate_clean([make_run("l1", kind="multiclass")], bootstrap=10)
-    assert {"accuracy", "kappa", "macro_f1"} <= set(rows.metric)
+    run = make_run("l1", kind="multiclass")
+    rows = evaluate_clean([run], bootstrap=10)
+    assert {"accuracy", "kappa", "kappa_linear", "macro_f1"} <= set(rows.metric)
+    # the names say which kappa: unweighted, and the linear-weighted one training selects on (issue 11)
+    pred = pd.read_csv(run / "predictions_test.csv")
+    yhat = pred[[f"score_{c}" for c in range(7)]].to_numpy().argmax(axis=1)
+    assert _one(rows, metric="kappa").value == pytest.approx(cohen_kappa_score(pred.label, yhat))
+    linear = _one(rows, metric="kappa_linear")
+    assert linear.value == pytest.approx(cohen_kappa_score(pred.label, yhat, weights="linear"))
+    assert linear.value != pytest.approx(_one(rows, metric="kappa").value)
 
 
 def test_clean_unscored_stays_and_coverage_rule(make_run):
     run = make_run("r2")
     pred = pd.read_csv(run / "predictions_test.csv")
+    # a method that cannot score 10 stays is undefined on all stays (no subset of its own choosing; issue 11),
+    # and n still counts the evaluated stays
     pred.loc[pred.index[:10], "score"] = np.nan
     pred.to_csv(run / "predictions_test.csv", index=False, na_rep="")
     row = _one(evaluate_clean([run], bootstrap=0), metric="auroc")
-    assert row.n == len(pred) - 10 and row.defined
-    assert np.isnan(row.ci_low)
-    pred.loc[pred.index[: len(pred) * 2 // 3], "score"] = np.nan
+    assert row.n == len(pred) and not row.defined and np.isnan(row.value)
+    # a CXR-only method: undefined on all stays, scored on the stays with a CXR, n printed for each
+    with_cxr = pred.present_cxr.to_numpy() > 0
+    pred["score"] = pd.read_csv(run / "predictions_test.csv")["score"]
+    pred.loc[~with_cxr, "score"] = np.nan
+    pred.loc[with_cxr, "score"] = pred.loc[with_cxr, "score"].fillna(0.5)
     pred.to_csv(run / "predictions_test.csv", index=False, na_rep="")
-    row = _one(evaluate_clean([run], bootstrap=0), metric="auroc")
-    assert not row.defined and np.isnan(row.value)
+    rows = evaluate_clean([run], bootstrap=20)
+    on_all = _one(rows, metric="auroc", evaluated_on="all")
+    on_cxr = _one(rows, metric="auroc", evaluated_on="with_cxr")
+    assert not on_all.defined and on_all.n == len(pred)
+    assert on_cxr.defined and on_cxr.n == with_cxr.sum() and on_cxr.n_pos == pred.label[with_cxr].sum()
+    assert on_cxr.value == pytest.approx(roc_auc_score(pred.label[with_cxr], pred.score[with_cxr]))
 
 
 # ------------------------------------------------------------------------------------------- missing
@@ -134,9 +153,12 @@ def test_missing_undefined_when_method_cannot_score(make_run, fake_predict):
     pred = pd.read_csv(run / "predictions_test.csv")
     n_cxr = int(pred.present_cxr.sum())
     assert auroc.loc[0.0, "defined"] and auroc.loc[0.0, "n"] == n_cxr
-    r03 = auroc[(auroc.index > 0.2) & (auroc.index < 0.4)].iloc[0]
-    assert r03.defined and r03.n == n_cxr - round(0.3 * n_cxr)  # scored the stays it could, n says so
-    assert not auroc.loc[1.0, "defined"] and np.isnan(auroc.loc[1.0, "value"]) and auroc.loc[1.0, "n"] == 0
+    r03 = auroc[(auroc.index > 0.2) & (auroc.index < 0.4)]
+    # it cannot score the stays that lost their CXR: undefined on the evaluated stays, never a value on the
+    # shrinking subset it can still score (which would never degrade; issue 11)
+    assert not r03.defined.any() and (r03.n == n_cxr).all()
+    assert not auroc.loc[1.0, "defined"].any() and (auroc.loc[1.0, "n"] == n_cxr).all()
+    assert (rows.evaluated_on == "with_cxr").all() and (rows.test_cohort == "matched").all()
 
 
 def test_missing_phenotype_stratifies_on_first_label(make_run, fake_predict):

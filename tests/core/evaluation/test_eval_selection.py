@@ -42,7 +42,7 @@ def test_clean_rows_are_tagged_with_their_selection(make_run):
     pd.testing.assert_frame_equal(default.drop(columns="run_id"), plain.drop(columns="run_id"))
     rule = out[out["selection"] == "worst_group"]
     test = pd.read_csv(run / "predictions_test_worst_group.csv")
-    auroc = rule[(rule["metric"] == "auroc") & (rule["label"] == "all")]
+    auroc = rule[(rule["metric"] == "auroc") & (rule["label"] == "all") & (rule["evaluated_on"] == "all")]
     assert len(auroc) == 1
     assert np.isclose(auroc["value"].iloc[0], roc_auc_score(test["label"], test["score"]))
     assert auroc["ci_low"].notna().all()
@@ -91,3 +91,30 @@ def test_recalibrated_rule_is_fitted_on_its_own_validation(make_run):
     out = evaluate_fairness([run], EvalFairConfig(attributes=("gender",), bootstrap=0, recalibrate="platt"))
     assert set(out["selection"]) == {"overall", "worst_group"}
     assert set(out["threshold_rule"]) == {"val-youden+platt"}
+
+
+def test_a_three_stay_validation_group_drives_no_selection_rule():
+    # issue 11: groups A and B (30 stays, 15 positives each) and C (3 stays). Epoch 1 ranks A and B well and C
+    # backwards; epoch 2 ranks C perfectly and A, B worse. With C, worst_group/dto would pick epoch 2
+    # because of three stays; C is below the small-cell minimum, so it writes no column and epoch 1 wins.
+    from mmfair.core.training.selection import choose_epochs, large_enough
+    from mmfair.core.training.tasks import get_task
+    from mmfair.core.training.trainer import group_aurocs
+
+    task = get_task("mortality")
+    y = np.array([0, 1] * 30 + [0, 0, 1])
+    groups = {"race_group": np.array(["A"] * 30 + ["B"] * 30 + ["C"] * 3, dtype=object)}
+    noise = np.random.default_rng(0).random(63)
+    good = np.where(y == 1, 0.6, 0.4) + 0.3 * noise  # AUROC well above 0.5 on A and B
+    epoch1 = np.concatenate([good[:60], [0.9, 0.8, 0.1]])  # C backwards: AUROC 0
+    epoch2 = np.concatenate([0.5 + 0.5 * noise[:60], [0.1, 0.2, 0.9]])  # A, B near chance; C perfect
+    rows = []
+    for epoch, probs in ((1, epoch1), (2, epoch2)):
+        cols = group_aurocs(task, y, probs, groups)
+        assert set(cols) == {"val_auroc[race_group=A]", "val_auroc[race_group=B]"}  # no C column
+        rows.append({"epoch": epoch, **cols})
+    history = pd.DataFrame(rows)
+    assert choose_epochs(history, ("worst_group", "dto", "pareto"), "race_group", 1) == {
+        "worst_group": 1, "dto": 1, "pareto": 1}
+    assert not large_enough(np.array([0, 0, 1])) and not large_enough(np.array([0] * 15 + [1] * 9))
+    assert large_enough(np.array([0, 1] * 10))

@@ -29,3 +29,25 @@ def test_eval_fair_cli_refuses_bad_rule_and_attribute(tmp_path, make_run):
         result = CliRunner().invoke(app, ["--workspace", str(ws), "eval-fair", *extra])
         assert result.exit_code == 2, (extra, result.output)
         assert "Traceback" not in result.output
+
+
+def test_one_run_that_cannot_be_evaluated_does_not_abort_the_others(tmp_path, make_run):
+    # issue 16 item 6: a run whose validation fold has one class is listed with its reason; the rest are scored
+    ws = tmp_path
+    make_run("good", method="late")
+    bad = make_run("bad", method="early")
+    (bad / "threshold.json").write_text("{}")  # the threshold must then be chosen on validation ...
+    val = pd.read_csv(bad / "predictions_val.csv")
+    val.assign(label=0).to_csv(bad / "predictions_val.csv", index=False)  # ... which has one class
+    args = ["--workspace", str(ws), "eval-fair", "--attr", "gender", "--bootstrap", "10", "--permutations", "0",
+            "--no-time-inference"]  # fmt: skip
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert "bad:" in result.stderr and "one class" in result.stderr and "not evaluated" in result.stderr
+    rows = pd.read_csv(ws / "results" / "fairness.csv", keep_default_na=False)
+    assert set(rows.run_id) == {"good"}
+    # nothing could be scored: one line, exit 2
+    (ws / "runs" / "good" / "threshold.json").write_text("{}")
+    val.assign(label=0).to_csv(ws / "runs" / "good" / "predictions_val.csv", index=False)
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 2 and "no run could be evaluated" in result.stderr and "Traceback" not in result.stderr

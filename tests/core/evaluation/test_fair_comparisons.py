@@ -10,7 +10,6 @@ import pytest
 from sklearn.metrics import roc_auc_score
 
 from mmfair.core.config import EvalFairConfig
-from mmfair.core.errors import InputFileError
 from mmfair.core.evaluation.comparisons import evaluate_comparisons
 from mmfair.core.evaluation.stats import holm
 
@@ -100,12 +99,15 @@ def test_gap_difference_uses_only_groups_the_report_shows(make_run):
     assert not _one(rows, metric="auroc_gap_difference_p", attribute="race_group").defined  # permutations=0
 
 
-def test_no_reference_run_means_no_rows_and_disagreeing_labels_are_refused(make_run):
+def test_no_reference_run_means_no_rows_and_disagreeing_labels_are_refused(make_run, caplog):
     other = make_run("other-0", method="other")
     assert len(evaluate_comparisons([other], EvalFairConfig(bootstrap=0))) == 0
     late = make_run("late-0", method="late", data_seed=5)  # another draw: the labels of the same stay ids differ
-    with pytest.raises(InputFileError, match="different 'label' labels"):
-        evaluate_comparisons([late, other], EvalFairConfig(bootstrap=0))
+    good = make_run("good-0", method="good", data_seed=5)
+    # the pair is refused with its reason; the other run is still compared (issue 16)
+    rows = evaluate_comparisons([late, other, good], EvalFairConfig(bootstrap=0, permutations=0))
+    assert set(rows.run_id) == {"good-0"}
+    assert "other-0: not compared with late-0" in caplog.text and "different 'label' labels" in caplog.text
 
 
 def test_reference_run_matches_task_fold_and_seed(make_run):
@@ -114,3 +116,23 @@ def test_reference_run_matches_task_fold_and_seed(make_run):
     rows = evaluate_comparisons(runs, EvalFairConfig(attributes=("gender",), bootstrap=0, permutations=0))
     refs = {json.loads(p)["reference_run"] for p in rows.scenario_params}
     assert refs == {"late-s1"}
+
+
+def test_a_cxr_only_method_is_compared_on_the_stays_with_a_cxr(make_run):
+    # issue 11: daft scores only the stays with a CXR; the pair is compared on those stays, n says how many,
+    # and there is no "stays without a CXR" comparison for it (no shared stay there)
+    late, daft = make_run("late-0", method="late"), make_run("daft-0", method="daft")
+    _rescore(daft, lambda p: {"score": np.where(p.present_cxr > 0, 1 - p.score, np.nan)})
+    pred = pd.read_csv(daft / "predictions_test.csv")
+    ref = pd.read_csv(late / "predictions_test.csv")
+    cxr = pred.present_cxr.to_numpy() > 0
+    rows = evaluate_comparisons([late, daft], EvalFairConfig(attributes=("gender",), bootstrap=20, permutations=0))
+    d = _one(rows, metric="auroc_difference", attribute="all")
+    assert d.evaluated_on == "with_cxr" and d.n == cxr.sum()
+    expected = roc_auc_score(pred.label[cxr], pred.score[cxr]) - roc_auc_score(ref.label[cxr], ref.score[cxr])
+    assert d.value == pytest.approx(expected)
+    assert not (rows.attribute == "has_cxr").any()
+    assert (rows.evaluated_on == "with_cxr").all()
+    # two methods that score every stay: evaluated on all of them
+    both = evaluate_comparisons([late, make_run("early-0", method="early")], EvalFairConfig(bootstrap=0, permutations=0))
+    assert (both.evaluated_on == "all").all() and _one(both, metric="auroc_difference", attribute="all").n == len(ref)

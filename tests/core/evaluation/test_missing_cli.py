@@ -2,6 +2,7 @@
 
 import json
 
+import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
@@ -100,3 +101,15 @@ def test_ehr_perturbations_from_the_cli(workspace):
         assert len(rr) > 0
     res = _invoke(workspace, "--mechanism", "ehr_group")
     assert res.exit_code != 0 and "--groups" in res.output
+
+
+def test_a_run_that_cannot_be_evaluated_is_listed_and_the_others_scored(workspace, make_run):
+    # issue 16 item 6: one broken run (its predictions lack present_cxr) does not abort eval-missing
+    broken = make_run("broken-f0", method="late", data_seed=0)
+    path = broken / "predictions_test.csv"
+    pd.read_csv(path).drop(columns="present_cxr").to_csv(path, index=False)
+    res = _invoke(workspace, "--rate", "0.5", "--bootstrap", "10", "--draws", "1")
+    assert res.exit_code == 0, res.output
+    assert "broken-f0:" in res.stderr and "present_cxr" in res.stderr
+    rows = read_results(workspace / "results" / "missing.csv")
+    assert "broken-f0" not in set(rows.run_id) and {"late-f0", "ehr-f0"} <= set(rows.run_id)

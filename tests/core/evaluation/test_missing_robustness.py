@@ -6,16 +6,19 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from mmfair.core.evaluation.robustness import (
-    effective_robustness,
-    r_star,
-    relative_robustness,
-    summarise,
-    update_summaries,
-)
+from mmfair.core.evaluation import robustness
+from mmfair.core.evaluation.robustness import effective_robustness, r_star, relative_robustness, update_summaries
 from mmfair.core.evaluation.tidy import make_row, read_results, to_frame, upsert_results
 
 RATES = (0.0, 0.2, 0.5, 1.0)
+#: Validation AUROC of the single-modality runs, what r*'s comparator is chosen on (cxr-0 is best on validation
+#: but cannot score the stays whose CXR was removed: not comparable).
+VAL = pd.DataFrame({"run_id": ["ehr-0", "cxr-0", "static-0", "ehr-d3"], "label": "all",
+                    "value": [0.70, 0.80, 0.90, 0.75]})  # fmt: skip
+
+
+def summarise(table, **kw):
+    return robustness.summarise(table, **{"validation": VAL, **kw})
 
 
 def _curve_rows(run_id, method, modalities, values, lows=None, *, fold=0, draws=None, scenario="mcar"):
@@ -103,6 +106,24 @@ def test_summary_rows_hand_computed(table):
     # another reference method
     s2 = summarise(table, reference="early")
     assert _get(s2, "early-0", "effective_robustness").value == pytest.approx(0.0)
+
+
+def test_r_star_comparator_is_chosen_on_validation_not_on_test(table):
+    # cxr-0 has the best validation AUROC but no value at rate 1 (it cannot score a stay whose CXR was
+    # removed): not comparable, and said so; ehr-0 is the comparator
+    early = json.loads(_get(summarise(table), "early-0", "r_star").scenario_params)
+    assert early["comparator"] == "ehr (ehr)" and early["comparator_runs"] == ["ehr-0"]
+    assert early["not_comparable"] == ["cxr (cxr)"] and early["comparator_val_auroc"] == pytest.approx(0.70)
+    # a second EHR-only method, worse on test (flat 0.60) but better on validation: it is the comparator,
+    # although the maximum of test values (ehr-0's 0.72) would have crossed at 0.5
+    rows = list(table.to_dict("records")) + _curve_rows("ehr2-0", "ehr2", "ehr", [0.60] * 4, [0.58] * 4)
+    val = pd.concat([VAL, pd.DataFrame({"run_id": ["ehr2-0"], "label": ["all"], "value": [0.95]})])
+    rs = _get(summarise(to_frame(rows), validation=val), "early-0", "r_star")
+    params = json.loads(rs.scenario_params)
+    assert params["comparator"] == "ehr2 (ehr)" and not rs.defined and params["crossed"] is False
+    # without validation scores there is no comparator: undefined, with the reason
+    none = json.loads(_get(summarise(table, validation=None), "early-0", "r_star").scenario_params)
+    assert "no validation scores" in none["reason"]
 
 
 def test_update_summaries_replaces_stale_rows(tmp_path, table):
@@ -225,3 +246,44 @@ def test_reference_and_single_modality_comparators_follow_the_modalities(table):
     # r*: the static-only model is a comparator for the three-modality run only, not for ehr+cxr
     assert _get(s, "early-0", "r_star").value == pytest.approx(0.5)
     assert _get(s, "late-s", "r_star").value == pytest.approx(0.0)  # 0.88 < 0.95 from the clean point on
+
+
+def test_a_cxr_only_run_is_not_comparable_under_removal_and_r_star_uses_validation(make_run, fake_predict):
+    # issue 11, done-when: a fusion run, an EHR-only run and a CXR-only run on one fold under MCAR CXR removal.
+    # Every row is scored on the same stays (those that had a CXR: n printed equal); the CXR-only run cannot
+    # score the stays whose CXR was removed, so it is undefined there — not a value on a shrinking subset —
+    # and r*'s comparator is the EHR-only run, chosen on validation among the comparable ones.
+    from mmfair.core.config import EvalMissingConfig
+    from mmfair.core.evaluation import evaluate_missing
+    from mmfair.core.evaluation.robustness import validation_scores
+
+    runs = {}
+    for name, mods in (("late", ["ehr", "cxr"]), ("ehr", ["ehr"]), ("cxr", ["cxr"])):
+        run = make_run(f"{name}-0", method=name)
+        cfg = json.loads((run / "config.json").read_text())
+        (run / "config.json").write_text(json.dumps({**cfg, "modalities": mods}))
+        runs[name] = run
+    scoring, blind = fake_predict(), fake_predict(handles_missing=False)
+
+    def predict(run_dir, split, override, ehr_transform=None):
+        return (blind if run_dir.name == "cxr-0" else scoring)(run_dir, split, override, ehr_transform)
+
+    rows = evaluate_missing(list(runs.values()), EvalMissingConfig(rates=(0.5, 1.0), draws=2, bootstrap=50), predict)
+    auroc = rows[rows.metric == "auroc"]
+    n_cxr = int(pd.read_csv(runs["late"] / "predictions_test.csv").present_cxr.sum())
+    assert (auroc.n == n_cxr).all() and (auroc.evaluated_on == "with_cxr").all() and (auroc.test_cohort == "matched").all()
+    cxr_removed = auroc[(auroc.run_id == "cxr-0") & (auroc.missing_rate > 0)]
+    assert len(cxr_removed) == 4 and not cxr_removed.defined.any()
+    late_removed = auroc[(auroc.run_id == "late-0") & (auroc.missing_rate > 0)]
+    assert late_removed.defined.all()
+    # realised removal on every row: exact counts of the stays that had a CXR
+    for _, r in auroc.iterrows():
+        p = json.loads(r.scenario_params)
+        assert p["removed"] == int(np.floor(p["requested_rate"] * n_cxr + 0.5))
+        assert p["removed_share"] == pytest.approx(p["removed"] / n_cxr, abs=1e-6)
+    s = robustness.summarise(rows, validation=validation_scores(runs.values()), metrics=("auroc",))
+    rs = json.loads(_get(s, "late-0", "r_star").scenario_params)
+    assert rs["comparator"] == "ehr (ehr)" and rs["not_comparable"] == ["cxr (cxr)"]
+    assert not _get(s, "cxr-0", "effective_robustness").defined  # its curve has undefined points
+    assert _get(s, "late-0", "effective_robustness").value == pytest.approx(0.0)
+    assert _get(s, "late-0", "r_star").evaluated_on == "with_cxr"

@@ -172,7 +172,9 @@ def test_group_rows_and_gap_per_draw(make_run, fake_predict):
     pred = pd.read_csv(run / "predictions_test.csv")
     present = pred.present_cxr.to_numpy() > 0
     fn = fake_predict()
-    cfg = EvalMissingConfig(mechanism="group", by="race_group", level_rates=("BLACK=0.5",), bootstrap=20)
+    # one draw (the keep-mask of the last call is the row's); min_group_size 1: every group enters the gaps
+    cfg = EvalMissingConfig(mechanism="group", by="race_group", level_rates=("BLACK=0.5",), bootstrap=20, draws=1,
+                            min_group_size=1)  # fmt: skip
     rows = evaluate_missing([run], cfg, fn)
     top = rows[rows.scenario_params.str.contains('"BLACK": 0.5')]
     keep = fn.calls[-1][2]["cxr"]
@@ -209,3 +211,97 @@ def test_group_rows_and_gap_per_draw(make_run, fake_predict):
     assert (plain.attribute == "all").all()
     with pytest.raises(Exception, match="nope"):
         evaluate_missing([run], EvalMissingConfig(rates=(0.5,), attributes=("nope",), bootstrap=0), fake_predict())
+
+
+def test_a_three_stay_group_does_not_enter_the_gaps_or_their_summaries(make_run, fake_predict):
+    # issue 11, done-when: three stays with a CXR form their own group; eval-missing writes its per-group row
+    # (n = 3, the report never shows it) but leaves it out of every gap, as eval-fair does
+    from sklearn.metrics import roc_auc_score
+
+    from mmfair.core.evaluation.robustness import summarise
+    from mmfair.core.reporting import build_tables
+
+    run = make_run("tiny", n_subjects=300)
+    path = run / "predictions_test.csv"
+    pred = pd.read_csv(path)
+    present = pred.present_cxr.to_numpy() > 0
+    tiny = np.flatnonzero(present & (pred.label.to_numpy() == 0))[:2].tolist() + \
+        np.flatnonzero(present & (pred.label.to_numpy() == 1))[:1].tolist()
+    pred.loc[tiny, "race_group"] = "TINY"
+    pred.to_csv(path, index=False)
+    cfg = EvalMissingConfig(rates=(0.5,), attributes=("race_group",), bootstrap=20, draws=1, min_group_size=3)
+    fn = fake_predict()
+    rows = evaluate_missing([run], cfg, fn)
+    clean = rows[rows.missing_rate == 0]
+    per_group = clean[(clean.metric == "auroc") & (clean.attribute == "race_group")].set_index("group")
+    assert per_group.loc["TINY", "n"] == 3  # written, with its count, for the report's small-cell rule
+    y, s, g = pred.label.to_numpy(), pred.score.to_numpy(), pred.race_group.to_numpy()
+    big = [k for k in ("WHITE", "BLACK", "ASIAN") if min((m := present & (g == k)).sum(), y[m].sum(), (m & (y == 0)).sum()) >= 3]
+    aucs = [roc_auc_score(y[present & (g == k)], s[present & (g == k)]) for k in big]
+    gap = clean[(clean.metric == "auroc_gap")].iloc[0]
+    assert gap.value == pytest.approx(max(aucs) - min(aucs))  # TINY (AUROC of 3 stays) left out
+    assert gap.n == sum(int((present & (g == k)).sum()) for k in big)
+    # ... and so out of the gap's robustness summary in the report
+    table = pd.concat([rows, summarise(rows, metrics=("auroc",))], ignore_index=True)
+    gaps = build_tables(None, table, None, min_group_size=3)["robustness_gaps"]
+    curve = rows[(rows.metric == "auroc_gap")].sort_values("missing_rate")
+    expected = (curve.value.iloc[0] + curve.value.iloc[1]) / 2  # trapezoid over [0, 0.5] / 0.5
+    row = gaps[gaps.gap.str.startswith("AUROC gap")].iloc[0]
+    assert row.RR == f"{expected:.3f}"
+
+
+@pytest.mark.parametrize("kind", ["binary", "multilabel", "multiclass"])
+@pytest.mark.parametrize("rate, seed", [(0.3, 0), (0.5, 7), (0.002, 3), (1.0, 1)])
+def test_train_time_and_test_time_removal_give_the_same_mask(kind, rate, seed):
+    # issue 11: one removal rule — training's --train-missing-rate (training/data.remove_cxr) and eval-missing's
+    # MCAR scenario remove the CXR of exactly the same stays for the same stays, labels, rate and seed
+    import torch
+
+    from mmfair.core.evaluation.core import _strata
+    from mmfair.core.evaluation.runs import task_spec
+    from mmfair.core.evaluation.scenarios import MCAR, ScenarioPoint, StayContext
+    from mmfair.core.training.data import Split, remove_cxr
+
+    rng = np.random.default_rng(seed)
+    n = 257
+    present = rng.random(n) < 0.6
+    pred = pd.DataFrame({"stay_id": np.arange(n), "subject_id": np.arange(n), "present_cxr": present.astype(int)})
+    if kind == "binary":
+        labels = (rng.random((n, 1)) < 0.3).astype(np.float32)
+        pred["label"], pred["score"] = labels[:, 0].astype(int), 0.5
+    elif kind == "multilabel":
+        labels = (rng.random((n, 3)) < 0.3).astype(np.float32)
+        for k, slug in enumerate(("a", "b", "c")):
+            pred[f"label_{slug}"], pred[f"score_{slug}"] = labels[:, k].astype(int), 0.5
+    else:
+        labels = rng.integers(0, 7, n)
+        pred["label"] = labels
+        for c in range(7):
+            pred[f"score_{c}"] = 1 / 7
+    split = Split("train", np.arange(n), {}, {"cxr": torch.from_numpy(present.copy())}, torch.as_tensor(labels))
+    removed = remove_cxr(split, rate, seed)
+    strata, col = _strata(pred, task_spec(pred, "test"))
+    keep = MCAR().apply(ScenarioPoint({"requested_rate": rate}, rate, 1), StayContext(pred, present, strata, col), seed).keep
+    np.testing.assert_array_equal(removed, np.flatnonzero(present & ~keep))
+    np.testing.assert_array_equal(split.present["cxr"].numpy(), present & keep)
+    assert removed.size == int(np.floor(rate * present.sum() + 0.5))  # exact count, halves up
+
+
+def test_draws_share_one_pooled_interval_and_a_rate_that_removes_nothing_warns(make_run, fake_predict, caplog):
+    # issue 11: MCAR intervals include the randomness of the removal (replicates pooled over the draws), and a
+    # requested rate that rounds to no stay says so in the log, in scenario_params and in the report
+    from mmfair.core.reporting import build_tables
+
+    run = make_run("pool")
+    n_cxr = int(pd.read_csv(run / "predictions_test.csv").present_cxr.sum())
+    tiny_rate = 0.4 / n_cxr  # round(0.4) = 0 stays
+    rows = evaluate_missing([run], EvalMissingConfig(rates=(tiny_rate, 0.5), draws=3, bootstrap=40), fake_predict())
+    half = rows[(rows.metric == "auroc") & rows.scenario_params.str.contains('"requested_rate": 0.5')]
+    assert len(half) == 3 and half.ci_low.nunique() == 1 and half.ci_high.nunique() == 1
+    assert half.ci_low.iloc[0] <= half.value.min() and half.value.max() <= half.ci_high.iloc[0]
+    nothing = rows[rows.scenario_params.str.contains(f'"requested_rate": {tiny_rate}')]
+    assert {json.loads(p)["removed"] for p in nothing.scenario_params} == {0}
+    assert "rounds to nothing" in caplog.text
+    table = build_tables(None, rows, None)["missing"]
+    assert f"{round(tiny_rate, 4) * 100:g}% (realised 0%)" in table.columns
+    assert any("realised" in note for note in table.attrs["footnotes"])

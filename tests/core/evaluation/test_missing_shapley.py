@@ -129,3 +129,16 @@ def test_subset_runs_match_train_time_missingness(make_run, subset_runs):
     # the plain run never takes a dropout run, although "ehr--dropout" sorts first among the EHR runs
     assert used["late-0"] == {"cxr": "cxr-0", "ehr": "ehr-0", "ehr+cxr": "late-0"}
     assert set(rows[rows.run_id == "late-d"].train_missing) == {"dropout=0.3"}
+
+
+def test_small_groups_and_their_complement_are_not_written(subset_runs):
+    # issue 11: per-group Shapley values obey the small-cell rule (with complementary suppression): nothing of
+    # the ASIAN group (about 10 % of the stays with a CXR, few positives) is written at min_group_size 25, nor of
+    # the next-smallest group, which would give it away
+    rows = evaluate_shapley(subset_runs, attributes=("race_group",), bootstrap=0, min_group_size=25)
+    by_group = rows[rows.attribute == "race_group"].groupby("group")
+    hidden = {g for g, b in by_group if not b.defined.any()}
+    assert hidden == {"ASIAN", "BLACK"}  # ASIAN below the minimum; BLACK its complement
+    for _, r in rows[rows.group.isin(hidden)].iterrows():
+        assert np.isnan(r.value) and all(v is None for v in json.loads(r.scenario_params)["v"].values())
+    assert rows[rows.group == "WHITE"].defined.all() and (rows.evaluated_on == "with_cxr").all()

@@ -124,3 +124,18 @@ def test_cost_table_shows_inference_speed():
                          ("infer_stays_per_s", 2500.0))]  # fmt: skip
     costs = build_tables(to_frame(rows), None, None)["costs"]
     assert costs.loc[0, "Inference stays/s"] == "2,500" and costs.loc[0, "Parameters"] == "12,345"
+
+
+def test_rank_tests_run_per_condition_never_pooling_cohorts_or_stays():
+    # issue 11: the same methods scored on all stays and on the stays with a CXR, and on a matched test cohort,
+    # are three conditions with three rank tests — not one pooled test over runs of different populations
+    full = _metric_rows({"late": [0.70, 0.80, 0.75], "ehr": [0.60, 0.70, 0.65], "early": [0.72, 0.82, 0.78]})
+    cxr = full.assign(evaluated_on="with_cxr", value=full["value"].where(full["method"] != "ehr", 0.99))
+    matched = full.assign(test_cohort="matched", value=full["value"].where(full["method"] != "late", 0.50))
+    table = statistics_tables(pd.concat([full, cxr, matched], ignore_index=True), None, reference="late")["ranks_auroc"]
+    by = {key: part.set_index("method")["mean rank"] for key, part in table.groupby(["test_cohort", "evaluated_on"])}
+    assert set(by) == {("full", "all"), ("full", "with_cxr"), ("matched", "all")}
+    assert by[("full", "all")]["ehr"] == "3.00" and by[("full", "with_cxr")]["ehr"] == "1.00"
+    assert by[("matched", "all")]["late"] == "3.00"
+    notes = table.attrs["footnotes"]
+    assert len([n for n in notes if "Friedman" in n]) == 3 and any("25 labels" in n for n in notes)

@@ -128,7 +128,7 @@ def test_renderers(fairness):
     for heading in ("## Clean test performance", "## Robustness to a missing modality (MCAR)", "## Per-group performance",
                     "## Fairness gaps"):
         assert heading in md
-    assert "| method | modalities | task | runs | AUROC | AUPRC | Brier |" in md
+    assert "| method | modalities | task | test_cohort | selection | n | runs | AUROC | AUPRC | Brier |" in md
     csv = render_csv(tables)
     back = pd.read_csv(pd.io.common.StringIO(csv))
     assert back.columns[0] == "table" and {"clean", "fairness_groups"} <= set(back["table"])
@@ -201,3 +201,33 @@ def test_runs_trained_under_other_conditions_are_labelled_not_pooled():
     assert label_conditions(rows, ("train_cohort",))["method"].tolist() == ["late", "late (matched)", "late", "early"]
     plain = rows.assign(train_cohort="full", split="random", train_missing="none")
     assert label_conditions(plain) is plain  # nothing to label: the table is untouched
+
+
+def test_clean_leaderboards_keep_selection_rules_apart_and_print_their_stays():
+    # issue 11: overall 0.80 and worst-group 0.70 of one run are two rows, never "0.750"
+    base = {**RUN, "run_id": "r0"}
+    rows = [make_row(**base, metric="auroc", value=0.80, n=61, n_pos=9),
+            make_row(**base, selection="worst_group", metric="auroc", value=0.70, n=61, n_pos=9),
+            make_row(**base, evaluated_on="with_cxr", metric="auroc", value=0.83, n=30, n_pos=5),
+            # a CXR-only method: undefined on all stays, ranked on the stays with a CXR
+            make_row(**{**base, "run_id": "d0", "method": "daft"}, metric="auroc", value=None, defined=False, n=61),
+            make_row(**{**base, "run_id": "d0", "method": "daft"}, evaluated_on="with_cxr", metric="auroc", value=0.78,
+                     n=30, n_pos=5)]  # fmt: skip
+    tables = build_tables(to_frame(rows), None, None)
+    clean = tables["clean"].set_index(["method", "selection"])
+    assert clean.loc[("late", "overall"), "AUROC"] == "0.800" and clean.loc[("late", "worst_group"), "AUROC"] == "0.700"
+    assert clean.loc[("daft", "overall"), "AUROC"] == "n/a" and (clean["n"] == "61").all()
+    cxr = tables["clean_with_cxr"].set_index("method")
+    assert cxr.loc["late", "AUROC"] == "0.830" and cxr.loc["daft", "AUROC"] == "0.780" and (cxr["n"] == "30").all()
+    assert "test stays that have a CXR" in cxr.attrs["description"]
+    assert "every test stay" in tables["clean"].attrs["description"]
+
+
+def test_method_labels_with_their_parameters_are_separate_rows_not_repeats():
+    # issue 11: MultiFair `paper` and `official-code` on one fold carry distinct labels (presets.method_name), so
+    # the report shows two rows of one run each, never "mean ± sd (k=2)" over both
+    rows = _clean_rows("p0", 0.78, method="multifair") + _clean_rows("o0", 0.74, method="multifair[official-code]")
+    clean = build_tables(to_frame(rows), None, None)["clean"].set_index("method")
+    assert clean.loc["multifair", "AUROC"].startswith("0.780 [") and clean.loc["multifair", "runs"] == "1"
+    assert clean.loc["multifair[official-code]", "AUROC"].startswith("0.740 [")
+    assert not clean["AUROC"].str.contains("k=").any()

@@ -4,12 +4,20 @@ import json
 
 import pytest
 
-from mmfair.core.evaluation.robustness import summarise
+import pandas as pd
+
+from mmfair.core.evaluation import robustness
 from mmfair.core.evaluation.tidy import make_row, to_frame
 from mmfair.core.reporting import build_tables, render_markdown, render_rich
 from mmfair.core.reporting.robustness import robustness_table
 
 RATES = (0.0, 0.5, 1.0)
+#: Validation AUROC of the single-modality run, what r*'s comparator is chosen on.
+VAL = pd.DataFrame({"run_id": ["ehr-0"], "label": ["all"], "value": [0.70]})
+
+
+def summarise(curves):
+    return robustness.summarise(curves, validation=VAL)
 
 
 def _curve(run_id, method, modalities, values, lows, seed=0, metric="auroc", attribute="all", train_missing=None,
@@ -112,7 +120,8 @@ def test_gap_summaries_table_labels_direction_and_values(missing):
     tables = build_tables(None, table, None)
     gaps = tables["robustness_gaps"]
     assert list(gaps.columns) == ["method", "modalities", "task", "train missing", "scenario", "modality",
-                                  "label", "attribute", "gap", "runs", "RR", "ER", "r*"]  # fmt: skip
+                                  "test_cohort", "evaluated_on", "label", "attribute", "gap", "runs", "RR", "ER",
+                                  "r*"]  # fmt: skip
     late = gaps[gaps.method == "late"].set_index("gap")
     assert list(late.index) == ["AUROC gap (lower is better)", "EO diff (lower is better)"]
     assert late.loc["AUROC gap (lower is better)", "RR"] == f"{0.5 * 0.07 + 0.5 * 0.13:.3f}"

@@ -92,6 +92,9 @@ def test_train_run_writes_each_rule_on_its_chosen_epoch(tiny_ws, monkeypatch):
         return outcomes[-1]
 
     monkeypatch.setattr(runs_module, "fit", spy)
+    # the tiny workspace's validation groups are below the small-cell minimum of 10 (which would leave no
+    # group column to select on): lower it so the rules have groups here
+    monkeypatch.setattr("mmfair.core.training.selection.MIN_GROUP_SIZE", 1)
     rules = ("overall", "worst_group", "pareto", "dto")
     cfg = config(fusion="early", epochs=4, patience=10, selection_rules=rules)
     result = train_run(cfg, tiny_ws)
@@ -169,7 +172,7 @@ def test_interrupted_run_with_rules_resumes_to_the_same_files(tiny_ws, tmp_path)
     import importlib.util
     from pathlib import Path
 
-    spec = importlib.util.spec_from_file_location("_training_conftest", Path(__file__).with_name("conftest.py"))
+    spec = importlib.util.spec_from_file_location("_training_conftest", Path(__file__).with_name("tiny_workspace.py"))
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     build_tiny_workspace = module.build_tiny_workspace

@@ -98,7 +98,7 @@ def test_eval_missing_removes_the_static_fields_of_the_requested_share(tiny_ws):
     np.testing.assert_array_equal(removed.loc[keep, "score"], full.loc[keep, "score"])  # others untouched
     assert not np.allclose(removed.loc[~keep, "score"], full.loc[~keep, "score"])
     result = evaluate_missing([with_static.run_dir, plain.run_dir],
-                              EvalMissingConfig(mechanism="mcar", modality="static", rates=(0.5,), bootstrap=20),
+                              EvalMissingConfig(mechanism="mcar", modality="static", rates=(0.5,), bootstrap=20, draws=1),
                               make_predict_fn("cpu"))
     auroc = result[(result["metric"] == "auroc") & (result["label"] == "all")]
     ours = auroc[auroc["run_id"] == with_static.run_id].set_index("missing_rate")

@@ -93,7 +93,7 @@ def test_eval_missing_on_a_run_without_hourly_ehr(tiny_ws):
 
     def auroc(modality):
         rows = evaluate_missing([run.run_dir], EvalMissingConfig(mechanism="mcar", modality=modality, rates=(0.5,),
-                                                                 bootstrap=0), predict_fn)  # fmt: skip
+                                                                 bootstrap=0, draws=1), predict_fn)  # fmt: skip
         return rows[(rows["metric"] == "auroc") & (rows["label"] == "all")]
 
     assert not auroc("ehr")["defined"].any()  # no hourly EHR: nothing to remove, rows undefined

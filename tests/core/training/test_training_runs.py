@@ -23,7 +23,8 @@ def config(**kw) -> TrainConfig:
 
 
 @pytest.mark.parametrize("fusion", ["ehr", "cxr", "late", "early"])
-def test_run_folder_contents_and_predict_matches_saved(tiny_ws, fusion):
+def test_run_folder_contents_and_predict_matches_saved(tiny_ws, fusion, monkeypatch):
+    monkeypatch.setattr("mmfair.core.training.selection.MIN_GROUP_SIZE", 1)  # the tiny fold's groups are small
     result = train_run(config(fusion=fusion), tiny_ws)
     assert not result.skipped
     assert sorted(p.name for p in result.run_dir.iterdir()) == sorted(RUN_FILES)
@@ -60,8 +61,9 @@ def test_rerun_is_skipped_and_run_id_ignores_machine_fields(tiny_ws):
     again = train_run(config(fusion="ehr", workers=3), tiny_ws)
     assert again.skipped and again.run_id == first.run_id
     assert (first.run_dir / "model.pt").stat().st_mtime_ns == mtime
-    assert compute_run_id(config(fusion="ehr", cxr_embedding="test-enc"), "tiny-0-120") == first.run_id
-    assert compute_run_id(config(fusion="ehr", cxr_embedding="test-enc"), "other-store") != first.run_id
+    inputs = json.loads((first.run_dir / "config.json").read_text())["inputs"]
+    assert compute_run_id(config(fusion="ehr", cxr_embedding="test-enc"), "tiny-0-120", inputs) == first.run_id
+    assert compute_run_id(config(fusion="ehr", cxr_embedding="test-enc"), "other-store", inputs) != first.run_id
     assert train_run(config(fusion="ehr", seed=1), tiny_ws).run_id != first.run_id
 
 
@@ -172,7 +174,7 @@ class _Interrupt(Exception):
 
 
 def test_interrupted_run_resumes_to_the_same_result(tiny_ws, tmp_path):
-    from conftest import build_tiny_workspace
+    from tiny_workspace import build_tiny_workspace
 
     other = build_tiny_workspace(tmp_path / "other")
     reference = train_run(config(fusion="late", epochs=4, patience=10), other)
