@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 
 import pandas as pd
+from rich.markup import escape
 from rich.table import Table
 
 
@@ -19,9 +20,10 @@ def fmt_ci(value: float, low: float, high: float) -> str:
 def frame_table(df: pd.DataFrame, title: str) -> Table:
     table = Table(title=title)
     for col in df.columns:
-        table.add_column(str(col), justify="right" if pd.api.types.is_numeric_dtype(df[col]) else "left")
+        table.add_column(escape(str(col)), justify="right" if pd.api.types.is_numeric_dtype(df[col]) else "left")
     for row in df.itertuples(index=False):
-        table.add_row(*["n/a" if (isinstance(v, float) and math.isnan(v)) else str(v) for v in row])
+        # labels such as multifair[official-code] would otherwise be read as Rich markup and vanish
+        table.add_row(*["n/a" if (isinstance(v, float) and math.isnan(v)) else escape(str(v)) for v in row])
     return table
 
 

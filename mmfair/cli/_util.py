@@ -12,6 +12,7 @@ import typer
 from pydantic import BaseModel, ValidationError
 from rich.console import Console
 from rich.logging import RichHandler
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from mmfair.core.config import load_config_file
@@ -43,7 +44,8 @@ def workspace(ctx: typer.Context) -> Workspace:
 
 
 def fail(message: str) -> None:
-    err.print(f"[bold red]error:[/] {message}", markup=True, highlight=False, soft_wrap=True)
+    # the message is text, not markup: "[nan]" or "healnet[depth=3]" would otherwise vanish as tags
+    err.print(f"[bold red]error:[/] {escape(message)}", markup=True, highlight=False, soft_wrap=True)
     raise typer.Exit(code=2)
 
 

@@ -7,13 +7,13 @@ is never fully decoded only to be shrunk to 256 px.
 from __future__ import annotations
 
 import os
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from mmfair.core.data.pools import process_pool
 from mmfair.core.errors import InputFileError
 
 
@@ -63,8 +63,8 @@ def _load_one(args: tuple[str, int]) -> np.ndarray:
 def load_images(paths: Sequence[Path | str], size: int, workers: int = 0) -> np.ndarray:
     """Decode many images into a ``[N, size, size]`` uint8 array, in parallel processes.
 
-    ``workers=0`` uses one process per available core. The first undecodable file raises
-    :class:`InputFileError` naming it.
+    ``workers=0`` uses one process per available core; they exit with this process, even when it is killed
+    (:mod:`.pools`). The first undecodable file raises :class:`InputFileError` naming it.
     """
     n = len(paths)
     out = np.empty((n, size, size), dtype=np.uint8)
@@ -77,7 +77,7 @@ def load_images(paths: Sequence[Path | str], size: int, workers: int = 0) -> np.
             out[i] = load_square_uint8(p, size)
         return out
     chunksize = max(1, n // (workers * 8))
-    with ProcessPoolExecutor(max_workers=workers) as pool:
+    with process_pool(workers) as pool:  # its workers die with this process, even on SIGKILL
         for i, arr in enumerate(pool.map(_load_one, [(str(p), size) for p in paths], chunksize=chunksize)):
             out[i] = arr
     return out

@@ -88,7 +88,9 @@ def choose_threshold(y_true: np.ndarray, score: np.ndarray, rule: str) -> float:
     if kind == "sens":
         ok = np.flatnonzero(finite & (tpr >= target - 1e-12))  # the first (highest) threshold reaching it
         return float(np.clip(thr[ok[0]], 0.0, 1.0))
-    ok = np.flatnonzero(finite & (1.0 - fpr >= target - 1e-12))  # the last (lowest) threshold keeping it
+    # the last (lowest) threshold keeping it; roc_curve's first threshold (+inf, flagging nobody: specificity 1)
+    # is the answer when every finite one is too low (e.g. all scores tied), clipped to 1.0 like any other
+    ok = np.flatnonzero(1.0 - fpr >= target - 1e-12)
     return float(np.clip(thr[ok[-1]], 0.0, 1.0))
 
 

@@ -91,7 +91,7 @@ HIGHER_IS_BETTER: dict[str, bool | None] = {
     "equalized_odds_mean": False, "tpr_gap": False, "fpr_gap": False,
     "relative_robustness": True, "effective_robustness": True, "r_star": True, "shapley": True,
     "n_params": False, "train_seconds": False, "peak_memory_mb": False, "infer_stays_per_s": True,
-    "selected_epoch": None,
+    "selected_epoch": None, "probe_auroc": None,
     "auroc_difference": True, "auroc_difference_p": None, "auroc_difference_p_adjusted": None,
     "auroc_gap_difference": False, "auroc_gap_difference_p": None, "auroc_gap_difference_p_adjusted": None,
 }  # fmt: skip

@@ -100,6 +100,8 @@ class AUGNet(FusionModel):
     modalities = ("ehr", "cxr")
     handles_missing = True
     Params = AUGParams
+    # the tuning search space (mmfair study): Params field -> ("log"|"float"|"int", low, high) or ("choice", [values])
+    search_space = {"alpha": ("float", 0.2, 0.8), "residual_weight": ("float", 0.0, 1.0)}
 
     def __init__(self, spec: FusionSpec, params: AUGParams | None = None) -> None:
         super().__init__(spec, params)

@@ -150,6 +150,10 @@ class DrFuse(FusionModel):
         lambda_disentangle_cxr: float = Field(1.0, ge=0.0, le=10.0, description="|cos| between CXR shared and distinct features")
         lambda_attn_aux: float = Field(1.0, ge=0.0, le=10.0, description="attention ranking loss")
 
+    # the tuning search space (mmfair study): Params field -> ("log"|"float"|"int", low, high) or ("choice", [values])
+    search_space = {f"lambda_{k}": ("log", 0.01, 2.0) for k in ("pred_shared", "pred_ehr", "pred_cxr", "disentangle_shared",
+                                                            "disentangle_ehr", "disentangle_cxr", "attn_aux")}  # CareBench's ranges
+
     def __init__(self, spec: FusionSpec, params: FusionParams | None = None) -> None:
         super().__init__(spec, params)
         dim = spec.hidden_dim

@@ -51,7 +51,7 @@ import math
 
 import torch
 import torch.nn.functional as F
-from pydantic import Field
+from pydantic import Field, ValidationInfo, model_validator
 from torch import nn
 
 from mmfair.core.fusion._base import Batch, FusionModel, FusionParams, FusionSpec, Output
@@ -188,6 +188,16 @@ class HEALNet(FusionModel):
         fourier_bands: int = Field(2, ge=1, le=8, description="Fourier frequency bands of the EHR time position")
         max_freq: float = Field(10.0, ge=1.0, le=100.0, description="highest Fourier frequency ×2")
         cxr_tokens: int = Field(4, ge=1, le=64, description="chunks the cached CXR embedding is cut into")
+
+        @model_validator(mode="after")
+        def _heads_divide_hidden_dim(self, info: ValidationInfo):
+            hidden_dim = (info.context or {}).get("hidden_dim")  # given when a run's config is resolved
+            if hidden_dim is not None and hidden_dim % self.heads:
+                raise ValueError(f"heads ({self.heads}) must divide hidden_dim ({hidden_dim})")
+            return self
+
+    # the tuning search space (mmfair study): Params field -> ("log"|"float"|"int", low, high) or ("choice", [values])
+    search_space = {"depth": ("int", 1, 3), "fourier_bands": ("choice", [1, 2, 4]), "max_freq": ("choice", [5.0, 10.0])}
 
     def __init__(self, spec: FusionSpec, params: FusionParams | None = None) -> None:
         super().__init__(spec, params)

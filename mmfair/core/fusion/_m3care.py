@@ -114,6 +114,9 @@ class M3Care(FusionModel):
         kernel_multiplier: float = Field(2.0, gt=1.0, le=4.0, description="ratio between successive bandwidths")
         initial_threshold: float = Field(0.1, gt=0.0, lt=1.0, description="similarity threshold ε at initialisation")
 
+    # the tuning search space (mmfair study): Params field -> ("log"|"float"|"int", low, high) or ("choice", [values])
+    search_space = {"stability_weight": ("log", 0.001, 2.0)}
+
     def __init__(self, spec: FusionSpec, params: FusionParams | None = None) -> None:
         super().__init__(spec, params)
         self.encoders = nn.ModuleDict({m: build_modality_encoder(m, spec) for m in self.modalities})

@@ -117,6 +117,8 @@ class MMTM(FusionModel):
     handles_missing = True
     embeds_cxr_images = True
     Params = MMTMParams
+    # the tuning search space (mmfair study): Params field -> ("log"|"float"|"int", low, high) or ("choice", [values])
+    search_space = {"ratio": ("choice", [2, 4, 8])}
 
     def __init__(self, spec: FusionSpec, params: FusionParams | None = None) -> None:
         super().__init__(spec, params)

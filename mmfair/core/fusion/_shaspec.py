@@ -107,6 +107,9 @@ class ShaSpec(FusionModel):
         weight_standardization: bool = Field(True, description="weight standardisation in the compositional layers")
         share_compositional_layer: bool = Field(False, description="one compositional layer for both modalities (authors' code)")
 
+    # the tuning search space (mmfair study): Params field -> ("log"|"float"|"int", low, high) or ("choice", [values])
+    search_space = {"alpha": ("log", 0.01, 1.0), "beta": ("log", 0.005, 0.2)}
+
     def __init__(self, spec: FusionSpec, params: FusionParams | None = None) -> None:
         super().__init__(spec, params)
         dim = spec.hidden_dim

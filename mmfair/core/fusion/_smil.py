@@ -131,6 +131,10 @@ class SMIL(FusionModel):
         distill_weight: float = Field(0.1, ge=0.0, le=1.0, description="β: KD from the real-CXR prediction")
         temperature: float = Field(2.0, ge=1.0, le=5.0, description="τ of the distillation")
 
+    # the tuning search space (mmfair study): Params field -> ("log"|"float"|"int", low, high) or ("choice", [values])
+    search_space = {"inner_steps": ("int", 1, 3), "inner_lr": ("log", 1e-4, 1e-3), "feature_weight": ("float", 0.05, 0.2),
+                    "distill_weight": ("float", 0.05, 0.2), "temperature": ("float", 1.0, 3.0)}  # CareBench's ranges
+
     def __init__(self, spec: FusionSpec, params: FusionParams | None = None) -> None:
         super().__init__(spec, params)
         self.encoders = nn.ModuleDict({m: build_modality_encoder(m, spec) for m in self.modalities})

@@ -173,6 +173,9 @@ class UMSE(FusionModel):
         depth: int = Field(2, ge=1, le=4, description="bottleneck fusion layers")
         bottlenecks: int = Field(2, ge=1, le=8, description="shared bottleneck tokens")
 
+    # the tuning search space (mmfair study): Params field -> ("log"|"float"|"int", low, high) or ("choice", [values])
+    search_space = {"depth": ("int", 1, 4), "bottlenecks": ("choice", [1, 2, 4])}
+
     def __init__(self, spec: FusionSpec, params: FusionParams | None = None) -> None:
         super().__init__(spec, params)
         p = self.params

@@ -37,6 +37,7 @@ from mmfair.core.encoders.cxr_images import CXRImageSpec
 from mmfair.core.evaluation.thresholds import THRESHOLD_RULES, choose_threshold
 from mmfair.core.fusion import FusionModel, FusionParams, FusionSpec
 from mmfair.core.protocol import PROTOCOL_VERSION
+from mmfair.core.provenance import collect as collect_provenance
 from mmfair.core.io import atomic_path, write_csv_atomic, write_json_atomic, write_text_atomic
 from mmfair.core.registry import EHR_ENCODERS, FUSIONS, MODULATORS, TASKS
 from mmfair.core.training.data import (
@@ -189,9 +190,14 @@ def resolve_config(config: TrainConfig, store: StoreData) -> TrainConfig:
     """Fill store-dependent defaults (the CXR embedding id), expand a preset into its base method +
     modulator with every modulator hyperparameter, and check every registered name."""
     FUSIONS.get(config.fusion)
+    asked = config.fusion  # a preset's name, before it becomes its base method + modulator
     config = resolve_modulator(config)
     config = config.model_copy(update={"fusion_params": resolve_fusion_params(config)})
     factory = FUSIONS.get(config.fusion)
+    if "cxr" in factory.modalities and store.cxr_embeddings is None:
+        via = f" (method '{config.fusion}' with modulator '{config.modulator}')" if asked != config.fusion else ""
+        raise ConfigError(f"fusion '{asked}'{via} needs CXR embeddings, but {store.path} has none under "
+                          "/cxr/embeddings (an EHR-only prep, or prep --skip-encoder)")
     if config.cxr_input == "images" and "cxr" not in factory.modalities:  # nothing to fine-tune: the same run
         config = config.model_copy(update={"cxr_input": "embeddings", "cxr_weights": None, "image_size": None,
                                            "image_augment": True})
@@ -233,13 +239,22 @@ def resolve_config(config: TrainConfig, store: StoreData) -> TrainConfig:
     return config
 
 
+def check_train_config(config: TrainConfig) -> None:
+    """The checks of :func:`resolve_config` that need no data (registered names, the method's and modulator's
+    parameters and their constraints), so a command with several configs fails before any run folder exists."""
+    FUSIONS.get(config.fusion)
+    resolve_fusion_params(resolve_modulator(config))
+
+
 def _image_size(config: TrainConfig, store: StoreData) -> int | None:
     spec = image_spec(config, store)
     return None if spec is None else spec.image_size
 
 
 def resolve_fusion_params(config: TrainConfig) -> dict[str, Any]:
-    """Every hyperparameter of the fusion method with defaults filled in (validated; JSON-ready)."""
+    """Every hyperparameter of the fusion method with defaults filled in (validated; JSON-ready). A Params
+    validator sees the run's ``hidden_dim`` in its validation context (healnet: heads must divide it), so a
+    constraint between them fails here, before a run folder exists."""
     from pydantic import ValidationError
 
     factory = FUSIONS.get(config.fusion)
@@ -249,27 +264,75 @@ def resolve_fusion_params(config: TrainConfig) -> dict[str, Any]:
             raise ConfigError(f"fusion '{config.fusion}' takes no fusion_params")
         return {}
     try:
-        return params_cls(**config.fusion_params).model_dump(mode="json")
+        params = params_cls.model_validate(dict(config.fusion_params), context={"hidden_dim": config.hidden_dim})
+        return params.model_dump(mode="json")
     except ValidationError as exc:
-        msg = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+        msg = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'fusion_params'}: {e['msg']}" for e in exc.errors())
         raise ConfigError(f"fusion '{config.fusion}': invalid fusion_params ({msg})") from None
 
 
-def compute_run_id(config: TrainConfig, store_fingerprint: str) -> str:
+def compute_run_id(config: TrainConfig, store_fingerprint: str, inputs: Mapping[str, str] | None = None) -> str:
+    """Hash of the config's identity fields, the store fingerprint, :data:`PROTOCOL_VERSION` and the content
+    digests of the data the run trains on (``inputs``, from :func:`run_inputs`)."""
     identity = config.identity()
     if identity.get("cxr_weights"):  # the file's content, not its path, identifies the run
         identity["cxr_weights"] = file_sha256(identity["cxr_weights"])
-    fair_attr = identity.get("fair_attr")
-    if identity.get("modulator") is None:  # no modulator: the run id of a run trained before modulators existed
-        for key in ("modulator", "modulator_params", "fair_attr"):
-            identity.pop(key, None)
-    elif not MODULATORS.get(identity["modulator"]).needs_groups:
-        identity.pop("fair_attr", None)  # unused by this modulator: changing it must not retrain
-    if not identity.get("selection_rules"):
-        identity.pop("selection_rules", None)  # no extra rules: the run id of a run trained before they existed
-    else:
-        identity["fair_attr"] = fair_attr  # the rules compare this attribute's groups
-    return config_hash({"config": identity, "store_fingerprint": store_fingerprint, "protocol": PROTOCOL_VERSION})
+    uses_groups = bool(identity.get("selection_rules")) or (
+        identity.get("modulator") is not None and MODULATORS.get(identity["modulator"]).needs_groups)
+    if not uses_groups:
+        identity.pop("fair_attr", None)  # read by nothing this run does: changing it must not retrain
+    return config_hash({"config": identity, "store_fingerprint": store_fingerprint, "protocol": PROTOCOL_VERSION,
+                        "inputs": dict(inputs or {})})
+
+
+# what each key of config.json ``inputs`` names, for the one-line reason a stale run is refused with
+_INPUT_NAMES = {"cohort": "data/cohort.csv", "ehr_values": "/ehr/values", "cxr_embeddings": "/cxr/embeddings",
+                "cxr_images": "/cxr/images", "encoder_weights": "/cxr/encoder_weights"}
+_INPUTS_CACHE: dict[tuple, dict[str, str]] = {}
+
+
+def run_inputs(config: TrainConfig, store: StoreData, ws: Workspace) -> dict[str, str]:
+    """Content digests of the data a run trains on (config.json ``inputs``; part of the run id).
+
+    ``cohort``: cohort.csv's bytes (labels, folds, attributes; hashed here, ~20 MB at MIMIC size, since it is
+    a table a user can edit by hand); ``ehr_values``; for a method with a CXR branch ``cxr_embeddings``
+    (``<encoder_id>:<digest>``: re-running prep's encoder under the same id with other settings changes it);
+    in images mode also ``cxr_images`` and, unless ``cxr_weights`` names a file (whose content the run id
+    covers already), ``encoder_weights``. The store digests are the ones prep wrote
+    (:func:`mmfair.core.data.store.content_digests`, which states the trade-off)."""
+    from mmfair.core.data.store import content_digests, file_digest
+
+    uses_cxr = "cxr" in FUSIONS.get(config.fusion).modalities
+    images = config.cxr_input == "images"
+    encoder_id = store.encoder_id if uses_cxr else None
+    paths = (ws.cohort_csv, store.path)
+    stamp = tuple((str(p), p.stat().st_mtime_ns, p.stat().st_size) for p in paths)
+    key = (stamp, encoder_id, images)
+    if key not in _INPUTS_CACHE:
+        digests = content_digests(store.path, encoder_id, images=images)
+        inputs = {"cohort": file_digest(ws.cohort_csv), "ehr_values": digests["ehr_values"]}
+        if "cxr_embeddings" in digests:
+            inputs["cxr_embeddings"] = f"{encoder_id}:{digests['cxr_embeddings']}"
+        if images:
+            inputs.update({k: digests[k] for k in ("cxr_images", "encoder_weights") if k in digests})
+        if len(_INPUTS_CACHE) > 64:
+            _INPUTS_CACHE.clear()
+        _INPUTS_CACHE[key] = inputs
+    inputs = dict(_INPUTS_CACHE[key])
+    if images and config.cxr_weights is not None:
+        inputs.pop("encoder_weights", None)
+    return inputs
+
+
+def inputs_changed(info: Mapping[str, Any], current: Mapping[str, str]) -> str | None:
+    """Why a run's recorded ``inputs`` (its config.json) differ from ``current``, in a few words; None when equal."""
+    recorded = info.get("inputs")
+    if not isinstance(recorded, dict):
+        return "it records no digests of the data it was trained on (an older mmfair)"
+    changed = [_INPUT_NAMES.get(k, k) for k in sorted(set(recorded) | set(current)) if recorded.get(k) != current.get(k)]
+    if not changed:
+        return None
+    return f"{', '.join(changed)} changed since it was trained (prep re-ran)"
 
 
 def training_groups(config: TrainConfig, store: StoreData, rows: np.ndarray, device: torch.device) -> Groups:
@@ -396,6 +459,10 @@ def predict(
     and ``present_override["ehr"]`` may only keep every stay (its EHR branch carries the static modality, which
     ``present_override["static"]`` removes).
     """
+    if getattr(run.model, "kind", "nn") == "estimator":  # trees: mmfair.core.training.estimators
+        from mmfair.core.training.estimators import predict_estimator
+
+        return predict_estimator(run, split, present_override, ehr_transform)
     hourly = run.scaler.hourly
     data = run.split(split) if ehr_transform is None or not hourly else _perturbed_split(run, split, ehr_transform)
     present = dict(data.present)
@@ -449,6 +516,78 @@ def _save_state_dict(path: Path, state: dict[str, torch.Tensor]) -> None:
         torch.save(state, tmp)
 
 
+def _read_info(run_dir: Path) -> dict[str, Any]:
+    path = run_dir / "config.json"
+    try:
+        info = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise InputFileError(f"{path}: not found (is {run_dir} a finished run folder?)") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise InputFileError(f"{path}: not valid JSON ({exc}); retrain the run") from None
+    if not isinstance(info, dict):
+        raise InputFileError(f"{path}: not a run's config (a JSON object expected); retrain the run")
+    return info
+
+
+def _done_run_differs(run_dir: Path, fingerprint: str, inputs: Mapping[str, str]) -> str | None:
+    """Why a folder marked DONE under this run id does not hold this run (None: it does)."""
+    try:
+        info = _read_info(run_dir)
+    except InputFileError as exc:
+        return str(exc)
+    if info.get("store_fingerprint") != fingerprint:
+        return f"its config.json records store fingerprint {info.get('store_fingerprint')}, the store has {fingerprint}"
+    return inputs_changed(info, inputs)
+
+
+def _state_mismatch(model: torch.nn.Module, state: Any) -> str | None:
+    """Why ``state`` is not a state dict of ``model`` (None when every key and shape matches)."""
+    if not isinstance(state, dict):
+        return f"holds a {type(state).__name__}, not a state dict"
+    expected = model.state_dict()
+    missing = sorted(set(expected) - set(state))
+    extra = sorted(set(state) - set(expected))
+    if missing or extra:
+        return f"{len(missing)} tensor(s) missing, {len(extra)} unexpected (e.g. {(missing or extra)[0]})"
+    for name, tensor in expected.items():
+        if not isinstance(state[name], torch.Tensor) or state[name].shape != tensor.shape:
+            return f"tensor {name} has the wrong shape"
+    return None
+
+
+def _load_tensors(path: Path) -> Any:
+    """``torch.load(weights_only=True)`` of a file, every failure (truncated, not a torch file, a pickled object
+    outside the weights-only allowlist) raised as :class:`InputFileError` naming the file."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise InputFileError(f"{path}: not found") from None
+    except Exception as exc:  # noqa: BLE001 - torch raises RuntimeError, UnpicklingError, EOFError, ValueError...
+        detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise InputFileError(f"{path}: unreadable ({detail[:160]})") from None
+
+
+CHECKPOINT_KEYS = ("model", "optimizer", "generator", "torch_rng", "history", "best_state", "best_score",
+                   "best_epoch", "stale", "seconds")
+
+
+def _discard_bad_checkpoint(path: Path, model: torch.nn.Module) -> None:
+    """A ``checkpoint.pt`` that cannot resume this run (truncated, tampered, another model's) is removed with a
+    warning, so the run restarts from epoch 1 instead of failing on every rerun. Checkpoints are written
+    atomically, so only damage from outside (a full disk, a copy cut short) gets here."""
+    if not path.exists():
+        return
+    try:
+        state = _load_tensors(path)
+        missing = [k for k in CHECKPOINT_KEYS if not isinstance(state, dict) or k not in state]
+        reason = f"keys {', '.join(missing)} missing" if missing else _state_mismatch(model, state["model"])
+    except InputFileError as exc:
+        reason = str(exc).removeprefix(f"{path}: ")
+    if reason is not None:
+        log.warning("%s cannot resume this run (%s); restarting it from epoch 1", path, reason)
+        path.unlink()
+
+
 def train_run(
     config: TrainConfig,
     ws: Workspace,
@@ -459,11 +598,20 @@ def train_run(
     config = resolve_config(config, store)
     if config.cxr_input == "images":
         store = _cached_store(ws, config.cxr_embedding, images=True)
-    run_id = compute_run_id(config, store.fingerprint)
+    inputs = run_inputs(config, store, ws)
+    run_id = compute_run_id(config, store.fingerprint, inputs)
     run_dir = ws.runs / run_id
     if (run_dir / "DONE").exists():
-        log.info("run %s (%s, %s, fold %d) is done; skipping", run_id, config.fusion, config.task, config.fold)
-        return RunResult(run_id=run_id, run_dir=run_dir, skipped=True)
+        reason = _done_run_differs(run_dir, store.fingerprint, inputs)
+        if reason is None:
+            log.info("run %s (%s, %s, fold %d) is done; skipping", run_id, config.fusion, config.task, config.fold)
+            return RunResult(run_id=run_id, run_dir=run_dir, skipped=True)
+        log.warning("run %s: %s; retraining it", run_id, reason)
+        (run_dir / "DONE").unlink()
+    if FUSIONS.entry(config.fusion).extra.get("kind") == "estimator":  # trees: fit/predict_proba on arrays
+        from mmfair.core.training.estimators import train_estimator_run
+
+        return train_estimator_run(config, store, run_id, run_dir, inputs, ws)
     run_dir.mkdir(parents=True, exist_ok=True)
     device = resolve_device(config.device)
     task: Task = TASKS.get(config.task)
@@ -481,6 +629,7 @@ def train_run(
             removed = remove_cxr(splits["train"], config.train_missing_rate, config.seed)
             log.info("train_missing_rate %.2f: CXR removed from %d training stays", config.train_missing_rate, len(removed))
         model = build_model(config, task, store, scaler)
+        _discard_bad_checkpoint(run_dir / CHECKPOINT, model)
         init_image_encoder(model, config, store, scaler)
         model = model.to(device)
         model.prepare(embedded_split(model, splits["train"], device))
@@ -538,6 +687,8 @@ def train_run(
         "modalities": run_modalities(config),
         "handles_missing": bool(factory.handles_missing),
         "store_fingerprint": store.fingerprint,
+        "inputs": inputs,
+        "protocol": PROTOCOL_VERSION,
         "mmfair_version": mmfair.__version__,
         # the share of the stays the model trained on that had no CXR (natural + train_missing_rate removals;
         # before modality dropout, which redraws every batch)
@@ -548,6 +699,7 @@ def train_run(
         "peak_memory_mb": float(outcome.history["peak_memory_mb"].max()),
         "n_train": int(used.sum()),
         "class_weight_values": list(task.class_weights) if task.class_weights is not None else None,
+        "provenance": collect_provenance(ws, store.fingerprint, device),  # mmfair.core.provenance
     }
     if config.selection_rules:
         info["selection_epochs"] = selection_epochs
@@ -558,6 +710,46 @@ def train_run(
     write_text_atomic(run_dir / "DONE", "")
     log.info("run %s done: best epoch %d, val selection %.4f, %.1fs", run_id, outcome.best_epoch, outcome.best_score, outcome.seconds)
     return RunResult(run_id=run_id, run_dir=run_dir, skipped=False, best_epoch=outcome.best_epoch, train_seconds=outcome.seconds)
+
+
+def stale_reason(run_dir: Path | str, ws: Workspace) -> str | None:
+    """Why a finished run no longer matches the workspace's prepared data (its store fingerprint or the
+    content digests of the data it trained on differ), in one line; None when it matches or when the
+    workspace holds no prepared data (its predictions are then all there is to read). Cheap: the store's
+    digest attributes and cohort.csv's bytes, never the arrays."""
+    from mmfair.core.data.store import content_digests, file_digest, store_fingerprint
+
+    run_dir = Path(run_dir)
+    if not (ws.cohort_csv.is_file() and ws.features_h5.is_file()):
+        return None
+    info = _read_info(run_dir)
+    fingerprint = store_fingerprint(ws.features_h5)
+    if fingerprint != info.get("store_fingerprint"):
+        return f"trained on store fingerprint {info.get('store_fingerprint')}, the workspace's store has {fingerprint}"
+    recorded = info.get("inputs")
+    if not isinstance(recorded, dict):
+        return inputs_changed(info, {})
+    encoder = str(recorded["cxr_embeddings"]).split(":", 1)[0] if "cxr_embeddings" in recorded else None
+    try:
+        digests = content_digests(ws.features_h5, encoder, images=info.get("cxr_input") == "images")
+    except (OSError, KeyError) as exc:
+        return f"{ws.features_h5} cannot be read ({exc})"
+    current = {"cohort": file_digest(ws.cohort_csv), "ehr_values": digests["ehr_values"]}
+    if encoder is not None:
+        current["cxr_embeddings"] = f"{encoder}:{digests.get('cxr_embeddings')}"
+    current.update({k: digests[k] for k in ("cxr_images", "encoder_weights") if k in digests and k in recorded})
+    return inputs_changed(info, current)
+
+
+def require_current(run_dirs: list[Path], ws: Workspace) -> list[Path]:
+    """``run_dirs`` unchanged when each matches the workspace's prepared data (:func:`stale_reason`); else
+    :class:`InputFileError` naming the first that does not — so an evaluation command never re-scores a run
+    on data it was not trained on."""
+    for run_dir in run_dirs:
+        reason = stale_reason(run_dir, ws)
+        if reason is not None:
+            raise InputFileError(f"{run_dir}: not re-scored: {reason}; retrain it with `mmfair train` (same options)")
+    return run_dirs
 
 
 def training_fields(info: dict[str, Any]) -> dict[str, Any]:
@@ -578,8 +770,11 @@ def load_run(run_dir: Path | str, device: str | torch.device = "cpu", ws: Worksp
     run_dir = Path(run_dir)
     if not (run_dir / "DONE").exists():
         raise InputFileError(f"{run_dir}: not a finished run (no DONE file)")
-    info = json.loads((run_dir / "config.json").read_text())
-    config = TrainConfig(**training_fields(info))
+    info = _read_info(run_dir)
+    try:
+        config = TrainConfig(**training_fields(info))
+    except ValueError as exc:  # pydantic's ValidationError
+        raise InputFileError(f"{run_dir / 'config.json'}: not a valid run config ({str(exc).splitlines()[0]})") from None
     ws = ws or Workspace.resolve(run_dir.resolve().parent.parent)
     store = _cached_store(ws, config.cxr_embedding, images=config.cxr_input == "images")
     if store.fingerprint != info.get("store_fingerprint"):
@@ -587,11 +782,22 @@ def load_run(run_dir: Path | str, device: str | torch.device = "cpu", ws: Worksp
             f"{run_dir}: trained on store fingerprint {info.get('store_fingerprint')}, but {store.path} has "
             f"{store.fingerprint}; retrain after a new prep"
         )
+    reason = inputs_changed(info, run_inputs(config, store, ws))
+    if reason is not None:
+        raise InputFileError(f"{run_dir}: not re-scored: {reason}; retrain it with `mmfair train` (same options)")
     device = device if isinstance(device, torch.device) else resolve_device(device)
     task: Task = TASKS.get(config.task)
     scaler = FoldScaler.load(run_dir / "scaling.json")
+    if FUSIONS.entry(config.fusion).extra.get("kind") == "estimator":  # trees: mmfair.core.training.estimators
+        from mmfair.core.training.estimators import load_estimator
+
+        return LoadedRun(run_dir, config, info, task, load_estimator(run_dir, config, task, store), scaler, store,
+                         torch.device("cpu"))
     model = build_model(config, task, store, scaler)
-    state = torch.load(run_dir / "model.pt", map_location="cpu", weights_only=True)
+    state = _load_tensors(run_dir / "model.pt")
+    reason = _state_mismatch(model, state)
+    if reason is not None:
+        raise InputFileError(f"{run_dir / 'model.pt'}: not this run's model ({reason}); retrain the run")
     model.load_state_dict(state)
     model.to(device).eval()
     return LoadedRun(run_dir, config, info, task, model, scaler, store, device)

@@ -43,7 +43,7 @@ def test_upsert_replaces_instead_of_duplicating(tmp_path, make_run, fake_predict
     only_a = upsert_results(path, evaluate_clean(runs[:1], bootstrap=0))
     assert len(only_a) == len(first)
     back = read_results(path)
-    a_auroc = back[(back.run_id == "a") & (back.metric == "auroc")]
+    a_auroc = back[(back.run_id == "a") & (back.metric == "auroc") & (back.evaluated_on == "all")]
     assert len(a_auroc) == 1 and np.isnan(a_auroc.ci_low.iloc[0])
     # float keys (missing_rate) and draw seeds survive the CSV round trip
     mpath = tmp_path / "results" / "missing.csv"
