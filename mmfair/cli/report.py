@@ -1,4 +1,4 @@
-"""`mmfair report`: tables from the tidy results (terminal, markdown or csv)."""
+"""`mmfair report`: the report from the tidy results (terminal, html, markdown, latex or csv)."""
 
 from __future__ import annotations
 
@@ -13,27 +13,33 @@ from mmfair.core.config import ReportConfig
 
 def report_cmd(
     ctx: typer.Context,
-    format: Annotated[str, typer.Option("--format", help="terminal | markdown | csv.")] = "terminal",
-    out: Annotated[Optional[Path], typer.Option(help="Output file (default <workspace>/reports/report.md or .csv).")] = None,
+    format: Annotated[str, typer.Option("--format", help="terminal | html | markdown | latex | csv.")] = "terminal",
+    out: Annotated[Optional[Path], typer.Option(help="Output file (default <workspace>/reports/report.html, .md, .tex or .csv).")] = None,
     min_group_size: Annotated[Optional[int], typer.Option(help="Suppress subgroup cells with n, n_pos or n − n_pos below this.")] = None,
     reference: Annotated[Optional[str], typer.Option(help="Reference method of the rank tests (Wilcoxon–Holm; default late). The paired comparisons use the reference given to eval-fair.")] = None,
+    detail: Annotated[bool, typer.Option("--detail", help="Terminal: also the per-group and full tables.")] = False,
+    figures: Annotated[Optional[bool], typer.Option("--figures/--no-figures", help="html/latex: also write figures/*.png and .pdf beside the report (default on).")] = None,
 ) -> None:
-    """Methods × missing rate and methods × subgroup tables, costs, paired comparisons with a reference,
-    rank tests across methods and the checkpoint selection rules side by side, from results/*.csv only.
+    """When fusion helps, the leaderboard, robustness to a missing modality, fairness, modality contributions,
+    the cohort and provenance, from results/*.csv and data/*.csv only. `--format html` writes one
+    self-contained page with figures (reports/report.html); the terminal shows a compact summary.
 
-    Reports hold aggregates only, with small cells suppressed, as MIMIC's data use agreement requires.
+    Reports hold aggregates only, with small cells suppressed in every table and figure, as MIMIC's data use
+    agreement requires.
     """
     ws = _util.workspace(ctx)
     with _util.user_errors():
         from mmfair.core import pipeline
 
         cfg = _util.build_config(ReportConfig, None, format=format, out=out, min_group_size=min_group_size,
-                                 reference=reference)
+                                 reference=reference, detail=detail or None, figures=figures)
         tables, path, _ = pipeline.report(cfg, ws)
-    if cfg.format == "terminal":
-        from mmfair.core.reporting import render_rich
+        if cfg.format == "terminal":
+            from mmfair.core.reporting.inputs import load_inputs
+            from mmfair.core.reporting.render import render_terminal
 
-        for table in render_rich(tables):
-            _util.out.print(table)
-    else:
-        _util.out.print(f"report written to {path}")
+            inputs = load_inputs(ws, cfg.min_group_size)
+            for item in render_terminal(tables, inputs, detail=cfg.detail, min_group_size=cfg.min_group_size):
+                _util.out.print(item)
+            return
+    _util.out.print(f"report written to {path}", soft_wrap=True)

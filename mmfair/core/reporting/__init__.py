@@ -6,6 +6,10 @@ Public surface::
     render_markdown(tables) -> str
     render_csv(tables) -> str
     render_rich(tables) -> list[rich.table.Table]
+
+The HTML / LaTeX report and its figures: :mod:`.inputs` (load_inputs), :mod:`.views` (the numbers),
+:mod:`.figures` (one function per figure), :mod:`.html` (build_sections, render_html), :mod:`.latex`;
+the compact terminal report: :func:`.render.render_terminal`.
 """
 
 from mmfair.core.reporting.render import render_csv, render_markdown, render_rich

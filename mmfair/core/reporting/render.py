@@ -8,7 +8,10 @@ from __future__ import annotations
 
 import io
 
+import numpy as np
+
 import pandas as pd
+from rich import box
 from rich.table import Table
 from rich.text import Text
 
@@ -81,4 +84,91 @@ def render_rich(tables: dict[str, pd.DataFrame]) -> list[Table]:
         for _, row in body.iterrows():
             table.add_row(*(Text(str(v)) for v in row.tolist()))  # never parsed as Rich markup
         out.append(table)
+    return out
+
+
+# ------------------------------------------------------------------------------------------ compact terminal
+
+#: Widest cell of a compact table; longer text ends with "…" (method names with their conditions).
+NAME_WIDTH = 26
+#: Columns of names that shrink first when the terminal is narrow.
+_FLEXIBLE = ("method", "comparison", "task", "attribute", "TPR lowest – highest group")
+
+
+def _cut(text: object, width: int = NAME_WIDTH) -> str:
+    text = str(text)
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def _ci(v: float, lo: float, hi: float) -> str:
+    if not np.isfinite(v):
+        return "n/a"
+    return f"{v:.3f}" + (f" [{lo:.3f}, {hi:.3f}]" if np.isfinite(lo) and np.isfinite(hi) else "")
+
+
+def _compact(title: str, columns: list[str], rows: list[list[str]], caption: str = "") -> Table:
+    """A borderless table whose cells never wrap (a cell too long is cut with "…")."""
+    table = Table(title=title, box=box.SIMPLE_HEAD, caption=Text(caption) if caption else None,
+                  caption_justify="left", title_justify="left", pad_edge=False)  # fmt: skip
+    for i, col in enumerate(columns):
+        # numbers keep their width on a narrow terminal; names give way first (cut with "…")
+        fixed = None if col in _FLEXIBLE else max([len(col)] + [len(str(r[i])) for r in rows])
+        table.add_column(col, no_wrap=True, overflow="ellipsis", min_width=fixed)
+    for row in rows:
+        table.add_row(*(Text(str(v)) for v in row))
+    return table
+
+
+def render_terminal(tables: dict[str, pd.DataFrame], inputs, *, detail: bool = False,
+                    min_group_size: int = 10) -> list:  # fmt: skip
+    """The default terminal report: a screen per section — leaderboard, fusion vs the other models,
+    robustness summary, worst fairness gaps with their groups — for the default evaluation condition, the
+    others listed by name. Rows fit 100 columns. ``detail``: every display table after them."""
+    from mmfair.core.reporting import views as V
+
+    out: list = []
+    board, others = V.leaderboard(inputs.metrics)
+    prc, _ = V.leaderboard(inputs.metrics, "auprc")
+    prc_of = {(r.task, r.method): _ci(r.value, r.lo, r.hi) for r in prc.itertuples()}
+    if len(board):
+        rows = [[r.task, _cut(r.method), _ci(r.value, r.lo, r.hi), prc_of.get((r.task, r.method), "–"), str(r.runs)]
+                for r in board.itertuples()]  # fmt: skip
+        out.append(_compact("Leaderboard (clean test, 95% bootstrap CI)", ["task", "method", "AUROC", "AUPRC", "runs"],
+                            rows))  # fmt: skip
+    comp = V.paired_comparisons(inputs.fairness)
+    if len(comp):
+        rows = [[r.task, _cut(f"{r.fusion} − {r.other}", 32), _ci(r.diff, r.lo, r.hi),
+                 r.verdict] for r in comp.itertuples()]  # fmt: skip
+        out.append(_compact("When does fusion help? (paired AUROC difference, same stays)",
+                            ["task", "comparison", "difference [95% CI]", "verdict"], rows))  # fmt: skip
+    rob = tables.get("robustness")
+    if rob is not None and len(rob):
+        cols = [c for c in ("method", "scenario", "modality", "AUROC RR", "AUROC ER", "AUROC r*") if c in rob.columns]
+        rows = [[_cut(r[c], NAME_WIDTH if c == "method" else 22) for c in cols] for _, r in rob.iterrows()]
+        out.append(_compact("Robustness to a missing modality (AUROC)", cols, rows,
+                            "RR: mean AUROC over the missing rates; ER: gain over the reference's curve; r*: first "
+                            "rate where fusion stops beating the best single modality."))  # fmt: skip
+    worst, gap_others = V.worst_gaps(inputs.fairness)
+    estimates, n_hidden, _ = V.group_estimates(inputs.fairness, min_group_size, metrics=("tpr",))
+    if len(worst):
+        rows = []
+        for r in worst.itertuples():
+            tpr = estimates[(estimates["method"] == r.method) & (estimates["attribute"] == r.attribute)]
+            lo = tpr.loc[tpr["value"].idxmin()] if len(tpr) else None
+            hi = tpr.loc[tpr["value"].idxmax()] if len(tpr) else None
+            span = f"{_cut(lo['group'], 10)} {lo['value']:.2f} – {_cut(hi['group'], 10)} {hi['value']:.2f}" \
+                if lo is not None else "–"  # fmt: skip
+            rows.append([_cut(r.method), r.attribute, _ci(r.value, r.lo, r.hi), span])
+        caption = ("EO diff: the larger of the TPR and FPR gaps between groups, at the validation threshold."
+                   + (f" {n_hidden} small group(s) suppressed." if n_hidden else ""))  # fmt: skip
+        out.append(_compact("Worst fairness gap per method", ["method", "attribute", "EO diff [95% CI]",
+                                                               "TPR lowest – highest group"], rows, caption))
+    conditions = sorted(set(others) | set(gap_others))
+    if conditions:
+        out.append(Text("Default condition shown; also in the results: " + ", ".join(conditions)
+                        + " (`mmfair report --detail` or --format html)."))  # fmt: skip
+    if detail:
+        out += render_rich(tables)
+    else:
+        out.append(Text("Per-group and full tables: `mmfair report --detail`; figures: `mmfair report --format html`."))
     return out
