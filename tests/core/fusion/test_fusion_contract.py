@@ -38,13 +38,28 @@ PRESENCE = {
 
 
 
-@pytest.fixture(params=sorted(FUSIONS.names()))
+def _kind(name: str) -> str:
+    """``nn`` (an nn.Module factory, the contract below) or ``estimator`` (fit/predict_proba on arrays)."""
+    return FUSIONS.entry(name).extra.get("kind", "nn")
+
+
+NN_METHODS = sorted(n for n in FUSIONS.names() if _kind(n) == "nn")
+ESTIMATORS = sorted(n for n in FUSIONS.names() if _kind(n) == "estimator")
+
+
+@pytest.fixture(params=NN_METHODS)
 def method(request):
     return request.param
 
 
-def test_registry_entries_document_their_paper(method):
-    entry = FUSIONS.entry(method)
+def test_every_entry_declares_a_known_kind():
+    assert {_kind(n) for n in FUSIONS.names()} <= {"nn", "estimator"}
+    assert ESTIMATORS and NN_METHODS
+
+
+@pytest.mark.parametrize("name", sorted(FUSIONS.names()))
+def test_registry_entries_document_their_paper(name):
+    entry = FUSIONS.entry(name)
     assert entry.summary and entry.paper
     assert isinstance(entry.obj.handles_missing, bool)
     assert set(entry.obj.modalities) <= {"ehr", "cxr", "static"}
@@ -200,3 +215,48 @@ def test_images_mode_forward_backward_and_placeholders(method, presence):
     scrambled["inputs"]["cxr"] = images
     with torch.no_grad():
         assert torch.equal(model(batch).logits[scorable], model(scrambled).logits[scorable])
+
+
+# ---- estimators (kind="estimator"): fit/predict_proba on a fold's arrays, absent CXR as NaN features ----
+def make_arrays(n: int, n_outputs: int, softmax: bool, seed: int):
+    import numpy as np
+
+    from mmfair.core.fusion._gbm import FoldArrays
+
+    rng = np.random.default_rng(seed)
+    ehr = rng.normal(size=(n, T, F)).astype(np.float32)
+    ehr[rng.random(ehr.shape) < 0.5] = np.nan
+    present_cxr = rng.random(n) < 0.6
+    cxr = rng.normal(size=(n, D)).astype(np.float32)
+    cxr[~present_cxr] = 0.0  # the placeholder
+    signal = np.nan_to_num(ehr[:, -1, 0]) + np.where(present_cxr, cxr[:, 0], 0.0)
+    if softmax:
+        labels = np.digitize(signal, np.quantile(signal, np.linspace(0, 1, n_outputs + 1)[1:-1]))
+    else:
+        labels = np.stack([(signal + 0.3 * j > 0).astype(float) for j in range(n_outputs)], axis=1)
+    return FoldArrays(ehr=ehr, cxr=cxr, present_ehr=np.ones(n, dtype=bool), present_cxr=present_cxr, labels=labels)
+
+
+@pytest.mark.parametrize("name", ESTIMATORS)
+@pytest.mark.parametrize("n_outputs,softmax", [(1, False), (3, False), (4, True)])
+def test_estimator_contract(name, n_outputs, softmax):
+    import numpy as np
+
+    from mmfair.core.fusion._gbm import EstimatorSpec
+
+    factory = FUSIONS.get(name)
+    spec = EstimatorSpec(n_outputs=n_outputs, output_kind="softmax" if softmax else "sigmoid",
+                         feature_names=tuple(f"v{j}" for j in range(F)), cxr_dim=D)
+    est = factory(spec, factory.Params(n_estimators=20, min_child_samples=5))
+    train, val, test = (make_arrays(n, n_outputs, softmax, s) for n, s in ((120, 0), (60, 1), (40, 2)))
+    history = est.fit(train, val)
+    assert len(history) >= 1 and {"seconds", "best_iteration"} <= set(history.columns)
+    p = est.predict_proba(test)
+    assert p.shape == (40, n_outputs) and np.isfinite(p).all() and ((p >= 0) & (p <= 1)).all()
+    if softmax:
+        np.testing.assert_allclose(p.sum(axis=1), 1.0, atol=1e-9)
+    scrambled = make_arrays(40, n_outputs, softmax, 2)
+    scrambled.cxr[~scrambled.present_cxr] = np.nan if n_outputs == 1 else 1e6
+    assert np.array_equal(p, est.predict_proba(scrambled))  # absent rows' embedding values are never read
+    again = factory.from_state(spec, est.params, est.state())
+    assert np.array_equal(p, again.predict_proba(test)) and est.size() > 0
