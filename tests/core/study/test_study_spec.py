@@ -1,0 +1,119 @@
+"""The study file: presets load, unknown keys are refused by name (exit 2 through the CLI), search spaces are
+well formed, and the job list is the grid it says."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+import mmfair.core.fusion  # noqa: F401
+from mmfair.cli.app import app
+from mmfair.core.errors import ConfigError
+from mmfair.core.registry import FUSIONS
+from mmfair.core.study import load_study, parse_study, preset_names
+from mmfair.core.study.jobs import final_jobs, tune_jobs, units
+from mmfair.core.study.space import GENERIC_SPACE, defaults, method_space, study_space
+from mmfair.core.config import TrainConfig
+
+
+def test_presets_load_and_demo_is_small():
+    assert preset_names() == ["carebench", "demo", "multifair", "paradox"]
+    for name in preset_names():
+        assert load_study(preset=name).name == name
+    carebench = load_study(preset="carebench")
+    # the issue's count: 25 methods × 3 tasks × 5 folds × 3 seeds
+    assert len(final_jobs(carebench.model_copy(update={"tuning": carebench.tuning.model_copy(update={"trials": 0})}), {})) == 1125
+    demo = load_study(preset="demo")
+    assert len(tune_jobs(demo)) == 3 and demo.tuning.trials == 4
+
+
+def test_unknown_key_is_named(tmp_path):
+    path = tmp_path / "s.yaml"
+    path.write_text(yaml.safe_dump({"name": "x", "methods": ["late"], "tuning": {"trails": 3}}))
+    with pytest.raises(ConfigError, match=r"s\.yaml: unknown key 'tuning\.trails'"):
+        load_study(path)
+    result = CliRunner().invoke(app, ["--workspace", str(tmp_path / "ws"), "study", "run", str(path)])
+    assert result.exit_code == 2
+    assert "unknown key 'tuning.trails'" in result.output and "Traceback" not in result.output
+
+
+@pytest.mark.parametrize("data, message", [
+    ({"name": "x", "methods": ["nope"]}, "Unknown fusion method 'nope'"),
+    ({"name": "x", "methods": ["late"], "train": {"fold": 1}}, "fold is set by the study grid"),
+    ({"name": "x", "methods": ["late"], "train": {"epoch": 1}}, "epoch"),
+    ({"name": "x", "methods": [{"name": "drfuse", "params": {"depth": 2}}]}, "drfuse: params: unknown key 'depth'"),
+    ({"name": "x", "methods": ["late"], "modalities": ["ehr,xray"]}, "ehr,xray"),
+])
+def test_bad_study_is_one_line(data, message):
+    with pytest.raises(ConfigError, match=message) as info:
+        parse_study(data, "s.yaml")
+    assert "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize("name", [n for n in FUSIONS.names()])
+def test_search_space_holds_the_defaults(name):
+    """Trial 0 is the default configuration, so every default must lie inside the declared space."""
+    space = study_space(name, tuple(GENERIC_SPACE), {}, {})
+    if getattr(FUSIONS.get(name), "tunes_generic", True):
+        assert set(GENERIC_SPACE) <= set(space)
+    base = TrainConfig(fusion=name)
+    for key, value in defaults(base, space).items():
+        dim = space[key]
+        if dim[0] == "choice":
+            assert value in dim[1], (name, key)
+        else:
+            assert dim[1] <= value <= dim[2] and not math.isnan(value), (name, key)
+    assert set(method_space(name)) <= set(getattr(FUSIONS.get(name), "Params").model_fields)
+
+
+def test_fixed_values_leave_the_space():
+    space = study_space("drfuse", ("lr", "hidden_dim"), {"lr": 1e-4}, {"lambda_attn_aux": 0.5})
+    assert "lr" not in space and "fusion.lambda_attn_aux" not in space
+    assert "hidden_dim" in space and "fusion.lambda_pred_ehr" in space
+
+
+def test_units_follow_the_grid():
+    spec = parse_study({"name": "g", "methods": ["ehr", "late"], "folds": [0, 1], "seeds": [0, 1, 2],
+                        "train_missing": [{}, {"train_missing_rate": 0.5}], "tuning": {"trials": 3}})
+    got = units(spec)
+    # ehr cannot lose a CXR: 2 folds × (ehr: 1 setting + late: 2 settings)
+    assert len(got) == 6
+    assert {u.base.fold for u in got} == {0, 1}
+    assert all(u.base.seed == 0 for u in got)
+    # phase 2 lists only units whose tuning finished
+    first = got[0]
+    finals = final_jobs(spec, {first.key: first.base})
+    assert [j.config.seed for j in finals] == [0, 1, 2]
+    assert len({j.key for j in finals}) == 3
+
+
+def test_modality_subsets_pick_the_unimodal_models():
+    spec = parse_study({"name": "p", "methods": ["late", "early"], "modalities": ["ehr", "cxr", "ehr,cxr"]})
+    methods = sorted(u.method for u in units(spec))
+    assert methods == ["cxr", "early", "ehr", "late"]  # ehr and cxr once each, not once per fusion
+
+
+def test_examples_are_copies_of_the_presets():
+    from pathlib import Path
+
+    examples = Path(__file__).resolve().parents[3] / "examples"
+    for name in preset_names():
+        assert load_study(examples / f"study_{name}.yaml") == load_study(preset=name), name
+
+
+def test_help_lists_each_preset_and_status_before_any_run(tmp_path):
+    runner = CliRunner()
+    result = runner.invoke(app, ["study", "--help"], env={"COLUMNS": "200"})
+    assert result.exit_code == 0
+    for name in preset_names():
+        assert f"{name}:" in result.output
+    result = runner.invoke(app, ["--workspace", str(tmp_path / "ws"), "study", "status", "--preset", "demo"],
+                           env={"COLUMNS": "200"})
+    assert result.exit_code == 0, result.output
+    # 3 tuning units + 3 × 2 final runs, nothing done yet
+    assert "0/9 jobs" in result.output
+    result = runner.invoke(app, ["--workspace", str(tmp_path / "ws"), "study", "run", "--preset", "nope"])
+    assert result.exit_code == 2 and "unknown study preset 'nope'" in result.output
