@@ -28,7 +28,7 @@ def run(ws, *args):
 @pytest.fixture(scope="module")
 def workspace(tmp_path_factory):
     ws = tmp_path_factory.mktemp("e2e") / "ws"
-    run(ws, "prep", "--n-stays", "400", "--encoder-budget", "20")
+    run(ws, "prep", "--n-stays", "400", "--encoder-steps", "40")
     run(ws, "train", "--fusion", "ehr", "--fusion", "cxr", "--fusion", "late", "--fusion", "early",
         "--task", "mortality", "--epochs", "4", "--bootstrap", "50")
     run(ws, "eval-missing", "--rate", "0.5", "--rate", "1.0", "--bootstrap", "50")

@@ -49,7 +49,7 @@ def build_workspace(root) -> Workspace:
     # epochs, not time: on a busy machine a tight time budget can stop it after its first step (a slow
     # warm-up step makes the reserve for embedding the cohort look too large), leaving the CXR uninformative
     synthetic = SyntheticConfig(n_stays=N_STAYS, n_encoder_subjects=800)
-    prep = PrepConfig(image_size=128, encoder_time_budget_s=600, encoder_max_epochs=8)
+    prep = PrepConfig(image_size=128, encoder_max_epochs=8)
     pipeline.prep(prep, ws, synthetic=synthetic)
     configs = [TrainConfig(fusion=m, task=TASK, fold=0, epochs=12, patience=4) for m in (*SINGLE, *FUSION)]
     pipeline.train(configs, ws, bootstrap=0)

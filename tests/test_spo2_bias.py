@@ -51,7 +51,7 @@ def _build(root: Path, spo2_bias: bool) -> list[Path]:
     synthetic = SyntheticConfig(n_stays=N_STAYS, seed=0, spo2_bias=spo2_bias, max_image_size=64, min_image_size=48,
                                 n_encoder_subjects=60)  # fmt: skip
     # the images only feed the CXR encoder, which an EHR-only model never uses: keep that stage minimal
-    prep = PrepConfig(image_size=32, encoder_image_size=32, encoder_time_budget_s=5, encoder_max_epochs=1,
+    prep = PrepConfig(image_size=32, encoder_image_size=32, encoder_max_epochs=1,
                       encoder_max_images=200)  # fmt: skip
     pipeline.prep(prep, ws, synthetic=synthetic)
     configs = [TrainConfig(fusion="ehr", task="phenotype", fold=k, epochs=10, patience=3) for k in FOLDS]

@@ -92,7 +92,7 @@ def test_real_encoder_on_the_tiny_tree(tree, tmp_path):
     pytest.importorskip("mmfair.core.data.cxr_encoder")
     ws = Workspace.resolve(tmp_path / "ws")
     config = PrepConfig(mimic_root=tree[0], cxr_root=tree[1], workers=1, encoder_image_size=32,
-                        cxr_encoder="test_resnet.r160_in1k", encoder_time_budget_s=20, encoder_max_epochs=1)
+                        cxr_encoder="test_resnet.r160_in1k", encoder_max_epochs=1)
     result = run_prep(config, ws)
     assert result.encoder is not None and result.encoder["random_init"] is True
     with open_store(ws.features_h5, ws.cohort_csv) as f:

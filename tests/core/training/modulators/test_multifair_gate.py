@@ -174,3 +174,16 @@ def test_paper_and_official_code_on_the_same_fold_get_distinct_labels(tiny_ws):
     official = train_run(TrainConfig(**base, modulator_params={"variant": "official-code"}), tiny_ws)
     labels = [json.loads((r.run_dir / "config.json").read_text())["method"] for r in (paper, official)]
     assert labels == ["multifair", "multifair[official-code]"]  # never pooled as one method in the results
+
+
+def test_the_report_shows_paper_and_official_code_as_two_rows(tiny_ws):
+    from mmfair.core import pipeline
+    from mmfair.core.evaluation.tidy import read_results
+    from mmfair.core.reporting.tables import clean_table
+
+    base = dict(fusion="multifair", epochs=1, patience=1, hidden_dim=16, batch_size=32, device="cpu")
+    configs = [TrainConfig(**base), TrainConfig(**base, modulator_params={"variant": "official-code"})]
+    pipeline.train(configs, tiny_ws, bootstrap=5)
+    table = clean_table(read_results(tiny_ws.metrics_csv))
+    assert sorted(table["method"]) == ["multifair", "multifair[official-code]"]
+    assert (table["runs"].astype(str) == "1").all()  # one run each: nothing pooled as "mean ± sd (2 runs)"
