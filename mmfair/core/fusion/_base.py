@@ -117,6 +117,9 @@ class FusionModel(nn.Module):
     accepts_missing_token: ClassVar[bool] = False
     # True when the method runs ``image_encoder`` itself in images mode (fusion inside the CNN, e.g. MMTM)
     embeds_cxr_images: ClassVar[bool] = False
+    # Submodules (dotted names) whose inputs are the fused representation (:meth:`representation`); None:
+    # ``head``, or every module of ``heads`` when there is no single head
+    representation_modules: ClassVar[tuple[str, ...] | None] = None
 
     def __init__(self, spec: FusionSpec, params: FusionParams | None = None) -> None:
         super().__init__()
@@ -150,6 +153,40 @@ class FusionModel(nn.Module):
 
     def forward(self, batch: Batch) -> Output:  # pragma: no cover - abstract
         raise NotImplementedError
+
+    def representation(self, batch: Batch) -> torch.Tensor:
+        """The fused representation of ``batch`` [B, R] (the demographic-encoding probe,
+        :mod:`mmfair.core.evaluation.probe`): the first tensor input of each call to the
+        ``representation_modules`` during one forward pass (default: the head's input), flattened per stay and
+        concatenated in call order (a method that pads a batch pads at the end: the first B rows are kept). A
+        method whose head input is not its fused representation overrides this or names its modules in
+        ``representation_modules``."""
+        captured: list[torch.Tensor] = []
+
+        def grab(_module: nn.Module, args: tuple) -> None:
+            first = next((a for a in args if isinstance(a, torch.Tensor)), None)
+            if first is not None:
+                captured.append(first.detach().flatten(1))
+
+        names = self.representation_modules
+        if names is not None:
+            modules = [self.get_submodule(n) for n in names]
+        elif isinstance(getattr(self, "head", None), nn.Module):
+            modules = [self.head]
+        else:
+            heads = getattr(self, "heads", None)
+            modules = list(heads.values()) if isinstance(heads, nn.ModuleDict) else []
+        handles = [m.register_forward_pre_hook(grab) for m in modules]
+        try:
+            self(batch)
+        finally:
+            for handle in handles:
+                handle.remove()
+        n = len(batch["labels"])
+        if not captured or any(t.shape[0] < n for t in captured):
+            raise ValueError(f"{type(self).__name__}: no [B, ...] input of its head to use as the fused "
+                             "representation; override representation() or set representation_modules")
+        return torch.cat([t[:n] for t in captured], dim=1)  # rows past B: padding (M3Care pads small eval batches)
 
     def param_groups(self) -> dict[str, list[nn.Parameter]]:
         """Parameters by role: ``encoder:<modality>``, ``fusion``, ``head`` (only groups that have any)."""
