@@ -267,7 +267,8 @@ def attrition_flow(attrition: pd.DataFrame) -> Figure | None:
         return None
     steps = attrition.reset_index(drop=True)
     fig = _figure(COLUMN, 0.5 + 0.55 * len(steps))
-    ax = fig.add_subplot()
+    fig.set_layout_engine("none")  # the boxes are text, not axes: constrained layout would collapse the axes
+    ax = fig.add_axes((0.0, 0.0, 1.0, 1.0))
     ax.set_xlim(0, 1)
     ax.set_ylim(-len(steps) + 0.4, 0.6)
     ax.axis("off")

@@ -2,39 +2,15 @@
 
 import importlib
 import sys
-import textwrap
+from pathlib import Path
 
 import pytest
 
 from mmfair.core import registry
 from mmfair.core.config import TrainConfig
 
-PLUGIN = textwrap.dedent('''
-    """A tiny third-party fusion: the mean of the present modalities' embeddings, then a linear head."""
-    import torch
-    from torch import nn
-
-    from mmfair.core.fusion._base import FusionModel, Output, build_modality_encoder
-    from mmfair.core.registry import FUSIONS
-
-
-    @FUSIONS.register("plugin-mean", summary="mean of present embeddings (third-party test plugin)", paper="none")
-    class MeanFusion(FusionModel):
-        modalities = ("ehr", "cxr")
-        handles_missing = True
-
-        def __init__(self, spec):
-            super().__init__(spec)
-            self.encoders = nn.ModuleDict({m: build_modality_encoder(m, spec) for m in self.modalities})
-            self.head = nn.Linear(spec.hidden_dim, spec.n_outputs)
-
-        def forward(self, batch):
-            embeddings = {m: self.encoders[m](batch["inputs"][m]) for m in self.modalities}
-            weights = torch.stack([batch["present"][m].float() for m in self.modalities], dim=1)
-            stacked = torch.stack([embeddings[m] for m in self.modalities], dim=1) * weights[..., None]
-            pooled = stacked.sum(dim=1) / weights.sum(dim=1, keepdim=True)
-            return Output(logits=self.head(pooled), embeddings=embeddings)
-''')
+#: the packaged example plugin (examples/plugin_method), installed here as a bare module + dist-info
+PLUGIN = (Path(__file__).resolve().parents[3] / "examples" / "plugin_method" / "mmfair_plugin_mean" / "__init__.py").read_text()
 
 
 @pytest.fixture

@@ -1,7 +1,6 @@
 """Input validation with named counts (issue 16 item 3): impossible times are reported per file and reason,
 excluded under their own attrition step and warned about; a type error names the file it is in."""
 
-import gzip
 import json
 import logging
 
@@ -13,17 +12,7 @@ from mmfair.core.data.cohort import apply_filters
 from mmfair.core.data.prep import run_prep
 from mmfair.core.errors import InputFileError
 from mmfair.core.workspace import Workspace
-
-
-def config_for(tree, **overrides):
-    return PrepConfig(mimic_root=tree[0], cxr_root=tree[1], skip_encoder=True, workers=1, **overrides)
-
-
-def rewrite_gz(path, edit):
-    with gzip.open(path, "rt") as fh:
-        text = fh.read()
-    with gzip.open(path, "wt") as fh:
-        fh.write(edit(text))
+from test_prep_errors import config_for, rewrite_gz  # one tree editor for the prep error tests
 
 
 def test_icu_stay_with_swapped_times_is_counted_warned_and_excluded_under_its_own_step(tree, tmp_path, caplog):
