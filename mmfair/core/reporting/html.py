@@ -391,6 +391,9 @@ def provenance(inputs: ReportInputs) -> pd.DataFrame:
         enc = p.get("encoder") or {}
         if isinstance(enc, dict) and enc.get("encoder_id"):
             rows.append(("CXR encoder", str(enc["encoder_id"])))
+        card = enc.get("card") if isinstance(enc, dict) else None
+        if isinstance(card, dict) and card.get("pretraining_data"):
+            rows.append(("CXR encoder pretraining data", str(card["pretraining_data"])))
     for name in PACKAGES:
         try:
             rows.append((name, importlib.metadata.version(name)))
@@ -410,8 +413,25 @@ def provenance_section(inputs: ReportInputs) -> Section:
     s.reading = (f"Built by mmfair {mmfair.__version__} from the tidy results tables only"
                  + (f", on prepared data with fingerprint {fp}" if fp else "") + ". Package versions and the git "
                  "commit are those of the process that wrote this report.")
+    warnings = provenance_warnings(table, inputs.prep or {})
+    if warnings:
+        s.reading = "Warning: " + " ".join(warnings) + " " + s.reading
     s.tables.append(table)
     return s
+
+
+def provenance_warnings(table: pd.DataFrame, prep: dict) -> list[str]:
+    """What a reader must know before trusting the numbers: results from several mmfair versions or protocols,
+    and a CXR encoder that saw MIMIC-CXR (then it has seen test patients' images)."""
+    value = dict(zip(table["item"], table["value"]))
+    out = [f"the results mix {what} ({value[item]}); re-evaluate with one mmfair before comparing rows."
+           for item, what in (("mmfair versions in the results", "mmfair versions"),
+                              ("evaluation protocols in the results", "evaluation protocols"))
+           if "," in str(value.get(item, ""))]  # fmt: skip
+    card = (prep.get("encoder") or {}).get("card") if isinstance(prep.get("encoder"), dict) else None
+    if isinstance(card, dict) and card.get("provenance_warning"):
+        out.append(str(card["provenance_warning"]))
+    return out
 
 
 def build_sections(inputs: ReportInputs, tables: dict[str, pd.DataFrame], min_group_size: int = 10) -> list[Section]:

@@ -243,3 +243,16 @@ def test_modality_addition_steps_by_hand(results_ws):
     assert au[("late", "ehr", "cxr")] == pytest.approx(0.04) and eo[("late", "ehr", "cxr")] == pytest.approx(-0.04)
     assert au[("late", "cxr", "ehr")] == pytest.approx(0.08)
     assert len(au) == 4  # late and early, each from ehr and from cxr; the unimodal runs start no step
+
+
+def test_provenance_warns_on_mixed_protocols_and_an_encoder_that_saw_mimic_cxr():
+    import pandas as pd
+
+    from mmfair.core.reporting.html import provenance_warnings
+
+    table = pd.DataFrame({"item": ["evaluation protocols in the results", "mmfair versions in the results"],
+                          "value": ["1, 2", "0.1.0"]})
+    prep = {"encoder": {"card": {"provenance_warning": "encoder pretrained on MIMIC-CXR: it saw test patients"}}}
+    warnings = provenance_warnings(table, prep)
+    assert len(warnings) == 2 and "evaluation protocols (1, 2)" in warnings[0] and "MIMIC-CXR" in warnings[1]
+    assert provenance_warnings(table.assign(value=["2", "0.1.0"]), {"encoder": {"card": {}}}) == []
