@@ -25,6 +25,7 @@ def eval_fair_cmd(
     adjust: Annotated[Optional[str], typer.Option(help="p-value adjustment across a phenotype's labels: holm (default) or bh.")] = None,
     time_inference: Annotated[Optional[bool], typer.Option("--time-inference/--no-time-inference", help="Time each run's test predictions for the cost rows (loads the model; default on).")] = None,
     device: Annotated[Optional[str], typer.Option(help="auto | cpu | cuda (for timing inference).")] = None,
+    patient_weighting: Annotated[Optional[bool], typer.Option("--patient-weighting/--no-patient-weighting", help="Also write clean AUROC, AUPRC and Brier with every patient counting once (weighting=patient rows in metrics.csv).")] = None,
     probe: Annotated[Optional[bool], typer.Option("--probe/--no-probe", help="Also probe how well gender, race group and age group can be predicted from each run's CXR, EHR and fused representations (probe_auroc rows; loads each model).")] = None,
     run: Annotated[Optional[list[str]], typer.Option("--run", help="Only these run ids (repeatable).")] = None,
     config: Annotated[Optional[Path], typer.Option("--config", "-c", help="YAML/TOML file with these options.")] = None,
@@ -61,6 +62,7 @@ def eval_fair_cmd(
             time_inference=time_inference,
             device=device,
             probe=probe,
+            patient_weighting=patient_weighting,
         )
         if cfg.reference in ("", "none"):
             cfg = cfg.model_copy(update={"reference": None})

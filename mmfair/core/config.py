@@ -358,6 +358,8 @@ class EvalFairConfig(_Frozen):
     adjust: Literal["holm", "bh"] = Field("holm", description="p-value adjustment across a phenotype's labels")
     time_inference: bool = Field(True, description="time each run's test predictions (needs the prepared data)")
     device: str = "auto"
+    patient_weighting: bool = Field(False, description="also write clean metrics with every patient counting once "
+                                    "(weighting=patient rows in metrics.csv; evaluation.weighting)")
     probe: bool = Field(False, description="demographic-encoding probe of each run's representations (loads the "
                         "model and the prepared data; evaluation.probe)")
     probe_attributes: tuple[str, ...] = ("gender", "race_group", "age_group")

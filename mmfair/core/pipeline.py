@@ -244,6 +244,10 @@ def eval_fair(config: EvalFairConfig, workspace: Workspace, run_ids: Iterable[st
     predict_fn = make_predict_fn(config.device) if config.time_inference and has_data else None
     evaluated = [r for r in runs if r.name not in {name for name, _ in failed}]  # a stale run is not timed
     upsert_results(workspace.metrics_csv, evaluate_cost(evaluated, predict_fn))
+    if config.patient_weighting:  # beside train's stay-weighted clean rows, on the same paired resamples
+        from mmfair.core.evaluation.weighting import evaluate_clean_patient
+
+        upsert_results(workspace.metrics_csv, evaluate_clean_patient(evaluated, bootstrap=config.bootstrap))
     return rows
 
 

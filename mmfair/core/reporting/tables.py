@@ -83,6 +83,10 @@ DESCRIPTIONS = {
               "can score them all. A method that needs a CXR is n/a here and ranked in the next table."),
     "clean_with_cxr": ("Clean test performance: test stays with a CXR", "The same metrics for every method, scored "
                        "on the test stays that have a CXR (n) — the one population every method can score."),
+    "clean_patient": ("Clean test performance: every patient counting once", "AUROC, AUPRC and Brier with each "
+                      "stay weighted 1/k, k its patient's stays (eval-fair --patient-weighting), on every test "
+                      "stay (all) and on the stays with a CXR (with_cxr); compare with the stay-weighted tables "
+                      "above: the same resamples."),
     "costs": ("Cost", "Parameters, total training seconds, peak memory and inference speed (test stays per second) "
               "per method."),
     "missing": ("Robustness to a missing modality (MCAR)", "Test AUROC on the stays that have the removed "
@@ -186,10 +190,11 @@ def _n_cell(rows: pd.DataFrame) -> str:
 
 def clean_table(metrics: pd.DataFrame, evaluated_on: str = "all") -> pd.DataFrame:
     """A clean leaderboard on one fixed set of evaluated stays (``all`` or ``with_cxr``), one row per condition
-    (method, modalities, task, test cohort, selection rule) with ``n`` the stays scored."""
+    (method, modalities, task, test cohort, selection rule) with ``n`` the stays scored; stay-weighted rows only
+    (patient-weighted ones are :func:`clean_patient_table`)."""
     wanted = [evaluated_on, "unrecorded"] if evaluated_on == "all" else [evaluated_on]
     rows = _select(metrics, scenario="none", label="all", group="all", metric=list(_CLEAN_METRICS),
-                   evaluated_on=wanted)  # fmt: skip
+                   evaluated_on=wanted, weighting="stay")  # fmt: skip
     table, any_na, any_mixed = _wide(rows, list(_CLEAN_KEYS), _CLEAN_METRICS)
     if len(table):
         n_of = {k: _n_cell(b[b["metric"].isin(["auroc", "accuracy"])]) for k, b in rows.groupby(list(_CLEAN_KEYS))}
@@ -197,6 +202,14 @@ def clean_table(metrics: pd.DataFrame, evaluated_on: str = "all") -> pd.DataFram
     notes = [FOOTNOTE_CI] + ([FOOTNOTE_NA] if any_na else []) + ([FOOTNOTE_MIXED] if any_mixed else [])
     notes += [FOOTNOTE_LEGACY] if (rows["evaluated_on"] == "unrecorded").any() else []
     return _finish(table, "clean" if evaluated_on == "all" else f"clean_{evaluated_on}", notes)
+
+
+def clean_patient_table(metrics: pd.DataFrame) -> pd.DataFrame:
+    """The patient-weighted clean rows, with the evaluated stays as a column (never pooled with stay rows)."""
+    rows = _select(metrics, scenario="none", label="all", group="all", metric=list(_CLEAN_METRICS),
+                   weighting="patient")  # fmt: skip
+    table, _, _ = _wide(rows, [*_CLEAN_KEYS, "evaluated_on"], _CLEAN_METRICS)
+    return _finish(table, "clean_patient", [FOOTNOTE_CI])
 
 
 def cost_table(metrics: pd.DataFrame) -> pd.DataFrame:
@@ -403,6 +416,7 @@ def build_tables(metrics: pd.DataFrame | None, missing: pd.DataFrame | None, fai
     return {
         "clean": clean_table(metrics),
         "clean_with_cxr": clean_table(metrics, "with_cxr"),
+        "clean_patient": clean_patient_table(metrics),
         "costs": cost_table(metrics),
         "missing": missing_table(labelled_missing),
         "missing_profiles": missing_profile_table(labelled_missing),

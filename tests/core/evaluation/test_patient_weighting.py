@@ -60,3 +60,20 @@ def test_an_unscorable_stay_leaves_the_patient_rows_undefined(tmp_path):
     by = rows.set_index(["evaluated_on", "metric"])
     assert not by.loc[("all", "auroc"), "defined"]  # the coverage rule, as for stay rows
     assert by.loc[("with_cxr", "auroc"), "defined"]
+
+
+def test_the_report_keeps_patient_weighted_rows_apart(tmp_path):
+    from mmfair.core.evaluation.tidy import to_frame
+    from mmfair.core.reporting.tables import build_tables
+
+    frame = pd.DataFrame({"stay_id": np.arange(100, 112), "subject_id": [1, 1, 1, *range(2, 11)],
+                          "label": [1, 1, 1, 1, 1, 0, 0, 0, 0, 1, 0, 0],
+                          "score": [0.15, 0.15, 0.15, 0.9, 0.7, 0.6, 0.2, 0.3, 0.4, 0.8, 0.35, 0.1],
+                          "present_cxr": 1})  # fmt: skip
+    run = _run(tmp_path, frame)
+    rows = pd.concat([evaluate_clean([run], bootstrap=0), evaluate_clean_patient([run], bootstrap=0)])
+    tables = build_tables(to_frame(rows.to_dict("records")), to_frame([]), to_frame([]))
+    stay = tables["clean"].iloc[0]["AUROC"]
+    patient = tables["clean_patient"]
+    assert len(tables["clean"]) == 1 and str(tables["clean"].iloc[0]["runs"]) == "1"  # not pooled with patient rows
+    assert set(patient["evaluated_on"]) == {"all", "with_cxr"} and patient.iloc[0]["AUROC"] != stay
