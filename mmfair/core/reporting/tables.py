@@ -87,6 +87,9 @@ DESCRIPTIONS = {
                       "stay weighted 1/k, k its patient's stays (eval-fair --patient-weighting), on every test "
                       "stay (all) and on the stays with a CXR (with_cxr); compare with the stay-weighted tables "
                       "above: the same resamples."),
+    "probe": ("Demographic encoding (probe AUROC)", "How well each sensitive attribute can be predicted from a "
+              "run's representations by a logistic probe fitted on its training stays (macro one-vs-rest AUROC on "
+              "test; 0.5 = not encoded). Encoding is not unfairness by itself; read it beside the gaps above."),
     "costs": ("Cost", "Parameters, total training seconds, peak memory and inference speed (test stays per second) "
               "per method."),
     "missing": ("Robustness to a missing modality (MCAR)", "Test AUROC on the stays that have the removed "
@@ -390,6 +393,19 @@ def fairness_gap_table(fairness: pd.DataFrame) -> pd.DataFrame:
     return _finish(table, "fairness_gaps", notes)
 
 
+_PROBE_COLUMNS = {"probe_cxr": "CXR embedding", "probe_ehr": "EHR", "probe_fused": "fused"}
+
+
+def probe_table(fairness: pd.DataFrame) -> pd.DataFrame:
+    """``eval-fair --probe``: how well each attribute is predicted from each representation, beside the gaps."""
+    rows = _select(fairness, metric="probe_auroc").copy()
+    if len(rows):
+        which = rows["scenario_params"].map(lambda t: json.loads(t or "{}").get("representation", ""))
+        rows["metric"] = "probe_" + which
+    table, any_na, _ = _wide(rows, [*_RUN_KEYS, "attribute"], _PROBE_COLUMNS)
+    return _finish(table, "probe", [FOOTNOTE_CI] + ([FOOTNOTE_NA] if any_na else []))
+
+
 def build_tables(metrics: pd.DataFrame | None, missing: pd.DataFrame | None, fairness: pd.DataFrame | None,
                  min_group_size: int = 10) -> dict[str, pd.DataFrame]:
     """Display tables from the three tidy results tables (any may be ``None`` or empty).
@@ -423,6 +439,7 @@ def build_tables(metrics: pd.DataFrame | None, missing: pd.DataFrame | None, fai
         **robustness_tables(missing, min_group_size),
         "fairness_groups": fairness_group_table(fairness, min_group_size),
         "fairness_gaps": fairness_gap_table(fairness),
+        "probe": probe_table(fairness),
     }
 
 

@@ -231,3 +231,18 @@ def test_method_labels_with_their_parameters_are_separate_rows_not_repeats():
     assert clean.loc["multifair", "AUROC"].startswith("0.780 [") and clean.loc["multifair", "runs"] == "1"
     assert clean.loc["multifair[official-code]", "AUROC"].startswith("0.740 [")
     assert not clean["AUROC"].str.contains("k=").any()
+
+
+def test_probe_rows_get_their_own_table_beside_the_gaps():
+    import json as _json
+
+    from mmfair.core.evaluation.tidy import make_row, to_frame
+    from mmfair.core.reporting.tables import build_tables
+
+    rows = [make_row(run_id="r1", method="late", modalities="ehr+cxr", task="mortality", metric="probe_auroc",
+                     attribute="gender", value=v, ci_low=v - 0.05, ci_high=v + 0.05,
+                     scenario_params=_json.dumps({"representation": rep}))
+            for rep, v in (("cxr", 0.715), ("ehr", 0.49), ("fused", 0.52))]  # fmt: skip
+    table = build_tables(None, None, to_frame(rows))["probe"]
+    assert len(table) == 1 and table.iloc[0]["attribute"] == "gender"
+    assert table.iloc[0]["CXR embedding"].startswith("0.715") and table.iloc[0]["fused"].startswith("0.520")
