@@ -193,6 +193,16 @@ class GBMEstimator:
     handles_missing: ClassVar[bool] = True
     modalities: ClassVar[tuple[str, ...]] = ("ehr",)
     blocks: ClassVar[dict[str, tuple[str, ...]]] = {"main": ("ehr",)}
+    #: ``mmfair study``: the booster's own space (it has no lr / hidden_dim / dropout of a network)
+    tunes_generic: ClassVar[bool] = False
+    search_space: ClassVar[dict[str, tuple]] = {
+        "learning_rate": ("log", 0.01, 0.2),
+        "num_leaves": ("int", 7, 127),
+        "min_child_samples": ("int", 5, 100),
+        "subsample": ("float", 0.5, 1.0),
+        "colsample_bytree": ("float", 0.5, 1.0),
+        "reg_lambda": ("float", 0.0, 10.0),
+    }
 
     def __init__(self, spec: EstimatorSpec, params: GBMParams | None = None) -> None:
         self.spec, self.params = spec, params or GBMParams()
