@@ -68,7 +68,7 @@ def synthetic_config(args: argparse.Namespace):
 
 def generate_child(args: argparse.Namespace) -> None:
     """Generate (or reuse) the tree and print its seconds, peak RSS and whether it was reused as JSON."""
-    from mmfair.core.data.synthetic import generate_source
+    from mmfair.core.synthetic import generate_source
 
     tree = args.out / f"source-{args.n_stays}-{args.chart_volume}"
     done = tree / "ground_truth" / "DONE"

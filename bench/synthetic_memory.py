@@ -28,7 +28,7 @@ def child(args: argparse.Namespace) -> None:
     import pandas as pd
 
     from mmfair.core.config import SyntheticConfig
-    from mmfair.core.data.synthetic import EVENT_CHUNK_STAYS, GENERATOR_VERSION, generate_source
+    from mmfair.core.synthetic import EVENT_CHUNK_STAYS, GENERATOR_VERSION, generate_source
 
     tree = args.out / f"source-{args.n_stays[0]}-{args.chart_volume}"
     shutil.rmtree(tree, ignore_errors=True)

@@ -51,7 +51,7 @@ def prep(
 
     synthetic_root = None
     if config.mimic_root is None:
-        from mmfair.core.data.synthetic import generate_source
+        from mmfair.core.synthetic import generate_source
 
         synthetic = synthetic or SyntheticConfig()
         log.info("no --mimic-root given: generating the synthetic source in %s", workspace.source)

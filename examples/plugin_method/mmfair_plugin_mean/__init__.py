@@ -10,8 +10,7 @@ Paper: none (an example). Deviations: none.
 import torch
 from torch import nn
 
-from mmfair.core.fusion._base import FusionModel, Output, build_modality_encoder
-from mmfair.core.registry import FUSIONS
+from mmfair.plugins import FUSIONS, FusionModel, Output, build_modality_encoder
 
 
 @FUSIONS.register("plugin-mean", summary="mean of present embeddings (example plugin)", paper="none")

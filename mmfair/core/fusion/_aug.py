@@ -4,7 +4,7 @@ Paper: Jiang et al. (Jiang, Huang & Yang), "Rethinking Multimodal Learning from 
 Mitigating Classification Ability Disproportion", NeurIPS 2025 (arXiv 2502.20120, the method called AUG;
 mechanism checked against the authors' public code). This module is the architecture and its sustained-
 boosting loss; the adaptive classifier assignment that switches boosting layers on lives in the ``aug``
-modulator, and the ``aug`` preset (``training/modulators/aug.py``) is this model trained with it.
+modulator, and the ``aug`` preset (``modulators/aug.py``) is this model trained with it.
 
 Mechanism: each modality m has its encoder, an embedding layer ``Linear(H, H) → ReLU`` and up to
 ``max_boost`` boosting layers ``Linear(H, H) → ReLU`` that read the encoder output; every one of them is

@@ -137,7 +137,7 @@ def predict_estimator(run: Any, split: str, present_override: Mapping[str, np.nd
 def train_estimator_run(config: TrainConfig, store: StoreData, run_id: str, run_dir: Path,
                         inputs: Mapping[str, str] | None = None, ws: Any = None):  # fmt: skip
     """Train an estimator run into ``run_dir`` (the checks and run id are :func:`.runs.train_run`'s)."""
-    from mmfair.core.training.modulators import method_name
+    from mmfair.core.modulators import method_name
     from mmfair.core.training.runs import LoadedRun, RunResult, _csv_text, _thresholds, predict, run_modalities
 
     check_estimator_config(config)

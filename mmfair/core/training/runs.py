@@ -52,7 +52,7 @@ from mmfair.core.training.data import (
     load_store,
     remove_cxr,
 )
-from mmfair.core.training.modulators import Groups, build_modulator, group_codes, method_name, resolve_modulator
+from mmfair.core.modulators import Groups, build_modulator, group_codes, method_name, resolve_modulator
 from mmfair.core.training.selection import choose_epochs
 from mmfair.core.training.tasks import Task
 from mmfair.core.training.trainer import (

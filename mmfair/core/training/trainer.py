@@ -290,7 +290,7 @@ def fit(
     interrupted run continues where it stopped and ends as an uninterrupted one would (bit-identical
     on CPU).
 
-    ``modulator`` (see ``training/modulators/_base.py``) gets its hooks called around the loss, backward
+    ``modulator`` (see ``modulators/_base.py``) gets its hooks called around the loss, backward
     and epoch; ``groups`` (the sensitive group codes of the training rows) is added to each batch as
     ``batch["groups"]`` only when the modulator asks for it. Without a modulator nothing changes.
     """

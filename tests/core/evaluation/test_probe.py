@@ -3,7 +3,6 @@ and one real run probed end to end through ``mmfair eval-fair --probe``."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
@@ -134,11 +133,9 @@ def test_every_method_exposes_a_fused_representation(name):
 
 # ---- a real run, end to end -------------------------------------------------------------------------
 def _tiny_workspace(root: Path):
-    path = Path(__file__).parents[1] / "training" / "tiny_workspace.py"
-    spec = importlib.util.spec_from_file_location("training_conftest_for_probe", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.build_tiny_workspace(root, n_stays=400)
+    from tiny_workspace import build_tiny_workspace
+
+    return build_tiny_workspace(root, n_stays=400)
 
 
 @pytest.fixture(scope="module")
@@ -205,7 +202,7 @@ def test_the_planted_attribute_is_found_only_where_planted(probed):
 
 # ---- the generator's switches the probe's planted truth rests on ---------------------------------
 def test_without_age_sex_latents_the_latent_means_ignore_every_demographic():
-    from mmfair.core.data.synthetic._model import latent_means
+    from mmfair.core.synthetic._model import latent_means
 
     age, male, race = np.array([20.0, 90.0]), np.array([False, True]), np.array(["WHITE", "BLACK"])
     assert not latent_means(age, male, race, group_base_rates=False, age_sex=False).any()
@@ -214,7 +211,7 @@ def test_without_age_sex_latents_the_latent_means_ignore_every_demographic():
 
 
 def _film(demographics: dict | None) -> np.ndarray:
-    from mmfair.core.data.synthetic._images import draw_frontal
+    from mmfair.core.synthetic._images import draw_frontal
 
     p = {"effusion_right": 0.0, "effusion_left": 0.0, "edema": 0.0, "blobs": [], "atelectasis": 0, "lesion": None,
          "pneumothorax": 0, "ett": False, "central_line": False, "pacemaker": False, "ng_tube": False, "ctr": 0.46}
@@ -224,7 +221,7 @@ def _film(demographics: dict | None) -> np.ndarray:
 
 
 def test_the_image_signal_draws_sex_age_and_race_and_nothing_when_off():
-    from mmfair.core.data.synthetic._images import WORK, _frontal_template
+    from mmfair.core.synthetic._images import WORK, _frontal_template
 
     base = {"female": False, "age": 54.0, "race_group": "WHITE"}  # bone factor 1: a middle-aged White man
     assert np.array_equal(_film(base), _film(None))

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from mmfair.core.config import SyntheticConfig
-from mmfair.core.data.synthetic import generate_source
+from mmfair.core.synthetic import generate_source
 from mmfair.core.io import current_umask, process_alive, remove_stale_temporaries, write_text_atomic
 
 

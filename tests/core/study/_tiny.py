@@ -1,13 +1,6 @@
-"""The tiny workspace of the training tests (tests/core/training/conftest.py), loaded by path."""
+"""The tiny study of the study tests (the workspace builder is tests/core/tiny_workspace.py)."""
 
-import importlib.util
-from pathlib import Path
-
-_spec = importlib.util.spec_from_file_location("_mmfair_training_conftest",
-                                               Path(__file__).resolve().parents[1] / "training" / "tiny_workspace.py")
-_module = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(_module)
-build_tiny_workspace = _module.build_tiny_workspace
+from tiny_workspace import build_tiny_workspace  # noqa: F401
 
 #: a study small enough for the fast suite (two methods, tiny training)
 TINY_STUDY = {

@@ -169,13 +169,7 @@ class _Interrupt(Exception):
 
 
 def test_interrupted_run_with_rules_resumes_to_the_same_files(tiny_ws, tmp_path):
-    import importlib.util
-    from pathlib import Path
-
-    spec = importlib.util.spec_from_file_location("_training_conftest", Path(__file__).with_name("tiny_workspace.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    build_tiny_workspace = module.build_tiny_workspace
+    from tiny_workspace import build_tiny_workspace
 
     cfg = config(fusion="ehr", epochs=3, patience=10, selection_rules=("worst_group", "dto"))
     reference = train_run(cfg, build_tiny_workspace(tmp_path / "other"))

@@ -36,8 +36,8 @@ from pydantic import Field
 from mmfair.core.errors import ConfigError
 from mmfair.core.fusion._aug import AUGNet
 from mmfair.core.registry import MODULATORS
-from mmfair.core.training.modulators._base import Groups, Modulator, ModulatorParams
-from mmfair.core.training.modulators.ogm_ge import true_label_confidence
+from mmfair.core.modulators._base import Groups, Modulator, ModulatorParams
+from mmfair.core.modulators.ogm_ge import true_label_confidence
 
 
 class AUGModulatorParams(ModulatorParams):

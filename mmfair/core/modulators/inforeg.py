@@ -56,14 +56,14 @@ from pydantic import Field
 from torch import nn
 
 from mmfair.core.registry import MODULATORS
-from mmfair.core.training.modulators._base import (
+from mmfair.core.modulators._base import (
     Groups,
     Modulator,
     ModulatorParams,
     encoder_groups,
     multimodal_modalities,
 )
-from mmfair.core.training.modulators.ogm_ge import embedding_dims, probe_output, true_label_confidence
+from mmfair.core.modulators.ogm_ge import embedding_dims, probe_output, true_label_confidence
 
 
 class InfoRegParams(ModulatorParams):

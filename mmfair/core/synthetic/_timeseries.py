@@ -22,8 +22,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from mmfair.core.data.synthetic import _model as model
-from mmfair.core.data.synthetic import _vocab as v
+from mmfair.core.synthetic import _model as model
+from mmfair.core.synthetic import _vocab as v
 
 HOUR = 3600
 MAX_SERIES_HOURS = 14 * 24

@@ -4,9 +4,9 @@ with any compatible fusion method (``--modulator``), and the presets that pair o
 registers every modulator and preset.
 """
 
-from mmfair.core.training.modulators import cggm, fairgrad, group_dro, multifair, ogm_ge  # noqa: F401  (registration)
-from mmfair.core.training.modulators import aug, inforeg, pmr  # noqa: F401  (registration)
-from mmfair.core.training.modulators._base import (
+from mmfair.core.modulators import cggm, fairgrad, group_dro, multifair, ogm_ge  # noqa: F401  (registration)
+from mmfair.core.modulators import aug, inforeg, pmr  # noqa: F401  (registration)
+from mmfair.core.modulators._base import (
     Groups,
     Modulator,
     ModulatorParams,
@@ -15,7 +15,7 @@ from mmfair.core.training.modulators._base import (
     group_codes,
     resolve_params,
 )
-from mmfair.core.training.modulators.presets import PRESETS, method_name, register_preset, resolve_modulator
+from mmfair.core.modulators.presets import PRESETS, method_name, register_preset, resolve_modulator
 
 register_preset("multifair", "early", "multifair")
 register_preset("ogm-ge", "early", "ogm-ge")

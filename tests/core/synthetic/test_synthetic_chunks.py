@@ -13,10 +13,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-import mmfair.core.data.synthetic as synthetic
+import mmfair.core.synthetic as synthetic
 from mmfair.core.config import PrepConfig, SyntheticConfig
 from mmfair.core.data.prep import run_prep
-from mmfair.core.data.synthetic import _volume, generate_source
+from mmfair.core.synthetic import _volume, generate_source
 from mmfair.core.workspace import Workspace
 
 TINY = dict(n_stays=40, seed=7, n_encoder_subjects=8, min_image_size=48, max_image_size=72)

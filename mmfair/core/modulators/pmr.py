@@ -44,8 +44,8 @@ from pydantic import Field
 
 from mmfair.core.errors import ConfigError
 from mmfair.core.registry import MODULATORS
-from mmfair.core.training.modulators._base import Groups, Modulator, ModulatorParams, multimodal_modalities
-from mmfair.core.training.modulators.ogm_ge import embedding_dims, probe_output
+from mmfair.core.modulators._base import Groups, Modulator, ModulatorParams, multimodal_modalities
+from mmfair.core.modulators.ogm_ge import embedding_dims, probe_output
 
 _MASKED = -1e9  # logit of a class without a prototype: exactly zero probability, finite entropy terms
 

@@ -19,11 +19,11 @@ from mmfair.core.fusion import FusionSpec
 from mmfair.core.registry import FUSIONS, MODULATORS, TASKS
 from mmfair.core.training import load_run, predict, train_run
 from mmfair.core.training.data import Split
-from mmfair.core.training.modulators import PRESETS, Groups, RowWeightedTask, build_modulator, resolve_modulator
-from mmfair.core.training.modulators.cggm import cggm_coefficients
-from mmfair.core.training.modulators.group_dro import GroupDRO
-from mmfair.core.training.modulators.multifair import group_factor, modality_coefficients
-from mmfair.core.training.modulators.ogm_ge import ogm_coefficients
+from mmfair.core.modulators import PRESETS, Groups, RowWeightedTask, build_modulator, resolve_modulator
+from mmfair.core.modulators.cggm import cggm_coefficients
+from mmfair.core.modulators.group_dro import GroupDRO
+from mmfair.core.modulators.multifair import group_factor, modality_coefficients
+from mmfair.core.modulators.ogm_ge import ogm_coefficients
 from mmfair.core.training.runs import compute_run_id
 from mmfair.core.training.trainer import cpu_threads
 
@@ -228,7 +228,7 @@ def test_multifair_with_balanced_modalities_and_one_group_is_plain_training():
     assert plain.keys() == modulated.keys() and all(torch.equal(plain[n], modulated[n]) for n in plain)
     # second step: balanced change of the unimodal AUCs (equal |Δ|) → coefficient exactly 1
     mod.prev_auc = {"ehr": 0.6, "cxr": 0.6}
-    import mmfair.core.training.modulators.multifair as mf
+    import mmfair.core.modulators.multifair as mf
 
     original = mf.exact_auc
     mf.exact_auc = lambda y, s: 0.65
@@ -372,7 +372,7 @@ def test_cggm_coefficients_and_direction_term():
 
 
 def test_cggm_history_reports_factors_and_how_often_b_reversed_an_update(monkeypatch):
-    import mmfair.core.training.modulators.cggm as cggm_module
+    import mmfair.core.modulators.cggm as cggm_module
 
     model, split = make_model(), make_split()
     mod = setup_modulator("cggm", {"lambda_gm": 0.0}, model, split)

@@ -24,7 +24,7 @@ import mmfair.core.fusion  # noqa: F401  (registers the base methods)
 from mmfair.core.config import TrainConfig
 from mmfair.core.errors import ConfigError
 from mmfair.core.registry import FUSIONS, MODULATORS
-from mmfair.core.training.modulators._base import resolve_params
+from mmfair.core.modulators._base import resolve_params
 
 
 @dataclass(frozen=True)

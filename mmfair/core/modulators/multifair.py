@@ -44,7 +44,7 @@ Variants (``variant``):
   out of ``modulator_steps``), so a minimum that silently drops a minority group is visible (and a
   warning is logged when a group of ≥ 5 % of the training stays never counts in an epoch). Simulated on
   the synthetic source's group shares (batch 128, prevalence 0.12, equal true AUC 0.8; the simulation of
-  ``tests/core/training/modulators/test_multifair_gate.py``, 300 steps): the release's per-batch gate
+  ``tests/core/modulators/test_multifair_gate.py``, 300 steps): the release's per-batch gate
   opens on 71 % of steps for gender and 100 % for race_group; this one on ≤ 5 % at 1,200 or 20,000
   training stays. A planted gap of 0.1 opens it on 81-94 % of steps at 20,000 stays; at the demo's 1,200
   a minority group's gap is within noise (4-15 % of steps; gender 57 %). Optionally
@@ -101,7 +101,7 @@ from torch import nn
 
 from mmfair.core.errors import ConfigError
 from mmfair.core.registry import MODULATORS
-from mmfair.core.training.modulators._base import (
+from mmfair.core.modulators._base import (
     Groups,
     Modulator,
     ModulatorParams,
@@ -111,7 +111,7 @@ from mmfair.core.training.modulators._base import (
     score_matrix,
     surrogate_auc,
 )
-from mmfair.core.training.modulators.ogm_ge import embedding_dims, probe_output
+from mmfair.core.modulators.ogm_ge import embedding_dims, probe_output
 
 log = logging.getLogger(__name__)
 

@@ -16,9 +16,9 @@ import numpy as np
 import pandas as pd
 
 from mmfair.core.config import SyntheticConfig
-from mmfair.core.data.synthetic import _model as model
-from mmfair.core.data.synthetic import _vocab as vocab
-from mmfair.core.data.synthetic._icd_codes import PHENOTYPE_CODES
+from mmfair.core.synthetic import _model as model
+from mmfair.core.synthetic import _vocab as vocab
+from mmfair.core.synthetic._icd_codes import PHENOTYPE_CODES
 
 HOUR = 3600
 DAY = 24 * HOUR

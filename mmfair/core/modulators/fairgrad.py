@@ -36,7 +36,7 @@ from pydantic import Field
 
 from mmfair.core.errors import ConfigError
 from mmfair.core.registry import MODULATORS
-from mmfair.core.training.modulators._base import Groups, Modulator, ModulatorParams, RowWeightedTask
+from mmfair.core.modulators._base import Groups, Modulator, ModulatorParams, RowWeightedTask
 
 
 class FairGradParams(ModulatorParams):

@@ -23,8 +23,8 @@ import numpy as np
 import pandas as pd
 
 from mmfair.core.config import SyntheticConfig
-from mmfair.core.data.synthetic import _model as model
-from mmfair.core.data.synthetic import _vocab as v
+from mmfair.core.synthetic import _model as model
+from mmfair.core.synthetic import _vocab as v
 
 HOUR = 3600
 DAY = 24 * HOUR

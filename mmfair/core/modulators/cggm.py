@@ -42,7 +42,7 @@ from pydantic import Field
 from torch import nn
 
 from mmfair.core.registry import MODULATORS
-from mmfair.core.training.modulators._base import (
+from mmfair.core.modulators._base import (
     Groups,
     Modulator,
     ModulatorParams,
@@ -52,8 +52,8 @@ from mmfair.core.training.modulators._base import (
     label_matrix,
     score_matrix,
 )
-from mmfair.core.training.modulators.multifair import resolve_head_weight
-from mmfair.core.training.modulators.ogm_ge import embedding_dims, probe_output
+from mmfair.core.modulators.multifair import resolve_head_weight
+from mmfair.core.modulators.ogm_ge import embedding_dims, probe_output
 
 
 class CGGMParams(ModulatorParams):

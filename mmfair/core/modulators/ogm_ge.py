@@ -51,7 +51,7 @@ from torch import nn
 
 from mmfair.core.errors import ConfigError
 from mmfair.core.registry import MODULATORS
-from mmfair.core.training.modulators._base import (
+from mmfair.core.modulators._base import (
     Groups,
     Modulator,
     ModulatorParams,

@@ -14,8 +14,8 @@ from mmfair.core.fusion import FusionSpec
 from mmfair.core.fusion._aug import AUGNet, AUGParams
 from mmfair.core.registry import FUSIONS, TASKS
 from mmfair.core.training.data import Split
-from mmfair.core.training.modulators import PRESETS, build_modulator
-from mmfair.core.training.modulators.aug import weaker_modality
+from mmfair.core.modulators import PRESETS, build_modulator
+from mmfair.core.modulators.aug import weaker_modality
 from mmfair.core.training.trainer import cpu_threads, fit
 
 N_FEAT, CXR_DIM, SEQ, B = 3, 8, 6, 32

@@ -27,15 +27,15 @@ import numpy as np
 import pandas as pd
 
 from mmfair.core.config import SyntheticConfig
-from mmfair.core.data.synthetic import _model as model
-from mmfair.core.data.synthetic import _vocab as v
-from mmfair.core.data.synthetic._images import RACE_SOFT_TISSUE, render_many
-from mmfair.core.data.synthetic._oracle import MODALITY_SUBSETS, oracle_probabilities
-from mmfair.core.data.synthetic._population import build_population
-from mmfair.core.data.synthetic._studies import GROUP_ACQUISITION, images_and_tables, plan_studies, with_demographics
-from mmfair.core.data.synthetic._timeseries import FIRST_LABEVENT_ID, SPECIMEN_ID_BASE, build_events
-from mmfair.core.data.synthetic import _volume as volume
-from mmfair.core.data.synthetic._writer import DATE, NULLABLE_INT, ONE_DECIMAL, TableWriter, write_empty, write_table
+from mmfair.core.synthetic import _model as model
+from mmfair.core.synthetic import _vocab as v
+from mmfair.core.synthetic._images import RACE_SOFT_TISSUE, render_many
+from mmfair.core.synthetic._oracle import MODALITY_SUBSETS, oracle_probabilities
+from mmfair.core.synthetic._population import build_population
+from mmfair.core.synthetic._studies import GROUP_ACQUISITION, images_and_tables, plan_studies, with_demographics
+from mmfair.core.synthetic._timeseries import FIRST_LABEVENT_ID, SPECIMEN_ID_BASE, build_events
+from mmfair.core.synthetic import _volume as volume
+from mmfair.core.synthetic._writer import DATE, NULLABLE_INT, ONE_DECIMAL, TableWriter, write_empty, write_table
 from mmfair.core.errors import ConfigError
 from mmfair.core.io import remove_stale_temporaries
 

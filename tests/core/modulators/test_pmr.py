@@ -12,8 +12,8 @@ from mmfair.core.errors import ConfigError
 from mmfair.core.fusion import FusionSpec
 from mmfair.core.registry import FUSIONS, TASKS
 from mmfair.core.training.data import Split
-from mmfair.core.training.modulators import PRESETS, build_modulator
-from mmfair.core.training.modulators.pmr import rebalance_coefficients
+from mmfair.core.modulators import PRESETS, build_modulator
+from mmfair.core.modulators.pmr import rebalance_coefficients
 from mmfair.core.training.trainer import cpu_threads, fit
 
 N_FEAT, CXR_DIM, SEQ, B = 3, 8, 6, 32

@@ -15,7 +15,7 @@ import pytest
 
 from mmfair.core.config import PrepConfig, SyntheticConfig
 from mmfair.core.data.prep import run_prep
-from mmfair.core.data.synthetic import _volume, _writer, generate_source
+from mmfair.core.synthetic import _volume, _writer, generate_source
 from mmfair.core.data.variables import load_variable_map
 from mmfair.core.workspace import Workspace
 

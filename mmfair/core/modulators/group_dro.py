@@ -28,7 +28,7 @@ import torch
 from pydantic import Field
 
 from mmfair.core.registry import MODULATORS
-from mmfair.core.training.modulators._base import Groups, Modulator, ModulatorParams, RowWeightedTask, aux_total
+from mmfair.core.modulators._base import Groups, Modulator, ModulatorParams, RowWeightedTask, aux_total
 
 
 class GroupDROParams(ModulatorParams):

@@ -16,7 +16,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from mmfair.core.data.synthetic import _model as model
+from mmfair.core.synthetic import _model as model
 
 MODALITY_SUBSETS = {"ehr": model.EHR_LATENTS, "cxr": model.CXR_LATENTS, "ehr+cxr": model.LATENTS}
 

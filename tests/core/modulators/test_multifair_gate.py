@@ -18,13 +18,13 @@ from scipy.stats import norm
 
 import mmfair.core.training  # noqa: F401
 from mmfair.core.config import TrainConfig
-from mmfair.core.data.synthetic._vocab import RACE_SHARES, race_group
+from mmfair.core.synthetic._vocab import RACE_SHARES, race_group
 from mmfair.core.fusion import FusionSpec
 from mmfair.core.registry import FUSIONS, TASKS
 from mmfair.core.training import train_run
 from mmfair.core.training.data import Split
-from mmfair.core.training.modulators import Groups, build_modulator
-from mmfair.core.training.modulators.multifair import auc_with_se, gate_decision, stratified_order
+from mmfair.core.modulators import Groups, build_modulator
+from mmfair.core.modulators.multifair import auc_with_se, gate_decision, stratified_order
 from mmfair.core.training.trainer import cpu_threads
 
 TASK = TASKS.get("mortality")

@@ -14,8 +14,8 @@ import yaml
 from PIL import Image
 
 from mmfair.core.config import SyntheticConfig
-from mmfair.core.data.synthetic import SyntheticSource, generate_source
-from mmfair.core.data.synthetic._icd_codes import PHENOTYPE_CODES
+from mmfair.core.synthetic import SyntheticSource, generate_source
+from mmfair.core.synthetic._icd_codes import PHENOTYPE_CODES
 
 # Column orders exactly as listed in reference/mimic_schema.md §1.3 and §2.2–2.4 (typed out independently).
 EXPECTED_COLUMNS = {
@@ -273,8 +273,8 @@ def test_version_3_1_vocabulary(tmp_path):
 
 
 def test_phenotype_codes_match_the_reference_file():
-    candidates = [Path(__file__).parents[4] / "mmfair/core/data/resources/phenotypes_ccs25.yaml",
-                  Path(__file__).parents[5] / "shared/reference/phenotypes_ccs25.yaml"]
+    candidates = [Path(__file__).parents[3] / "mmfair/core/data/resources/phenotypes_ccs25.yaml",
+                  Path(__file__).parents[4] / "shared/reference/phenotypes_ccs25.yaml"]
     found = [p for p in candidates if p.is_file()]
     if not found:
         pytest.skip("no phenotype YAML next to the code")
@@ -288,9 +288,9 @@ def test_phenotype_codes_match_the_reference_file():
 def test_planted_mortality_needs_both_modalities():
     from sklearn.metrics import roc_auc_score
 
-    from mmfair.core.data.synthetic import _model as model
-    from mmfair.core.data.synthetic._oracle import oracle_probabilities
-    from mmfair.core.data.synthetic._population import build_population
+    from mmfair.core.synthetic import _model as model
+    from mmfair.core.synthetic._oracle import oracle_probabilities
+    from mmfair.core.synthetic._population import build_population
 
     pop = build_population(SyntheticConfig(n_stays=3000, seed=3, n_encoder_subjects=0), np.random.default_rng(3))
     st = pop.stays
@@ -307,9 +307,9 @@ def test_planted_mortality_needs_both_modalities():
 
 
 def test_oracle_in_blocks_equals_the_oracle_at_once(monkeypatch):
-    from mmfair.core.data.synthetic import _model as model
-    from mmfair.core.data.synthetic import _oracle
-    from mmfair.core.data.synthetic._population import build_population
+    from mmfair.core.synthetic import _model as model
+    from mmfair.core.synthetic import _oracle
+    from mmfair.core.synthetic._population import build_population
 
     pop = build_population(SyntheticConfig(n_stays=300, seed=5, n_encoder_subjects=0), np.random.default_rng(5))
     st = pop.stays
@@ -323,7 +323,7 @@ def test_oracle_in_blocks_equals_the_oracle_at_once(monkeypatch):
 
 
 def test_group_missingness_and_year_switches():
-    from mmfair.core.data.synthetic._studies import acquisition_probability
+    from mmfair.core.synthetic._studies import acquisition_probability
 
     stays = pd.DataFrame({"race_group": ["WHITE", "BLACK", "HISPANIC", "WHITE"] * 50,
                           "anchor_year_group": ["2011 - 2013", "2014 - 2016", "2011 - 2013", "2017 - 2019"] * 50})
