@@ -9,6 +9,7 @@ process is gone.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import logging
 import os
@@ -25,6 +26,15 @@ log = logging.getLogger(__name__)
 # ".<name>.<pid>.tmp" (prep's staged outputs), ".<name>.<pid>.<random>.tmp" (atomic_path) and
 # ".<name>.partial-<pid>" / ".<name>.old-<pid>" (folders staged whole, e.g. the synthetic source)
 _TEMPORARY = re.compile(r"^\..+?\.(?:(\d+)(?:\.[A-Za-z0-9_]+)?\.tmp|(?:partial|old)-(\d+))$")
+
+
+def file_sha256(path: Path | str) -> str:
+    """Hex sha256 of a file, read in chunks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
 
 
 def current_umask() -> int:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 from dataclasses import dataclass, field
 from importlib.metadata import entry_points
 from typing import Any, Callable, Generic, TypeVar
@@ -28,13 +29,16 @@ class Registry(Generic[T]):
 
     ``entry_point_group`` names a packaging entry-point group whose entries are imported (once) on the
     first lookup, so third-party packages can register without mmfair importing them explicitly.
+    ``builtins`` names the module that registers the built-in entries, imported (once) on the first lookup,
+    so a low-level module (a config validator) can look an entry up without importing its implementation.
     """
 
-    def __init__(self, kind: str, entry_point_group: str | None = None) -> None:
+    def __init__(self, kind: str, entry_point_group: str | None = None, builtins: str | None = None) -> None:
         self.kind = kind
         self.entry_point_group = entry_point_group
+        self.builtins = builtins
         self._entries: dict[str, Entry[T]] = {}
-        self._plugins_loaded = entry_point_group is None
+        self._plugins_loaded = entry_point_group is None and builtins is None
 
     def register(self, name: str, *, summary: str = "", paper: str = "", **extra: Any) -> Callable[[T], T]:
         def decorator(obj: T) -> T:
@@ -49,8 +53,11 @@ class Registry(Generic[T]):
         if self._plugins_loaded:
             return
         self._plugins_loaded = True
-        for ep in entry_points(group=self.entry_point_group):
-            ep.load()
+        if self.builtins:
+            importlib.import_module(self.builtins)
+        if self.entry_point_group:
+            for ep in entry_points(group=self.entry_point_group):
+                ep.load()
 
     def get(self, name: str) -> T:
         return self.entry(name).obj
@@ -81,4 +88,4 @@ FUSIONS: Registry[Any] = Registry("fusion method", entry_point_group="mmfair.fus
 MODULATORS: Registry[Any] = Registry("modulator")
 EHR_ENCODERS: Registry[Any] = Registry("EHR encoder")
 TASKS: Registry[Any] = Registry("task")
-SCENARIOS: Registry[Any] = Registry("missingness scenario")
+SCENARIOS: Registry[Any] = Registry("missingness scenario", builtins="mmfair.core.evaluation.scenarios")

@@ -21,7 +21,7 @@ from typing import Callable
 
 import pandas as pd
 
-from mmfair.core.evaluation.runs import RunInfo, cost_values, load_run_info, predictions_path
+from mmfair.core.evaluation.run_folder import RunInfo, cost_values, load_run_info, predictions_path
 from mmfair.core.evaluation.tidy import make_row, to_frame
 
 COST_METRICS = ("n_params", "train_seconds", "peak_memory_mb", "infer_stays_per_s")

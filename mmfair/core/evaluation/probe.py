@@ -45,7 +45,7 @@ from mmfair.core.config import EvalFairConfig
 from mmfair.core.errors import ConfigError, MmfairError
 from mmfair.core.evaluation import metrics as M
 from mmfair.core.evaluation.bootstrap import PatientBootstrap
-from mmfair.core.evaluation.runs import load_run_info
+from mmfair.core.evaluation.run_folder import load_run_info
 from mmfair.core.evaluation.tidy import make_row, to_frame
 
 log = logging.getLogger(__name__)
@@ -194,18 +194,18 @@ def _fused_batch(model: Any, batch: dict, fused: list[torch.Tensor] | None, capt
 
 def _train_split(run: Any) -> Any:
     from mmfair.core.training.data import build_splits
-    from mmfair.core.training.runs import _image_size
+    from mmfair.core.training.run_files import run_image_size
 
     splits, _ = build_splits(run.store, run.task, run.config.fold, run.device, run.scaler, names=("train",),
                              split_rule=run.config.split, train_cohort=run.config.train_cohort,
-                             image_size=_image_size(run.config, run.store))
+                             image_size=run_image_size(run.config, run.store))
     return splits["train"]
 
 
 def representations(run: Any, split_name: str) -> tuple[np.ndarray, dict[str, Representation]]:
     """The split's cohort rows and the representations of a loaded run (:func:`mmfair.core.training.load_run`) on
     split ``train``, ``val`` or ``test``: the modalities the run uses and (neural runs) its fused representation."""
-    from mmfair.core.training.runs import run_modalities
+    from mmfair.core.training.run_files import run_modalities
 
     split = _train_split(run) if split_name == "train" else run.split(split_name)
     modalities = run_modalities(run.config)

@@ -62,7 +62,9 @@ from typing import Any, Mapping
 import numpy as np
 import pandas as pd
 
+from mmfair.core.data.variables import VARIABLE_GROUPS
 from mmfair.core.errors import ConfigError
+from mmfair.core.evaluation.groups import MISSING_GROUP
 from mmfair.core.registry import SCENARIOS
 
 _RATE_RANGE = "a missing rate must lie in [0, 1], got {0}"
@@ -73,7 +75,7 @@ _NO_COLUMN = "{source}: --by column '{column}' is missing from the predictions"
 #: Profile key giving a rate to every level not listed explicitly.
 OTHERS = "*"
 #: The level given to an empty attribute value (the same name as the fairness rows use).
-MISSING_LEVEL = "unknown"
+MISSING_LEVEL = MISSING_GROUP
 
 
 def draw_seed(seed: int, rate: float | str, draw: int) -> int:
@@ -222,9 +224,21 @@ class Removal:
 
 
 class Scenario:
-    """Base class: ``points(config)`` gives the grid, ``apply(point, ctx, seed)`` one draw's masks."""
+    """Base class: ``points(config)`` gives the grid, ``apply(point, ctx, seed)`` one draw's masks.
+
+    ``options``: the scenario-specific ``EvalMissingConfig`` fields it reads (``rates``, ``level_rates``, ``by``,
+    ``groups``, ``hours``, ``noise_sd``); the config refuses the others. ``check(config)`` raises ValueError
+    for what is missing or wrong among them; ``modality`` fixes the modality it acts on (None: ``--modality``);
+    ``curve``: whether its points form a curve over the missing rate (robustness summaries; not ``natural``).
+    """
 
     name = ""
+    options: tuple[str, ...] = ()
+    modality: str | None = None
+    curve = True
+
+    def check(self, config: Any) -> None:
+        """Refuse a config this scenario cannot run (ValueError: shown as a config error)."""
 
     def points(self, config: Any) -> list[ScenarioPoint]:  # pragma: no cover - abstract
         raise NotImplementedError
@@ -235,6 +249,7 @@ class Scenario:
 
 class MCAR(Scenario):
     name = "mcar"
+    options = ("rates",)
 
     def points(self, config: Any) -> list[ScenarioPoint]:
         rates = sorted({0.0, *(float(r) for r in config.rate_grid())})
@@ -253,6 +268,11 @@ class _ProfileScenario(Scenario):
     """A grid of per-level rate profiles; the all-zero profile (the clean reference) always comes first."""
 
     what = "group"
+    example = "WHITE=0.1,BLACK=0.4"
+
+    def check(self, config: Any) -> None:
+        if not config.level_rates:
+            raise ValueError(f"the {self.name} mechanism needs at least one --rates profile, e.g. {self.example}")
 
     def _by(self, config: Any) -> str | None:
         return config.by
@@ -287,11 +307,19 @@ class _ProfileScenario(Scenario):
 class GroupScenario(_ProfileScenario):
     name = "group"
     what = "group"
+    options = ("level_rates", "by")
+
+    def check(self, config: Any) -> None:
+        super().check(config)
+        if not config.by:
+            raise ValueError("the group mechanism needs --by ATTRIBUTE (e.g. race_group)")
 
 
 class LabelScenario(_ProfileScenario):
     name = "label"
     what = "label value"
+    example = "1=0.6,0=0.2"
+    options = ("level_rates",)
 
     def _by(self, config: Any) -> str | None:
         return None  # the label column, known only from the predictions (recorded at apply time)
@@ -306,6 +334,7 @@ class LabelScenario(_ProfileScenario):
 
 class NaturalScenario(Scenario):
     name = "natural"
+    curve = False
 
     def points(self, config: Any) -> list[ScenarioPoint]:
         return [ScenarioPoint({"observed": True}, None, 1)]
@@ -377,6 +406,14 @@ class _EHRScenario(Scenario):
     """
 
     perturbation = ""
+    modality = "ehr"
+    #: the option that sets the perturbation, and its flag
+    setting: tuple[str, str] = ("", "")
+
+    def check(self, config: Any) -> None:
+        field, flag = self.setting
+        if not getattr(config, field):
+            raise ValueError(f"the {self.name} mechanism needs {flag}")
 
     def settings(self, config: Any) -> dict[str, Any]:  # pragma: no cover - abstract
         raise NotImplementedError
@@ -407,6 +444,14 @@ class _EHRScenario(Scenario):
 class EHRGroupScenario(_EHRScenario):
     name = "ehr_group"
     perturbation = "group"
+    options = ("rates", "groups")
+    setting = ("groups", "--groups")
+
+    def check(self, config: Any) -> None:
+        super().check(config)
+        unknown = [g for g in config.groups if g not in VARIABLE_GROUPS]
+        if unknown:
+            raise ValueError(f"--groups: unknown variable group(s) {unknown}; choose from {', '.join(VARIABLE_GROUPS)}")
 
     def settings(self, config: Any) -> dict[str, Any]:
         return {"groups": sorted(config.groups)}
@@ -415,6 +460,8 @@ class EHRGroupScenario(_EHRScenario):
 class EHRLastHoursScenario(_EHRScenario):
     name = "ehr_last_hours"
     perturbation = "last_hours"
+    options = ("rates", "hours")
+    setting = ("hours", "--hours")
 
     def settings(self, config: Any) -> dict[str, Any]:
         return {"hours": int(config.hours)}
@@ -423,13 +470,12 @@ class EHRLastHoursScenario(_EHRScenario):
 class EHRNoiseScenario(_EHRScenario):
     name = "ehr_noise"
     perturbation = "noise"
+    options = ("rates", "noise_sd")
+    setting = ("noise_sd", "--noise-sd")
 
     def settings(self, config: Any) -> dict[str, Any]:
         return {"sd": float(config.noise_sd)}
 
-
-#: Mechanisms that perturb the EHR values (``--modality`` is then always ``ehr``).
-EHR_MECHANISMS = ("ehr_group", "ehr_last_hours", "ehr_noise")
 
 _BUILTIN = {
     "mcar": (MCAR(), "remove the modality from a label-stratified random share of the stays that have it"),

@@ -39,7 +39,6 @@ reference run on fold ``k`` that scores exactly the same test stays. Otherwise t
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import re
 from dataclasses import dataclass
@@ -50,9 +49,9 @@ import pandas as pd
 
 from mmfair.core.config import EvalFairConfig
 from mmfair.core.errors import ConfigError, InputFileError
-from mmfair.core.evaluation.runs import TaskSpec, task_spec
+from mmfair.core.evaluation.run_folder import TaskSpec, task_spec
 from mmfair.core.evaluation.thresholds import THRESHOLD_RULES, choose_threshold
-from mmfair.core.io import write_json_atomic, write_text_atomic
+from mmfair.core.io import file_sha256, write_json_atomic, write_text_atomic
 from mmfair.core.provenance import collect
 from mmfair.core.workspace import Workspace
 
@@ -304,10 +303,6 @@ def _run_folder(ws: Workspace, config: ScoreConfig, frames: dict[str, pd.DataFra
     return run_dir
 
 
-def _file_sha256(path: Path) -> str:
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
-
-
 # ---- scoring ---------------------------------------------------------------------------------
 def score_predictions(path: Path, ws: Workspace, config: ScoreConfig) -> ScoreOutcome:
     """Validate ``path``, write ``<workspace>/external/<name>/`` and score it (see the module docstring)."""
@@ -329,7 +324,7 @@ def score_predictions(path: Path, ws: Workspace, config: ScoreConfig) -> ScoreOu
         "run_id": f"external-{config.name}", "method": f"external:{config.name}", "fusion": f"external:{config.name}",
         "task": config.task, "fold": fold, "seed": None, "modalities": list(config.modalities),
         "train_cohort": "full", "split": "random", "external_file": str(Path(path).resolve()),
-        "external_sha256": _file_sha256(path), "comparable": fold is not None, "not_comparable_because": reason or None,
+        "external_sha256": file_sha256(path), "comparable": fold is not None, "not_comparable_because": reason or None,
         "provenance": collect(ws, None, "cpu", library=f"external:{config.name}"),
     }  # fmt: skip
     run_dir = _run_folder(ws, config, frames, info, spec)
@@ -354,7 +349,7 @@ def _evaluate(run_dir: Path, ws: Workspace, config: ScoreConfig, fold: int | Non
 
 
 def _scored_stays(run_dir: Path) -> set:
-    from mmfair.core.evaluation.runs import read_predictions
+    from mmfair.core.evaluation.run_folder import read_predictions
 
     pred = read_predictions(run_dir, "test")
     cols = _score_columns(task_spec(pred, run_dir))
@@ -363,8 +358,8 @@ def _scored_stays(run_dir: Path) -> set:
 
 def _comparisons(run_dir: Path, ws: Workspace, config: ScoreConfig) -> pd.DataFrame:
     """Paired comparisons with every reference run of the same task and fold scoring exactly the same test stays."""
-    from mmfair.core.evaluation.comparisons import evaluate_comparisons
-    from mmfair.core.evaluation.runs import load_run_info
+    from mmfair.core.evaluation.reference_comparisons import evaluate_comparisons
+    from mmfair.core.evaluation.run_folder import load_run_info
     from mmfair.core.evaluation.tidy import to_frame
 
     if not config.reference:

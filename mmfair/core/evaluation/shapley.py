@@ -54,7 +54,7 @@ import pandas as pd
 from mmfair.core.errors import InputFileError, MmfairError
 from mmfair.core.evaluation import metrics as M
 from mmfair.core.evaluation.bootstrap import PatientBootstrap
-from mmfair.core.evaluation.runs import (
+from mmfair.core.evaluation.run_folder import (
     RunInfo,
     load_run_info,
     predictions_path,

@@ -10,6 +10,9 @@ the two methods are exchangeable *within a patient*: each permutation swaps the 
 that has both classes keeps them in every permutation. All permutations are evaluated at once
 (``[P, n]`` arrays, rank-based AUROC).
 
+:func:`paired_difference` is ``metric(a) − metric(b)`` on the same stays with the paired patient-level bootstrap
+interval (both methods scored on every replicate) and, on request, the permutation p-value.
+
 :func:`group_difference_ci` is the signed difference of a metric between two groups of *one* method
 with the patient-level bootstrap interval (a planted disparity gives an interval excluding 0; none gives
 one covering 0 in about 95 % of samples). Max − min gaps are never negative, so "covers 0" only makes
@@ -34,9 +37,10 @@ from scipy import stats as sps
 
 from mmfair.core.evaluation import metrics as M
 from mmfair.core.evaluation.bootstrap import BootstrapCI, PatientBootstrap
-from mmfair.core.evaluation.compare import paired_arrays
 
 Statistic = Callable[[np.ndarray, np.ndarray], np.ndarray]  # (y [n], X [P, n]) -> [P]
+
+_MISMATCH = "paired comparison needs one label, two scores and one subject per stay; got lengths {0}"
 
 
 
@@ -78,15 +82,10 @@ def _rate_rows(y, x, which: str) -> np.ndarray:
     return x[:, m].mean(axis=1)
 
 
-def auroc_statistic() -> Statistic:
-    """The AUROC of the method's scores."""
-    return auroc_rows
-
-
 def group_gap_statistic(groups, metric: str = "auroc") -> Statistic:
     """``max − min`` over groups of ``metric`` (``auroc`` on scores; ``tpr``, ``fpr``, ``selection_rate`` on
     hard 0/1 predictions), over the groups where it is defined (AUROC: both classes; TPR: a positive; FPR: a
-    negative) — as in :func:`~mmfair.core.evaluation.core.evaluate_fairness`."""
+    negative) — as in :func:`~mmfair.core.evaluation.fair.evaluate_fairness`."""
     g = np.asarray(groups, dtype=object).ravel()
     names = list(pd.unique(g))
 
@@ -109,6 +108,86 @@ def group_gap_statistic(groups, metric: str = "auroc") -> Statistic:
 
     # within-group AUROC depends on the within-group order only, which global ranks keep
     return _rank_invariant(stat) if metric == "auroc" else stat
+
+
+# ---------------------------------------------------------------------- paired difference of two methods
+
+
+@dataclass(frozen=True)
+class PairedDifference:
+    """``metric(a) − metric(b)`` on the same stays, with a paired percentile CI."""
+
+    value: float
+    value_a: float
+    value_b: float
+    ci: BootstrapCI
+    n: int
+    n_pos: int
+    p_value: float = float("nan")  #: two-sided paired permutation p-value (``n_perm > 0``), else NaN
+
+
+def paired_arrays(y_true, score_a, score_b, subject_ids) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Aligned 1-d arrays of two methods' outputs on the same stays, stays missing either output dropped."""
+    y = np.asarray(y_true, dtype=float).ravel()
+    a = np.asarray(score_a, dtype=float).ravel()
+    b = np.asarray(score_b, dtype=float).ravel()
+    subjects = np.asarray(subject_ids).ravel()
+    if not (y.size == a.size == b.size == subjects.size):
+        raise ValueError(_MISMATCH.format((y.size, a.size, b.size, subjects.size)))
+    keep = np.isfinite(y) & np.isfinite(a) & np.isfinite(b)
+    return y[keep], a[keep], b[keep], subjects[keep]
+
+
+def paired_difference(
+    y_true,
+    score_a,
+    score_b,
+    subject_ids,
+    *,
+    metric: Callable = M.auroc,
+    n_boot: int = 1000,
+    seed: int = 0,
+    n_perm: int = 0,
+) -> PairedDifference:
+    """Difference of a metric between two methods, bootstrapped by patient with the *same* replicates.
+
+    Both methods are evaluated on every replicate's resample, so the interval is that of the paired
+    difference (the correlation between the two methods' errors is kept), not of two independent CIs.
+    Stays where either score is missing are left out of both. With ``n_perm > 0`` a paired permutation test
+    (:func:`paired_permutation_test`, method labels swapped per patient) adds a two-sided p-value.
+
+    Examples
+    --------
+    >>> y = np.array([0, 0, 1, 1]); a = np.array([.1, .2, .8, .9]); b = np.array([.9, .2, .1, .8])
+    >>> round(paired_difference(y, a, b, [1, 2, 3, 4], n_boot=0).value, 3)
+    0.75
+    """
+    y, a, b, subjects = paired_arrays(y_true, score_a, score_b, subject_ids)
+    value_a, value_b = float(metric(y, a)), float(metric(y, b))
+    boot = PatientBootstrap(subjects, n_boot, seed)
+    if n_boot:
+        diffs = metric(y, a, weights=boot.weights) - metric(y, b, weights=boot.weights)
+    else:
+        diffs = np.array([])
+    p_value = float("nan")
+    if n_perm:
+        if metric is M.auroc:
+            statistic = auroc_rows
+        else:
+
+            def statistic(yy, xx):
+                return np.array([metric(yy, row) for row in xx])
+
+        p_value = paired_permutation_test(y, a, b, subjects, statistic=statistic, n_perm=n_perm, seed=seed).p_value
+    return PairedDifference(
+        p_value=p_value,
+        value=value_a - value_b,
+        value_a=value_a,
+        value_b=value_b,
+        ci=boot.ci(diffs),
+        n=int(y.size),
+        n_pos=int(y.sum()),
+    )
 
 
 # ----------------------------------------------------------------------------- paired permutation test

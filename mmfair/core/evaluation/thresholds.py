@@ -20,7 +20,9 @@ returns the map to apply to validation (to choose thresholds) and test scores al
 from __future__ import annotations
 
 import re
-from typing import Callable
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Callable, Literal
 
 import numpy as np
 from sklearn.metrics import roc_curve
@@ -37,15 +39,33 @@ RECALIBRATION = ("none", "platt", "isotonic")
 _TARGET = re.compile(r"^val-(sens|spec)-(0?\.\d+)$")
 
 
-def check_rule(rule: str) -> str:
-    """Validate a threshold rule's spelling (raises :class:`ConfigError`); returns it unchanged."""
-    if rule in ("val-youden", "val-prevalence"):
+@dataclass(frozen=True)
+class ThresholdRule:
+    """A threshold rule, parsed: ``kind`` youden | prevalence | sens | spec (chosen on validation) or fixed;
+    ``value`` the target of sens/spec, the threshold of fixed; ``text`` the rule as written (the tidy tables'
+    ``threshold_rule``)."""
+
+    kind: Literal["youden", "prevalence", "sens", "spec", "fixed"]
+    text: str
+    value: float | None = None
+
+    def __str__(self) -> str:
+        return self.text
+
+
+@lru_cache(maxsize=256)
+def parse_rule(rule: str) -> ThresholdRule:
+    """The one parser of threshold rules (raises :class:`ConfigError` naming the rule)."""
+    if isinstance(rule, ThresholdRule):
         return rule
+    if rule in ("val-youden", "val-prevalence"):
+        return ThresholdRule(rule.removeprefix("val-"), rule)  # type: ignore[arg-type]
     m = _TARGET.match(rule)
     if m:
-        if not 0.0 < float(m.group(2)) < 1.0:
+        target = float(m.group(2))
+        if not 0.0 < target < 1.0:
             raise ConfigError(f"the target of '{rule}' must lie in (0, 1)")
-        return rule
+        return ThresholdRule(m.group(1), rule, target)  # type: ignore[arg-type]
     try:
         value = float(rule)
     except ValueError:
@@ -55,37 +75,40 @@ def check_rule(rule: str) -> str:
         ) from None
     if not 0.0 < value < 1.0:
         raise ConfigError(f"a numeric threshold must lie in (0, 1), got {rule}")
-    return rule
+    return ThresholdRule("fixed", rule, value)
 
 
-def choose_threshold(y_true: np.ndarray, score: np.ndarray, rule: str) -> float:
+def check_rule(rule: str) -> str:
+    """Validate a threshold rule's spelling (raises :class:`ConfigError`); returns it unchanged."""
+    return parse_rule(rule).text
+
+
+def choose_threshold(y_true: np.ndarray, score: np.ndarray, rule: str | ThresholdRule) -> float:
     """The threshold a rule picks on *validation* labels and probabilities (see the module docstring).
 
     NaN scores (stays a method cannot score) are ignored. Returns NaN when the rule is undefined on these
     labels (a single class, or nothing scored).
     """
-    check_rule(rule)
+    rule = parse_rule(rule)
+    if rule.kind == "fixed":
+        return float(rule.value)  # type: ignore[arg-type]
     y_true = np.asarray(y_true, dtype=float)
     score = np.asarray(score, dtype=float)
     keep = ~(np.isnan(y_true) | np.isnan(score))
     y_true, score = y_true[keep], score[keep]
-    data_rule = rule in ("val-youden", "val-prevalence") or _TARGET.match(rule)
-    if not data_rule:
-        return float(rule)
     if y_true.size == 0 or np.unique(y_true).size < 2:
         return float("nan")
-    if rule == "val-prevalence":
+    if rule.kind == "prevalence":
         k = int(y_true.sum())
         return float(np.clip(np.sort(score)[::-1][k - 1], 0.0, 1.0))
     fpr, tpr, thr = roc_curve(y_true, score, drop_intermediate=False)  # thresholds decreasing
     finite = np.isfinite(thr)
-    if rule == "val-youden":
+    if rule.kind == "youden":
         j = np.where(finite, tpr - fpr, -np.inf)
         best = np.flatnonzero(j == j.max())
         return float(np.clip(thr[best[0]], 0.0, 1.0))
-    m = _TARGET.match(rule)
-    kind, target = m.group(1), float(m.group(2))  # type: ignore[union-attr]
-    if kind == "sens":
+    target = float(rule.value)  # type: ignore[arg-type]
+    if rule.kind == "sens":
         ok = np.flatnonzero(finite & (tpr >= target - 1e-12))  # the first (highest) threshold reaching it
         return float(np.clip(thr[ok[0]], 0.0, 1.0))
     # the last (lowest) threshold keeping it; roc_curve's first threshold (+inf, flagging nobody: specificity 1)

@@ -11,7 +11,7 @@ One value per row. Conventions fixed here where DESIGN is silent:
 * ``value`` is empty whenever ``defined`` is false: an undefined metric is never written as 0.
 * ``train_cohort``/``test_cohort`` are ``full`` or ``matched`` (only stays with a CXR), ``split`` is
   ``random`` or ``temporal``, ``train_missing`` describes missingness induced at training
-  (``none``, ``dropout=0.3``, ``rate=0.5`` or both joined by ``+``); see :func:`.runs.load_run_info`.
+  (``none``, ``dropout=0.3``, ``rate=0.5`` or both joined by ``+``); see :func:`.run_folder.load_run_info`.
 * ``evaluated_on`` says which test stays a row scored: ``all`` (every stay of the test fold or cohort),
   ``with_cxr`` (only stays that have a CXR) or ``common`` (the stays shared by every method it is compared
   with); ``n`` is their number.
@@ -20,7 +20,7 @@ One value per row. Conventions fixed here where DESIGN is silent:
   the row; they are values, not keys, so re-evaluating under a new protocol replaces the row.
 * Schema versions (:data:`SCHEMA_VERSION`): a file is migrated on reading by :func:`migrate`; the version is
   recognised from its columns, so a results file copied elsewhere still reads.
-* Paired comparisons against a reference method (:mod:`.comparisons`) put the reference in
+* Paired comparisons against a reference method (:mod:`.reference_comparisons`) put the reference in
   ``scenario_params`` (``{"reference": ..., "reference_run": ..., ...}``); their p-values are rows of
   their own (``*_p``, ``*_p_adjusted``) with empty intervals.
 """

@@ -9,7 +9,7 @@ bootstrap as every stay-level row (:class:`~.bootstrap.PatientBootstrap`, same s
 paired), each replicate's counts multiplied by the patient weights — a patient drawn ``c`` times counts ``c``.
 
 Rows: ``auroc``, ``auprc``, ``brier`` per label (and the phenotypes' macro ``label=all``) on the same evaluated
-sets as :func:`~.core.evaluate_clean` (``evaluated_on`` ``all`` and ``with_cxr``), with ``weighting=patient``;
+sets as :func:`~.clean.evaluate_clean` (``evaluated_on`` ``all`` and ``with_cxr``), with ``weighting=patient``;
 ``n`` and ``n_pos`` count the evaluated stays as in the stay rows (the number of patients is logged). The
 coverage rule is the stay rows' rule: a method that cannot score every evaluated stay is undefined there.
 Length of stay is left out (its accuracy/kappa rows are stay-level only).
@@ -26,7 +26,8 @@ import pandas as pd
 
 from mmfair.core.evaluation import metrics as M
 from mmfair.core.evaluation.bootstrap import PatientBootstrap
-from mmfair.core.evaluation.runs import load_run_info, predictions_path, read_predictions, subject_ids, task_spec
+from mmfair.core.evaluation.run_folder import load_run_info, predictions_path, read_predictions, subject_ids, task_spec
+from mmfair.core.evaluation.scoring import Stat, covered, evaluated_sets, macro, natural_missing_rate, stat_row
 from mmfair.core.evaluation.tidy import to_frame
 
 log = logging.getLogger(__name__)
@@ -46,24 +47,20 @@ def patient_weights(subjects: np.ndarray, mask: np.ndarray) -> np.ndarray:
 
 
 def _score(y, s, mask, w, boot: PatientBootstrap):
-    from mmfair.core.evaluation.core import _covered, _Stat
-
     scored = mask & np.isfinite(s)
     n_eval = int(mask.sum())
-    ok = _covered(int(scored.sum()), n_eval)
+    ok = covered(int(scored.sum()), n_eval)
     n_pos = int(np.nansum(y[mask]))
     out = {}
     for name, fn in _METRICS.items():
         value = float(fn(y[scored], s[scored], w[scored][None, :])[0]) if ok else float("nan")
         reps = fn(y[scored], s[scored], boot.weights[:, scored] * w[scored]) if ok and boot.n_boot \
             else np.full(boot.n_boot, np.nan)
-        out[name] = _Stat(value, np.asarray(reps, dtype=float), n_eval, n_pos, ok and bool(np.isfinite(value)))
+        out[name] = Stat(value, np.asarray(reps, dtype=float), n_eval, n_pos, ok and bool(np.isfinite(value)))
     return out
 
 
 def _run_rows(run_dir: Path, bootstrap: int, seed: int) -> list[dict]:
-    from mmfair.core.evaluation.core import _macro, _natural_missing_rate, _row, evaluated_sets
-
     info = load_run_info(run_dir)
     pred = read_predictions(run_dir, "test")
     source = predictions_path(run_dir, "test")
@@ -77,17 +74,17 @@ def _run_rows(run_dir: Path, bootstrap: int, seed: int) -> list[dict]:
     for on, mask in evaluated_sets(pred, source).items():
         w = patient_weights(subjects, mask)
         log.debug("%s %s: %d stays of %d patients", info.run_id, on, int(mask.sum()), len(set(subjects[mask])))
-        base = {**info.row_base(), "missing_rate": _natural_missing_rate(pred[mask]), "evaluated_on": on,
+        base = {**info.row_base(), "missing_rate": natural_missing_rate(pred[mask]), "evaluated_on": on,
                 "weighting": PATIENT}  # fmt: skip
         per_label = []
         for label, label_col, score_col in spec.targets:
             stats = _score(pred[label_col].to_numpy(dtype=float), pred[score_col].to_numpy(dtype=float), mask, w, boot)
             per_label.append(stats)
-            rows += [_row(base, boot, name, stat, label=label) for name, stat in stats.items()]
+            rows += [stat_row(base, boot, name, stat, label=label) for name, stat in stats.items()]
         if spec.kind == "multilabel":
             labels = [t[0] for t in spec.targets]
-            macro = _macro(per_label, labels, tuple(_METRICS), boot.n_boot)
-            rows += [_row(base, boot, name, stat, label="all") for name, stat in macro.items()]
+            means = macro(per_label, labels, tuple(_METRICS), boot.n_boot)
+            rows += [stat_row(base, boot, name, stat, label="all") for name, stat in means.items()]
     return rows
 
 

@@ -13,9 +13,10 @@ from mmfair.core.fusion._base import (
     build_modality_encoder,
     keep_present,
 )
+from mmfair.core.fusion._aug import AUGNet, AUGParams  # the boosting architecture the ``aug`` modulator drives
 
 for _module in sorted(pkgutil.iter_modules(__path__), key=lambda m: m.name):
     if _module.name.startswith("_") and _module.name != "_base":
         importlib.import_module(f"{__name__}.{_module.name}")
 
-__all__ = ["Batch", "FusionModel", "FusionParams", "FusionSpec", "Output", "build_modality_encoder", "keep_present"]
+__all__ = ["AUGNet", "AUGParams", "Batch", "FusionModel", "FusionParams", "FusionSpec", "Output", "build_modality_encoder", "keep_present"]

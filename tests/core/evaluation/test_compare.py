@@ -1,7 +1,7 @@
 import numpy as np
 from sklearn.metrics import roc_auc_score
 
-from mmfair.core.evaluation.compare import paired_difference
+from mmfair.core.evaluation.stats import paired_difference
 
 
 def test_point_difference_matches_sklearn():

@@ -11,7 +11,7 @@ from pydantic import ValidationError
 from mmfair.core.config import EvalMissingConfig
 from mmfair.core.errors import ConfigError
 from mmfair.core.evaluation import evaluate_missing
-from mmfair.core.evaluation.robustness import curve_points, summarise
+from mmfair.core.evaluation.robustness_summary import curve_points, summarise
 from mmfair.core.evaluation.scenarios import EHRPerturbation, n_to_remove
 from mmfair.core.registry import SCENARIOS
 

@@ -29,7 +29,7 @@ def test_a_demo_like_workspace_is_mostly_comparable(tmp_path, make_run):
     import numpy as np
     import pandas as pd
 
-    from mmfair.core.evaluation.comparisons import evaluate_comparisons
+    from mmfair.core.evaluation.reference_comparisons import evaluate_comparisons
     from mmfair.core.reporting.comparisons import statistics_tables
 
     runs = []

@@ -9,7 +9,7 @@ from sklearn.metrics import roc_auc_score
 
 from mmfair.core.config import EvalFairConfig
 from mmfair.core.evaluation import evaluate_clean, evaluate_fairness
-from mmfair.core.evaluation.runs import selection_rules
+from mmfair.core.evaluation.run_folder import selection_rules
 from mmfair.core.evaluation.thresholds import choose_threshold
 
 

@@ -13,7 +13,7 @@ from mmfair.core import pipeline
 from mmfair.core.config import EvalFairConfig, EvalMissingConfig
 from mmfair.core.evaluation import evaluate_fairness, evaluate_missing
 from mmfair.core.evaluation.cost import count_parameters, evaluate_cost, time_inference
-from mmfair.core.evaluation.runs import load_run_info, train_missing_text
+from mmfair.core.evaluation.run_folder import load_run_info, train_missing_text
 from mmfair.core.evaluation.tidy import TIDY_COLUMNS, read_results
 from mmfair.core.workspace import Workspace
 

@@ -10,7 +10,7 @@ import pytest
 from sklearn.metrics import roc_auc_score
 
 from mmfair.core.config import EvalFairConfig
-from mmfair.core.evaluation.comparisons import evaluate_comparisons
+from mmfair.core.evaluation.reference_comparisons import evaluate_comparisons
 from mmfair.core.evaluation.stats import holm
 
 

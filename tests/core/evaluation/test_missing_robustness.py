@@ -6,8 +6,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from mmfair.core.evaluation import robustness
-from mmfair.core.evaluation.robustness import effective_robustness, r_star, relative_robustness, update_summaries
+from mmfair.core.evaluation import robustness_summary as robustness
+from mmfair.core.evaluation.robustness_summary import effective_robustness, r_star, relative_robustness, update_summaries
 from mmfair.core.evaluation.tidy import make_row, read_results, to_frame, upsert_results
 
 RATES = (0.0, 0.2, 0.5, 1.0)
@@ -255,7 +255,7 @@ def test_a_cxr_only_run_is_not_comparable_under_removal_and_r_star_uses_validati
     # and r*'s comparator is the EHR-only run, chosen on validation among the comparable ones.
     from mmfair.core.config import EvalMissingConfig
     from mmfair.core.evaluation import evaluate_missing
-    from mmfair.core.evaluation.robustness import validation_scores
+    from mmfair.core.evaluation.robustness_summary import validation_scores
 
     runs = {}
     for name, mods in (("late", ["ehr", "cxr"]), ("ehr", ["ehr"]), ("cxr", ["cxr"])):

@@ -218,7 +218,7 @@ def test_a_three_stay_group_does_not_enter_the_gaps_or_their_summaries(make_run,
     # (n = 3, the report never shows it) but leaves it out of every gap, as eval-fair does
     from sklearn.metrics import roc_auc_score
 
-    from mmfair.core.evaluation.robustness import summarise
+    from mmfair.core.evaluation.robustness_summary import summarise
     from mmfair.core.reporting import build_tables
 
     run = make_run("tiny", n_subjects=300)
@@ -257,8 +257,8 @@ def test_train_time_and_test_time_removal_give_the_same_mask(kind, rate, seed):
     # MCAR scenario remove the CXR of exactly the same stays for the same stays, labels, rate and seed
     import torch
 
-    from mmfair.core.evaluation.core import _strata
-    from mmfair.core.evaluation.runs import task_spec
+    from mmfair.core.evaluation.missing import _strata
+    from mmfair.core.evaluation.run_folder import task_spec
     from mmfair.core.evaluation.scenarios import MCAR, ScenarioPoint, StayContext
     from mmfair.core.training.data import Split, remove_cxr
 

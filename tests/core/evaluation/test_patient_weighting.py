@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 from sklearn.metrics import average_precision_score, roc_auc_score
 
-from mmfair.core.evaluation.core import evaluate_clean
+from mmfair.core.evaluation.clean import evaluate_clean
 from mmfair.core.evaluation.weighting import evaluate_clean_patient, patient_weights
 
 

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from mmfair.core.evaluation import metrics as M
-from mmfair.core.evaluation.compare import paired_difference
+from mmfair.core.evaluation.stats import paired_difference
 
 
 def test_paired_difference_permutation_p_value():

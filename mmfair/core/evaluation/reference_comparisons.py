@@ -11,12 +11,12 @@ compared (issue 16). Per label
 (binary: ``all``; phenotypes: each slug; length of stay is not compared here):
 
 * ``auroc_difference`` = AUROC(method) − AUROC(reference) with the paired patient-level bootstrap
-  interval (:func:`~.compare.paired_difference`: both methods on the same replicates), on all joined
+  interval (:func:`~.stats.paired_difference`: both methods on the same replicates), on all joined
   stays (``attribute=all``) and on the stays **without a CXR** only (``attribute=has_cxr, group=0``:
   "does a missing-aware method beat late fusion where the CXR is missing?");
 * ``auroc_gap_difference`` = AUROC gap(method) − AUROC gap(reference) per sensitive attribute
   (``group=all``), the gap being max − min group AUROC over the groups that pass the small-cell rule
-  (:func:`~.core.gap_groups`, as in ``eval-fair``), with the paired bootstrap interval;
+  (:func:`~.groups.gap_groups`, as in ``eval-fair``), with the paired bootstrap interval;
 * for each, ``*_p``: the two-sided paired permutation p-value (:func:`~.stats.paired_permutation_test`,
   whole patients swapped between the two methods) and ``*_p_adjusted``: Holm or Benjamini–Hochberg across
   the labels of the run (one family per run, metric, attribute and group; a binary task's family has one
@@ -42,8 +42,8 @@ from mmfair.core.errors import InputFileError, MmfairError
 from mmfair.core.evaluation import metrics as M
 from mmfair.core.evaluation import stats
 from mmfair.core.evaluation.bootstrap import PatientBootstrap
-from mmfair.core.evaluation.compare import paired_difference
-from mmfair.core.evaluation.runs import (
+from mmfair.core.evaluation.groups import gap_groups, group_labels
+from mmfair.core.evaluation.run_folder import (
     RunInfo,
     cohort_mask,
     load_run_info,
@@ -83,8 +83,6 @@ def gap_difference(y, score_a, score_b, groups, subjects, *, min_group_size: int
     Returns ``value, low, high, p, n, n_pos`` (``None`` with fewer than two usable groups). Stays are those
     where both scores are finite; a bootstrap replicate in which a used group loses a class is dropped.
     """
-    from mmfair.core.evaluation.core import gap_groups
-
     keep = np.isfinite(score_a) & np.isfinite(score_b)
     y, a, b, g, subj = y[keep], score_a[keep], score_b[keep], np.asarray(groups, dtype=object)[keep], subjects[keep]
     names = sorted(set(g.tolist()))
@@ -180,8 +178,6 @@ def _shared_stays(joined: pd.DataFrame, score_cols: list[str], source: object) -
 
 def _pair_rows(info: RunInfo, ref: RunInfo, config: EvalFairConfig) -> list[dict]:
     """The comparison rows of one run against its reference run (see the module docstring)."""
-    from mmfair.core.evaluation.core import _group_labels
-
     rows: list[dict] = []
     a = _test_frame(info, config.test_cohort)
     b = _test_frame(ref, config.test_cohort)
@@ -202,7 +198,7 @@ def _pair_rows(info: RunInfo, ref: RunInfo, config: EvalFairConfig) -> list[dict
         return rows
     subjects = subject_ids(joined, source)
     no_cxr = ~presence(joined, "cxr", source, required=False)
-    attrs = {att: _group_labels(joined, att, source) for att in config.attributes}
+    attrs = {att: group_labels(joined, att, source) for att in config.attributes}
     params = {"reference": config.reference, "reference_run": ref.run_id, "permutations": config.permutations,
               "adjust": config.adjust}  # fmt: skip
     base = {**info.row_base(), "scenario_params": json.dumps(params, sort_keys=True), "evaluated_on": on}
@@ -215,8 +211,8 @@ def _pair_rows(info: RunInfo, ref: RunInfo, config: EvalFairConfig) -> list[dict
         if no_cxr.any():
             subsets.append((*NO_CXR, no_cxr))
         for attribute, group, mask in subsets:
-            res = paired_difference(y[mask], sa[mask], sb[mask], subjects[mask], n_boot=config.bootstrap,
-                                    seed=config.seed, n_perm=config.permutations)  # fmt: skip
+            res = stats.paired_difference(y[mask], sa[mask], sb[mask], subjects[mask], n_boot=config.bootstrap,
+                                          seed=config.seed, n_perm=config.permutations)  # fmt: skip
             result = {"value": res.value, "low": res.ci.low, "high": res.ci.high, "p": res.p_value,
                       "n": res.n, "n_pos": res.n_pos}  # fmt: skip
             if not np.isfinite(res.value):

@@ -72,8 +72,12 @@ from typing import Iterable
 import numpy as np
 import pandas as pd
 
+from mmfair.core.errors import MmfairError
+from mmfair.core.evaluation import metrics as M
+from mmfair.core.evaluation.run_folder import load_run_info, predictions_path, read_predictions, task_spec
 from mmfair.core.evaluation.tidy import HIGHER_IS_BETTER, make_row, normalise, read_results, to_frame
 from mmfair.core.io import write_csv_atomic
+from mmfair.core.registry import SCENARIOS
 
 log = logging.getLogger(__name__)
 
@@ -121,7 +125,8 @@ def curve_points(missing: pd.DataFrame, metrics: Iterable[str] | None = None) ->
     df = normalise(missing)
     df[TRAIN_MISSING] = protocol
     wanted = set(metrics) if metrics is not None else None
-    mask = (df["scenario"] != "none") & (df["scenario"] != "natural") & (df["group"] == "all")
+    no_curve = ["none", *(e.name for e in SCENARIOS.entries() if not getattr(e.obj, "curve", True))]
+    mask = ~df["scenario"].isin(no_curve) & (df["group"] == "all")
     mask &= ~df["metric"].isin(SUMMARY_METRICS) & df["metric"].map(lambda m: HIGHER_IS_BETTER.get(m) is not None)
     if wanted is not None:
         mask &= df["metric"].isin(wanted) | (df["attribute"] != "all")
@@ -213,10 +218,6 @@ def validation_scores(run_dirs: Iterable[Path]) -> pd.DataFrame:
     """``run_id, label, value``: each run's validation AUROC per label (``all``: the binary task, or the
     macro mean over phenotype labels) from ``predictions_val.csv`` — what r*'s comparator is chosen on.
     Runs whose validation predictions are missing, unreadable or of length of stay are left out."""
-    from mmfair.core.errors import MmfairError
-    from mmfair.core.evaluation import metrics as M
-    from mmfair.core.evaluation.runs import load_run_info, predictions_path, read_predictions, task_spec
-
     out: list[dict] = []
     for run_dir in run_dirs:
         try:
@@ -283,79 +284,95 @@ def summarise(missing: pd.DataFrame, *, reference: str = "late", metrics: Iterab
         return to_frame(rows)
     for key, curve_block in pts.groupby(_CURVE, sort=True, dropna=False):
         ctx = dict(zip(_CURVE, key))
-        metric = ctx["metric"]
-        direction = HIGHER_IS_BETTER.get(metric)
+        for _, run in curve_block.groupby("run_id", sort=True):
+            rows += _run_summaries(run, curve_block, ctx, reference, validation)
+    return to_frame(rows)
+
+
+def _run_summaries(run: pd.DataFrame, curve_block: pd.DataFrame, ctx: dict, reference: str,
+                   validation: pd.DataFrame | None) -> list[dict]:  # fmt: skip
+    """The summary rows of one run's curve (``curve_block``: the points of every run on the same curve)."""
+    metric = ctx["metric"]
+    direction = HIGHER_IS_BETTER.get(metric)
+    family = json.loads(ctx["family"])
+    first = run.iloc[0]
+    protocol = str(first[TRAIN_MISSING])
+    clean = run[run["x"] == 0]
+    base = {f: first[f] for f in _RUN_FIELDS}
+    for col in ("fold", "seed", "train_missing_rate"):
+        base[col] = None if base[col] == "" else base[col]
+    base.update(scenario=ctx["scenario"], missing_rate=None, draw=0, draw_seed=None, group="all")
+    base[TRAIN_MISSING] = protocol
+    n = int(clean["n"].iloc[0]) if len(clean) and pd.notna(clean["n"].iloc[0]) else None
+    n_pos = int(clean["n_pos"].iloc[0]) if len(clean) and pd.notna(clean["n_pos"].iloc[0]) else None
+    x, m = _curve(run)
+    rows: list[dict] = []
+
+    def emit(name: str, value: float, extra: dict, higher: bool | None) -> None:
+        params = {**family, "of": metric, "direction": _DIRECTION[bool(direction)], **extra}
+        row = make_row(**base, scenario_params=json.dumps(params, sort_keys=True), metric=name,
+                       value=value, n=n, n_pos=n_pos, defined=bool(np.isfinite(value)))  # fmt: skip
+        row["higher_is_better"] = higher
+        rows.append(row)
+
+    emit("relative_robustness", relative_robustness(x, m), {"curve_rates": x.tolist()}, direction)
+    er, er_extra = _effective_robustness_of(run, curve_block[curve_block["method"] == reference], reference, protocol)
+    emit("effective_robustness", er, er_extra, direction)
+    if "+" in str(first["modalities"]):
         mods = curve_block["modalities"].astype(str)
         singles = curve_block[(mods != "") & ~mods.str.contains("+", regex=False)]
-        family = json.loads(ctx["family"])
-        for run_id, run in curve_block.groupby("run_id", sort=True):
-            first = run.iloc[0]
-            protocol = str(first[TRAIN_MISSING])
-            clean = run[run["x"] == 0]
-            base = {f: first[f] for f in _RUN_FIELDS}
-            for col in ("fold", "seed", "train_missing_rate"):
-                base[col] = None if base[col] == "" else base[col]
-            base.update(scenario=ctx["scenario"], missing_rate=None, draw=0, draw_seed=None, group="all")
-            base[TRAIN_MISSING] = protocol
-            n = int(clean["n"].iloc[0]) if len(clean) and pd.notna(clean["n"].iloc[0]) else None
-            n_pos = int(clean["n_pos"].iloc[0]) if len(clean) and pd.notna(clean["n_pos"].iloc[0]) else None
-            x, m = _curve(run)
+        value, extra = _r_star_of(run, singles, protocol, x, m, str(ctx["label"]), validation, direction is True)
+        emit("r_star", value, extra, True)
+    return rows
 
-            def emit(name: str, value: float, extra: dict, higher: bool | None) -> None:
-                params = {**family, "of": metric, "direction": _DIRECTION[bool(direction)], **extra}
-                row = make_row(**base, scenario_params=json.dumps(params, sort_keys=True), metric=name,
-                               value=value, n=n, n_pos=n_pos, defined=bool(np.isfinite(value)))  # fmt: skip
-                row["higher_is_better"] = higher
-                rows.append(row)
 
-            rr = relative_robustness(x, m)
-            emit("relative_robustness", rr, {"curve_rates": x.tolist()}, direction)
+def _effective_robustness_of(run: pd.DataFrame, reference_block: pd.DataFrame, reference: str,
+                             protocol: str) -> tuple[float, dict]:  # fmt: skip
+    """Effective robustness of one run's curve against the reference curve (same modalities and train-time
+    protocol), and what ``scenario_params`` records about it."""
+    ref_candidates, ref_modalities = _reference_runs(reference_block, str(run.iloc[0]["modalities"]))
+    ref_rows, ref_protocol = _same_protocol(ref_candidates, protocol)
+    ref_pts = ref_rows.groupby("point")["value"].agg(_mean_or_nan)
+    ref_x = ref_rows.groupby("point")["x"].first()
+    common = [p for p in run["point"] if p in ref_pts.index]
+    extra: dict = {"reference": reference, "reference_runs": sorted(set(ref_rows["run_id"])),
+                   "reference_modalities": ref_modalities, "reference_train_missing": ref_protocol}  # fmt: skip
+    if not common:
+        extra["reason"] = f"no {reference} curve on this fold"
+        return float("nan"), extra
+    sub = run.set_index("point").loc[common]
+    order = np.argsort(sub["x"].to_numpy(), kind="mergesort")
+    if sub["x"].to_numpy()[order][0] != 0:
+        extra["reason"] = "no shared clean point"
+        return float("nan"), extra
+    er = effective_robustness(sub["value"].to_numpy()[order], ref_pts.loc[common].to_numpy()[order])
+    extra["curve_rates"] = [float(v) for v in ref_x.loc[common].to_numpy()[order]]
+    return er, extra
 
-            # effective robustness against the reference curve (same modalities and train-time protocol)
-            ref_candidates, ref_modalities = _reference_runs(curve_block[curve_block["method"] == reference],
-                                                            str(first["modalities"]))
-            ref_rows, ref_protocol = _same_protocol(ref_candidates, protocol)
-            ref_pts = ref_rows.groupby("point")["value"].agg(_mean_or_nan)
-            ref_x = ref_rows.groupby("point")["x"].first()
-            common = [p for p in run["point"] if p in ref_pts.index]
-            er_extra: dict = {"reference": reference, "reference_runs": sorted(set(ref_rows["run_id"])),
-                              "reference_modalities": ref_modalities, "reference_train_missing": ref_protocol}  # fmt: skip
-            er = float("nan")
-            if not common:
-                er_extra["reason"] = f"no {reference} curve on this fold"
-            else:
-                sub = run.set_index("point").loc[common]
-                order = np.argsort(sub["x"].to_numpy(), kind="mergesort")
-                xs = sub["x"].to_numpy()[order]
-                if xs[0] != 0:
-                    er_extra["reason"] = "no shared clean point"
-                else:
-                    er = effective_robustness(sub["value"].to_numpy()[order], ref_pts.loc[common].to_numpy()[order])
-                    er_extra["curve_rates"] = [float(v) for v in ref_x.loc[common].to_numpy()[order]]
-            emit("effective_robustness", er, er_extra, direction)
 
-            if "+" in str(first["modalities"]):
-                higher = direction is True
-                players = str(first["modalities"]).split("+")
-                single, single_protocol = _same_protocol(singles[singles["modalities"].isin(players)], protocol)
-                chosen, choice = _comparator(single, x, str(ctx["label"]), validation)
-                best_by_x = chosen.groupby("x")["value"].agg(_mean_or_nan)
-                bound_col = "ci_low" if higher else "ci_high"
-                bound = run.groupby("x", sort=True)[bound_col].mean().reindex(x).to_numpy()
-                best = best_by_x.reindex(x).to_numpy(dtype=float) if len(best_by_x) else np.full(x.size, np.nan)
-                extra: dict = {"curve_rates": x.tolist(), "single_train_missing": single_protocol, **choice}
-                if "reason" in choice:
-                    value = float("nan")
-                elif not np.any(np.isfinite(bound)):
-                    value, extra["reason"] = float("nan"), "no bootstrap interval (bootstrap=0)"
-                else:
-                    value, crossed = r_star(x, bound, m, best, higher)
-                    extra["crossed"] = crossed
-                    if not crossed:
-                        side = "lower bound never below" if higher else "upper bound never above"
-                        extra["reason"] = f"{side} the best single modality up to {x[-1]:g}"
-                emit("r_star", value, extra, True)
-    return to_frame(rows)
+def _r_star_of(run: pd.DataFrame, singles: pd.DataFrame, protocol: str, x: np.ndarray, m: np.ndarray, label: str,
+               validation: pd.DataFrame | None, higher: bool) -> tuple[float, dict]:  # fmt: skip
+    """r* of one multimodal run's curve against its single-modality comparator, and what ``scenario_params``
+    records about it."""
+    players = str(run.iloc[0]["modalities"]).split("+")
+    single, single_protocol = _same_protocol(singles[singles["modalities"].isin(players)], protocol)
+    chosen, choice = _comparator(single, x, label, validation)
+    best_by_x = chosen.groupby("x")["value"].agg(_mean_or_nan)
+    bound_col = "ci_low" if higher else "ci_high"
+    bound = run.groupby("x", sort=True)[bound_col].mean().reindex(x).to_numpy()
+    best = best_by_x.reindex(x).to_numpy(dtype=float) if len(best_by_x) else np.full(x.size, np.nan)
+    extra: dict = {"curve_rates": x.tolist(), "single_train_missing": single_protocol, **choice}
+    if "reason" in choice:
+        return float("nan"), extra
+    if not np.any(np.isfinite(bound)):
+        extra["reason"] = "no bootstrap interval (bootstrap=0)"
+        return float("nan"), extra
+    value, crossed = r_star(x, bound, m, best, higher)
+    extra["crossed"] = crossed
+    if not crossed:
+        side = "lower bound never below" if higher else "upper bound never above"
+        extra["reason"] = f"{side} the best single modality up to {x[-1]:g}"
+    return value, extra
 
 
 def update_summaries(path: Path, *, reference: str = "late", metrics: Iterable[str] | None = DEFAULT_METRICS,
