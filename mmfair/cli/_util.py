@@ -6,7 +6,7 @@ import contextlib
 import logging
 import os
 from pathlib import Path
-from typing import Any, Iterator, TypeVar
+from typing import Any, Iterable, Iterator, TypeVar
 
 import typer
 from pydantic import BaseModel, ValidationError
@@ -75,6 +75,27 @@ def build_config(model: type[M], config_file: Path | None, **options: Any) -> M:
     values: dict[str, Any] = load_config_file(config_file) if config_file else {}
     values.update({k: v for k, v in options.items() if v is not None})
     return model.model_validate(values)
+
+
+def given_options(model: type[BaseModel], params: dict[str, Any], renamed: dict[str, str] | None = None,
+                  skip: Iterable[str] = ()) -> dict[str, Any]:
+    """The fields of ``model`` a command's parsed options (``ctx.params``) set: an option sets the field of its
+    own name, or of ``renamed[name]``; an option not given (None, no values) sets nothing; a repeatable option's
+    values become a tuple; options in ``skip`` and options that set no field (``--run``, ``--config``) are left
+    to the command."""
+    renamed, skip = renamed or {}, set(skip)
+    options = {}
+    for name, value in params.items():
+        field = renamed.get(name, name)
+        if name not in skip and field in model.model_fields and value not in (None, [], ()):
+            options[field] = tuple(value) if isinstance(value, list) else value
+    return options
+
+
+def config_from_options(model: type[M], params: dict[str, Any], renamed: dict[str, str] | None = None) -> M:
+    """``model`` from a command's parsed options: the ``--config`` file (read once) under every option given
+    (:func:`given_options`)."""
+    return build_config(model, params.get("config"), **given_options(model, params, renamed))
 
 
 @contextlib.contextmanager

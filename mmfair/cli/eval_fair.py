@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 import typer
 
 from mmfair.cli import _util
-from mmfair.core.config import EvalFairConfig, ReportConfig
+from mmfair.core.config import BASELINE_METHOD, EvalFairConfig, ReportConfig
 
 
 def eval_fair_cmd(
@@ -20,7 +20,7 @@ def eval_fair_cmd(
     min_group_size: Annotated[Optional[int], typer.Option(help="Suppress subgroup cells with n, n_pos or n − n_pos below this.")] = None,
     bootstrap: Annotated[Optional[int], typer.Option(help="Bootstrap replicates for confidence intervals (default 1000).")] = None,
     test_cohort: Annotated[Optional[str], typer.Option("--test-cohort", help="full (every test stay, default) or matched (only test stays with a CXR); recorded in the test_cohort column.")] = None,
-    reference: Annotated[Optional[str], typer.Option(help="Method every other is compared with on the same test stays (default late; 'none' for no comparisons).")] = None,
+    reference: Annotated[Optional[str], typer.Option(help=f"Method every other is compared with on the same test stays (default {BASELINE_METHOD}; 'none' for no comparisons).")] = None,
     permutations: Annotated[Optional[int], typer.Option(help="Permutations of the paired tests (default 1000; 0: no p-values).")] = None,
     adjust: Annotated[Optional[str], typer.Option(help="p-value adjustment across a phenotype's labels: holm (default) or bh.")] = None,
     time_inference: Annotated[Optional[bool], typer.Option("--time-inference/--no-time-inference", help="Time each run's test predictions for the cost rows (loads the model; default on).")] = None,
@@ -46,26 +46,7 @@ def eval_fair_cmd(
     with _util.user_errors():
         from mmfair.core import pipeline
 
-        cfg = _util.build_config(
-            EvalFairConfig,
-            config,
-            attributes=tuple(attr) if attr else None,
-            threshold_rule=threshold,
-            recalibrate=recalibrate,
-            seed=seed,
-            min_group_size=min_group_size,
-            bootstrap=bootstrap,
-            test_cohort=test_cohort,
-            reference=reference,
-            permutations=permutations,
-            adjust=adjust,
-            time_inference=time_inference,
-            device=device,
-            probe=probe,
-            patient_weighting=patient_weighting,
-        )
-        if cfg.reference in ("", "none"):
-            cfg = cfg.model_copy(update={"reference": None})
+        cfg = _util.config_from_options(EvalFairConfig, ctx.params, {"attr": "attributes", "threshold": "threshold_rule"})
         rows = pipeline.eval_fair(cfg, ws, run_ids=run)
         tables = pipeline.report_tables(ReportConfig(min_group_size=cfg.min_group_size), ws)
     from mmfair.core.reporting import render_rich

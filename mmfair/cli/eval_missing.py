@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 import typer
 
 from mmfair.cli import _util
-from mmfair.core.config import EvalMissingConfig, ReportConfig
+from mmfair.core.config import BASELINE_METHOD, EvalMissingConfig, ReportConfig
 
 
 def eval_missing_cmd(
@@ -26,7 +26,7 @@ def eval_missing_cmd(
     seed: Annotated[Optional[int], typer.Option(help="Base seed of the draws.")] = None,
     bootstrap: Annotated[Optional[int], typer.Option(help="Bootstrap replicates for confidence intervals (default 1000).")] = None,
     min_group_size: Annotated[Optional[int], typer.Option(help="Gaps leave out groups with n, n_pos or n − n_pos below this (default 10).")] = None,
-    reference: Annotated[Optional[str], typer.Option(help="Reference method of effective robustness (default late).")] = None,
+    reference: Annotated[Optional[str], typer.Option(help=f"Reference method of effective robustness (default {BASELINE_METHOD}).")] = None,
     test_cohort: Annotated[Optional[str], typer.Option("--test-cohort", help="full (every test stay, default) or matched (only test stays with a CXR); recorded in the test_cohort column.")] = None,
     run: Annotated[Optional[list[str]], typer.Option("--run", help="Only these run ids (repeatable); default every finished run.")] = None,
     device: Annotated[Optional[str], typer.Option(help="auto | cpu | cuda.")] = None,
@@ -54,26 +54,8 @@ def eval_missing_cmd(
     with _util.user_errors():
         from mmfair.core import pipeline
 
-        cfg = _util.build_config(
-            EvalMissingConfig,
-            config,
-            mechanism=mechanism,
-            rates=tuple(rate) if rate else None,
-            level_rates=tuple(rates) if rates else None,
-            by=by,
-            groups=tuple(groups) if groups else None,
-            hours=hours,
-            noise_sd=noise_sd,
-            attributes=tuple(attribute) if attribute else None,
-            modality=modality,
-            draws=draws,
-            seed=seed,
-            bootstrap=bootstrap,
-            min_group_size=min_group_size,
-            reference=reference,
-            device=device,
-            test_cohort=test_cohort,
-        )
+        cfg = _util.config_from_options(EvalMissingConfig, ctx.params,
+                                        {"rate": "rates", "rates": "level_rates", "attribute": "attributes"})
         rows = pipeline.eval_missing(cfg, ws, run_ids=run)
         tables = pipeline.report_tables(ReportConfig(min_group_size=cfg.min_group_size), ws)
     from mmfair.core.reporting import render_rich

@@ -8,15 +8,15 @@ from typing import Annotated, Optional
 import typer
 
 from mmfair.cli import _util
-from mmfair.core.config import ReportConfig
+from mmfair.core.config import BASELINE_METHOD, ReportConfig
 
 
 def report_cmd(
     ctx: typer.Context,
-    format: Annotated[str, typer.Option("--format", help="terminal | html | markdown | latex | csv.")] = "terminal",
+    format: Annotated[Optional[str], typer.Option("--format", help="terminal (default) | html | markdown | latex | csv.")] = None,
     out: Annotated[Optional[Path], typer.Option(help="Output file (default <workspace>/reports/report.html, .md, .tex or .csv).")] = None,
     min_group_size: Annotated[Optional[int], typer.Option(help="Suppress subgroup cells with n, n_pos or n − n_pos below this.")] = None,
-    reference: Annotated[Optional[str], typer.Option(help="Reference method of the rank tests (Wilcoxon–Holm; default late). The paired comparisons use the reference given to eval-fair.")] = None,
+    reference: Annotated[Optional[str], typer.Option(help=f"Reference method of the rank tests (Wilcoxon–Holm; default {BASELINE_METHOD}). The paired comparisons use the reference given to eval-fair.")] = None,
     detail: Annotated[bool, typer.Option("--detail", help="Terminal: also the per-group and full tables.")] = False,
     figures: Annotated[Optional[bool], typer.Option("--figures/--no-figures", help="html/latex: also write figures/*.png and .pdf beside the report (default on).")] = None,
 ) -> None:
@@ -31,8 +31,7 @@ def report_cmd(
     with _util.user_errors():
         from mmfair.core import pipeline
 
-        cfg = _util.build_config(ReportConfig, None, format=format, out=out, min_group_size=min_group_size,
-                                 reference=reference, detail=detail or None, figures=figures)
+        cfg = _util.config_from_options(ReportConfig, ctx.params)
         tables, path, _ = pipeline.report(cfg, ws)
         if cfg.format == "terminal":
             from mmfair.core.reporting.inputs import load_inputs

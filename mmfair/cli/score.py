@@ -8,13 +8,14 @@ from typing import Annotated, Optional
 import typer
 
 from mmfair.cli import _util
+from mmfair.core.config import BASELINE_METHOD
 
 
 def score_cmd(
     ctx: typer.Context,
     predictions: Annotated[Path, typer.Argument(help="CSV with stay_id (or subject_id), split (val/test), label(s) and probabilities; see below.")],
-    name: Annotated[str, typer.Option("--name", help="The tool's name; rows get method external:<name>.")] = "tool",
-    task: Annotated[str, typer.Option("--task", help="mortality, mortality_icu, phenotype or los.")] = "mortality",
+    name: Annotated[Optional[str], typer.Option("--name", help="The tool's name (default tool); rows get method external:<name>.")] = None,
+    task: Annotated[Optional[str], typer.Option("--task", help="mortality (default), mortality_icu, phenotype or los.")] = None,
     modalities: Annotated[Optional[str], typer.Option(help="What the tool used, for the tidy modalities column, e.g. ehr,cxr.")] = None,
     attr: Annotated[Optional[list[str]], typer.Option("--attr", "-a", help="Sensitive attribute (repeatable), as in eval-fair.")] = None,
     threshold: Annotated[Optional[str], typer.Option(help="Operating point chosen on the val rows: val-youden (default), val-sens-0.8, val-spec-0.8, val-prevalence, 0.5 or a number.")] = None,
@@ -23,7 +24,7 @@ def score_cmd(
     min_group_size: Annotated[Optional[int], typer.Option(help="Small-cell minimum; gaps leave out groups below it.")] = None,
     bootstrap: Annotated[Optional[int], typer.Option(help="Bootstrap replicates for confidence intervals.")] = None,
     test_cohort: Annotated[Optional[str], typer.Option("--test-cohort", help="full (default) or matched (test stays with a CXR).")] = None,
-    reference: Annotated[Optional[str], typer.Option(help="mmfair method to compare with on the same test stays (default late; 'none': no comparisons).")] = None,
+    reference: Annotated[Optional[str], typer.Option(help=f"mmfair method to compare with on the same test stays (default {BASELINE_METHOD}; 'none': no comparisons).")] = None,
     permutations: Annotated[Optional[int], typer.Option(help="Permutations of the paired tests.")] = None,
     config: Annotated[Optional[Path], typer.Option("--config", "-c", help="YAML/TOML file with these options.")] = None,
 ) -> None:
@@ -45,15 +46,9 @@ def score_cmd(
     with _util.user_errors():
         from mmfair.core.evaluation.score import ScoreConfig, describe, score_predictions
 
-        cfg = _util.build_config(
-            ScoreConfig, config, name=name, task=task,
-            modalities=tuple(m.strip() for m in modalities.split(",") if m.strip()) if modalities else None,
-            attributes=tuple(attr) if attr else None, threshold_rule=threshold, recalibrate=recalibrate, seed=seed,
-            min_group_size=min_group_size, bootstrap=bootstrap, test_cohort=test_cohort, reference=reference,
-            permutations=permutations,
-        )  # fmt: skip
-        if cfg.reference in ("", "none"):
-            cfg = cfg.model_copy(update={"reference": None})
+        listed = tuple(m.strip() for m in modalities.split(",") if m.strip()) if modalities else None
+        cfg = _util.config_from_options(ScoreConfig, {**ctx.params, "modalities": listed},
+                                        {"attr": "attributes", "threshold": "threshold_rule"})
         outcome = score_predictions(predictions, ws, cfg)
     from mmfair.cli._tables import frame_table, metric_summary
 

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import itertools
 from pathlib import Path
 from typing import Annotated, Any, Optional
 
 import typer
 
 from mmfair.cli import _tables, _util
-from mmfair.core.config import TrainConfig, load_config_file
+from mmfair.core.config import CLEAN_BOOTSTRAP, TrainConfig, TrainPlan, load_config_file
 from mmfair.core.errors import ConfigError
 
 
@@ -50,7 +49,7 @@ def train_cmd(
     static_field: Annotated[Optional[list[str]], typer.Option("--static-field", help="A static field (repeatable), e.g. gender: sensitive attributes enter only when named here; a field known only after the observation window is refused.")] = None,
     class_weights: Annotated[Optional[str], typer.Option(help="none (default) or balanced: weight each label's positives by n_neg/n_pos (each LOS class by n/(K n_c)), computed on the training rows.")] = None,
     compile_model: Annotated[Optional[bool], typer.Option("--compile/--no-compile", help="torch.compile the training step on a CUDA device (ignored on CPU; not part of the run id).")] = None,
-    bootstrap: Annotated[int, typer.Option(help="Bootstrap replicates for the metrics' confidence intervals.")] = 200,
+    bootstrap: Annotated[Optional[int], typer.Option(help=f"Bootstrap replicates for the metrics' confidence intervals (default {CLEAN_BOOTSTRAP}).")] = None,
 ) -> None:
     """Train models on the prepared data (early stopping and thresholds on validation, never test).
 
@@ -58,127 +57,47 @@ def train_cmd(
     """
     ws = _util.workspace(ctx)
     with _util.user_errors():
-        import mmfair.core.fusion  # noqa: F401
-        import mmfair.core.training  # noqa: F401
-        from mmfair.core import pipeline, registry
+        from mmfair.core import pipeline
 
-        static_fields = _static_fields(config, static, static_field)
-        subsets = _with_modality_subsets(fusion or [None], modalities, static_fields)
-        tasks = task or [None]
-        for name in fusion or []:
-            registry.FUSIONS.get(name)
-        for name in task or []:
-            registry.TASKS.get(name)
-        if modulator is not None:
-            registry.MODULATORS.get(modulator)
-        configs = [
-            _util.build_config(
-                TrainConfig,
-                config,
-                fusion=f[0],
-                task=t,
-                fold=k,
-                seed=s,
-                ehr_encoder=ehr_encoder,
-                epochs=epochs,
-                patience=patience,
-                batch_size=batch_size,
-                lr=lr,
-                weight_decay=weight_decay,
-                optimizer=optimizer,
-                momentum=momentum,
-                modulate_via=modulate_via,
-                modulator_params=_key_value_params(config, modulator_param, "modulator_params", "--modulator-param"),
-                hidden_dim=hidden_dim,
-                device=device,
-                modulator=modulator,
-                fair_attr=fair_attr,
-                selection_rules=tuple(selection) if selection else None,
-                fusion_params=_fusion_params(config, fusion_param),
-                missing_token=missing_token,
-                modality_dropout=modality_dropout,
-                train_missing_rate=train_missing_rate,
-                train_cohort=train_cohort,
-                split=split,
-                compile=compile_model,
-                class_weights=class_weights,
-                static_fields=f[1],
-                hourly_ehr=f[2],
-                cxr_input=cxr_input,
-                cxr_weights=cxr_weights,
-                image_size=image_size,
-                image_augment=image_augment,
-            )
-            for f, t, k, s in itertools.product(subsets, tasks, fold or [None], seed or [None])
-        ]
+        plan = train_plan(ctx.params)
         with _util.progress_bar() as progress:
-            outcome = pipeline.train(configs, ws, bootstrap=bootstrap, progress=progress)
+            outcome = pipeline.train_plan(plan, ws, progress=progress)
     reused = sum(r.skipped for r in outcome.runs)
-    by = ("method", "modalities", "task", "fold", "seed") if modalities else ("method", "task", "fold", "seed")
+    by = ("method", "modalities", "task", "fold", "seed") if plan.modalities else ("method", "task", "fold", "seed")
     by += ("evaluated_on",)  # two rows per run: all test stays, and the stays with a CXR (every method)
     summary = _tables.metric_summary(outcome.metrics, by=by)  # subset runs of one method differ in modalities
     _util.out.print(_tables.frame_table(summary, title="clean test metrics (95% patient-level bootstrap CI)"))
     _util.out.print(f"{len(outcome.runs)} run(s) in {ws.runs} ({reused} reused); metrics in {ws.metrics_csv}")
 
 
-MODALITY_NAMES = ("ehr", "cxr", "static")
-#: Subsets trained by a unimodal method rather than the chosen --fusion (the modalities that reach the model).
-MODALITY_SUBSETS = {frozenset({"ehr"}): "ehr", frozenset({"cxr"}): "cxr", frozenset({"static"}): "ehr",
-                    frozenset({"ehr", "static"}): "ehr"}
+#: Options that set the plan's axes (repeatable), not TrainConfig fields.
+_AXES = {"fusion": "fusions", "task": "tasks", "fold": "folds", "seed": "seeds", "modalities": "modalities",
+         "static_field": "static_fields"}
+#: Options named otherwise than the TrainConfig field they set.
+_FIELDS = {"selection": "selection_rules", "compile_model": "compile"}
+#: ``KEY=VALUE`` options merged over the config file's mapping of the same field.
+_KEY_VALUES = {"fusion_param": "fusion_params", "modulator_param": "modulator_params"}
 
 
-def _with_modality_subsets(
-    fusions: list[str | None], modalities: list[str] | None, static_fields: tuple[str, ...] | None
-) -> list[tuple[str | None, tuple[str, ...] | None, bool | None]]:
-    """(method, static fields, hourly_ehr) to train for ``--modalities``: any non-empty subset of
-    ``ehr``, ``cxr``, ``static``. ``ehr``, ``static`` and ``ehr,static`` train the unimodal ``ehr`` model,
-    ``cxr`` the ``cxr`` model, every subset with ``cxr`` and another modality the fusions. ``static`` in a subset
-    switches the static modality on (the ``--static-field`` choice, else the whitelist's defaults), its absence
-    off; without ``ehr`` the hourly variables are off (``hourly_ehr=False``) and the EHR branch carries the
-    static channels only. Without ``--modalities``: the fusions as asked (hourly_ehr not set)."""
-    if not modalities:
-        return [(f, static_fields, None) for f in fusions]
-    from mmfair.core.training.static import load_whitelist
-
-    out: list[tuple[str | None, tuple[str, ...] | None, bool | None]] = []
-    for value in modalities:
-        subset = frozenset(part.strip() for part in value.split(",") if part.strip())
-        if not subset or subset - set(MODALITY_NAMES):
-            raise ConfigError(f"--modalities '{value}': expected a non-empty comma-separated subset of "
-                              f"{', '.join(MODALITY_NAMES)} (e.g. ehr, cxr,static or ehr,cxr,static)")
-        chosen = [MODALITY_SUBSETS[subset]] if subset in MODALITY_SUBSETS else fusions
-        fields = (static_fields or load_whitelist().defaults) if "static" in subset else ()
-        hourly = "ehr" in subset or subset == frozenset({"cxr"})  # cxr alone: the default, so its run id is kept
-        out += [(f, fields, hourly) for f in chosen if (f, fields, hourly) not in out]
-    return out
+def train_plan(params: dict[str, Any]) -> TrainPlan:
+    """The command's parsed options (``ctx.params``) as one :class:`TrainPlan`: the config file's values (read
+    once) under every option given."""
+    options = load_config_file(params["config"]) if params.get("config") else {}
+    options.update(_util.given_options(TrainConfig, params, _FIELDS, skip=_AXES))
+    for flag, field in _KEY_VALUES.items():
+        if params.get(flag):
+            options[field] = {**(options.get(field) or {}), **_key_values(params[flag], "--" + flag.replace("_", "-"))}
+    return TrainPlan(options=options, **_util.given_options(TrainPlan, params, _AXES))
 
 
-def _fusion_params(config_file: Path | None, pairs: list[str] | None) -> dict[str, Any] | None:
-    """``--fusion-param KEY=VALUE`` pairs (values parsed as YAML scalars) over the config file's fusion_params."""
-    return _key_value_params(config_file, pairs, "fusion_params", "--fusion-param")
-
-
-def _key_value_params(config_file: Path | None, pairs: list[str] | None, field: str, flag: str) -> dict[str, Any] | None:
-    """``flag KEY=VALUE`` pairs (values parsed as YAML scalars) over the config file's ``field``."""
-    if not pairs:
-        return None
+def _key_values(pairs: list[str], flag: str) -> dict[str, Any]:
+    """``flag KEY=VALUE`` pairs, values parsed as YAML scalars."""
     import yaml
 
-    values: dict[str, Any] = dict(load_config_file(config_file).get(field) or {}) if config_file else {}
+    values: dict[str, Any] = {}
     for pair in pairs:
         key, sep, raw = pair.partition("=")
         if not sep or not key.strip():
             raise ConfigError(f"{flag} '{pair}': expected KEY=VALUE")
         values[key.strip()] = yaml.safe_load(raw)
     return values
-
-
-def _static_fields(config_file: Path | None, static: bool, fields: list[str] | None) -> tuple[str, ...] | None:
-    """``--static`` (the whitelist's defaults) and ``--static-field`` names over the config file's static_fields."""
-    if not static and not fields:
-        return None
-    from mmfair.core.training.static import load_whitelist
-
-    chosen = list(load_config_file(config_file).get("static_fields") or []) if config_file else []
-    chosen += list(load_whitelist().defaults) if static else []
-    return tuple(dict.fromkeys(chosen + list(fields or [])))

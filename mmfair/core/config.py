@@ -17,6 +17,16 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from mmfair.core.errors import ConfigError
+from mmfair.core.registry import SCENARIOS
+
+
+#: The default method to train, and the method every other is compared with unless told otherwise
+#: (eval-missing's effective robustness, eval-fair's paired tests, the report's rank tests).
+BASELINE_METHOD = "late"
+#: The sensitive attributes evaluated when none are named (eval-fair, eval-missing's per-group Shapley values).
+DEFAULT_ATTRIBUTES: tuple[str, ...] = ("race_group", "gender", "age_group", "insurance_group")
+#: Bootstrap replicates of the clean test metrics `mmfair train` writes.
+CLEAN_BOOTSTRAP = 200
 
 
 class _Frozen(BaseModel):
@@ -100,7 +110,7 @@ class PrepConfig(_Frozen):
 class TrainConfig(_Frozen):
     """One training run (DESIGN §3.3). Fields in ``MACHINE_FIELDS`` do not enter the run id."""
 
-    fusion: str = "late"
+    fusion: str = BASELINE_METHOD
     task: str = "mortality"
     fold: int = Field(0, ge=0)
     seed: int = 0
@@ -145,6 +155,9 @@ class TrainConfig(_Frozen):
     split: Literal["random", "temporal"] = Field("random", description="random: the fold rule of DESIGN §1; temporal: "
                                                  "prep's temporal_split column (test: stays estimated in 2014-2016, one test set for every fold; "
                                                  "train/validate: 2011-2013)")
+    label: str | None = Field(None, min_length=1, description="the run's method label (config.json ``method``, the "
+                              "results' ``method`` column) instead of the derived one; `mmfair study` sets it on "
+                              "tuned final runs (e.g. healnet[tuned]), whose chosen values differ by fold")
     # machine-specific: excluded from the run id
     device: str = "auto"
     workers: int = 0
@@ -194,7 +207,7 @@ class TrainConfig(_Frozen):
         "fusion_params": {}, "missing_token": "zero", "modality_dropout": 0.0, "train_missing_rate": None,
         "train_cohort": "full", "split": "random", "cxr_input": "embeddings", "cxr_weights": None,
         "image_size": None, "image_augment": True, "static_fields": [], "class_weights": "none",
-        "hourly_ehr": True, "optimizer": "adamw", "momentum": 0.9, "modulate_via": "lr",
+        "hourly_ehr": True, "optimizer": "adamw", "momentum": 0.9, "modulate_via": "lr", "label": None,
     }
 
     @model_validator(mode="after")
@@ -220,6 +233,25 @@ class TrainConfig(_Frozen):
         return d
 
 
+class TrainPlan(_Frozen):
+    """``mmfair train``: one :class:`TrainConfig` per method × modality subset × task × fold × seed over shared
+    ``options``, and the bootstrap of their clean test metrics (expanded by
+    :func:`mmfair.core.training.plan.train_configs`). An empty axis takes ``options``' value (else the
+    TrainConfig default)."""
+
+    options: dict[str, Any] = Field(default_factory=dict, description="TrainConfig fields shared by every run "
+                                    "(a config file's values under the command line's)")
+    fusions: tuple[str, ...] = ()
+    tasks: tuple[str, ...] = ()
+    folds: tuple[int, ...] = ()
+    seeds: tuple[int, ...] = ()
+    modalities: tuple[str, ...] = Field((), description="modality subsets, each a comma-separated subset of ehr, "
+                                        "cxr, static (the incremental-addition protocol); empty: the methods as asked")
+    static: bool = Field(False, description="add the static modality's default fields (the packaged whitelist's)")
+    static_fields: tuple[str, ...] = Field((), description="static fields named on top of options' and the defaults")
+    bootstrap: int = Field(CLEAN_BOOTSTRAP, ge=0, description="bootstrap replicates of the clean test metrics")
+
+
 class EvalMissingConfig(_Frozen):
     """``eval-missing``: the mechanism and its grid (``mmfair.core.evaluation.scenarios``), draws, bootstrap.
 
@@ -232,6 +264,11 @@ class EvalMissingConfig(_Frozen):
     """
 
     DEFAULT_RATES: ClassVar[tuple[float, ...]] = (0.2, 0.5, 1.0)
+    #: The scenario-specific fields and their flags; a scenario names those it reads (``Scenario.options``).
+    SCENARIO_OPTIONS: ClassVar[dict[str, str]] = {
+        "rates": "--rate", "level_rates": "--rates LEVEL=RATE,...", "by": "--by", "groups": "--groups",
+        "hours": "--hours", "noise_sd": "--noise-sd",
+    }  # fmt: skip
 
     mechanism: str = "mcar"
     rates: tuple[float, ...] | None = None
@@ -246,11 +283,11 @@ class EvalMissingConfig(_Frozen):
     bootstrap: int = Field(1000, ge=0)
     min_group_size: int = Field(10, ge=1, description="small-cell minimum; gaps leave out groups below it")
     device: str = "auto"
-    reference: str = Field("late", description="method whose curve effective robustness is measured against")
+    reference: str = Field(BASELINE_METHOD, description="method whose curve effective robustness is measured against")
     attributes: tuple[str, ...] = Field((), description="per-group AUROC and AUROC-gap rows for these attributes")
     test_cohort: Literal["full", "matched"] = Field("full", description="matched: evaluate only test stays with a CXR")
     shapley_attributes: tuple[str, ...] = Field(
-        ("race_group", "gender", "age_group", "insurance_group"),
+        DEFAULT_ATTRIBUTES,
         description="attributes of the per-group modality Shapley values (from the modality-subset runs)",
     )
 
@@ -292,42 +329,25 @@ class EvalMissingConfig(_Frozen):
 
     @model_validator(mode="after")
     def _check(self) -> "EvalMissingConfig":
-        from mmfair.core.data.variables import VARIABLE_GROUPS
-
-        m = self.mechanism
-        ehr_options = {"ehr_group": ("--groups", self.groups), "ehr_last_hours": ("--hours", self.hours),
-                       "ehr_noise": ("--noise-sd", self.noise_sd)}  # fmt: skip
-        for mech, (flag, value) in ehr_options.items():
-            if m == mech and not value:
-                raise ValueError(f"the {m} mechanism needs {flag}")
-            if m != mech and value:
-                raise ValueError(f"{flag} belongs to the {mech} mechanism, not {m}")
-        unknown = [g for g in self.groups if g not in VARIABLE_GROUPS]
-        if unknown:
-            raise ValueError(f"--groups: unknown variable group(s) {unknown}; choose from {', '.join(VARIABLE_GROUPS)}")
         bad = [r for r in (self.rates or ()) if not 0.0 <= r <= 1.0]
         bad += [r for p in self.level_rates for r in p.values() if not 0.0 <= r <= 1.0]
         if bad:
             raise ValueError(f"missing rates must lie in [0, 1], got {bad}")
-        if m in ("group", "label", "natural") and self.rates is not None:
-            raise ValueError(f"--rate sets the mcar grid; the {m} mechanism takes "
-                             + ("no rates" if m == "natural" else "--rates LEVEL=RATE,... profiles"))  # fmt: skip
-        if m in ("mcar", "natural", *ehr_options) and self.level_rates:
-            raise ValueError(f"--rates LEVEL=RATE profiles belong to the group and label mechanisms, not {m}")
-        if m in ("group", "label") and not self.level_rates:
-            raise ValueError(f"the {m} mechanism needs at least one --rates profile, e.g. "
-                             + ("WHITE=0.1,BLACK=0.4" if m == "group" else "1=0.6,0=0.2"))  # fmt: skip
-        if m == "group" and not self.by:
-            raise ValueError("the group mechanism needs --by ATTRIBUTE (e.g. race_group)")
-        if m != "group" and self.by:
-            raise ValueError(f"--by belongs to the group mechanism, not {m}")
+        scenario = SCENARIOS.get(self.mechanism)  # the registry alone knows the mechanisms and their options
+        for name, flag in self.SCENARIO_OPTIONS.items():
+            if name in getattr(scenario, "options", ()) or getattr(self, name) == type(self).model_fields[name].default:
+                continue
+            owners = [e.name for e in SCENARIOS.entries() if name in getattr(e.obj, "options", ())]
+            raise ValueError(f"{flag} belongs to the {' / '.join(owners)} mechanism{'s' if len(owners) > 1 else ''}, "
+                             f"not {self.mechanism}")  # fmt: skip
+        scenario.check(self)
         return self
 
     def group_attributes(self) -> tuple[str, ...]:
         """Attributes of the per-group rows: ``attributes``, or the ``by`` attribute of ``group``."""
         if self.attributes:
             return self.attributes
-        return (self.by,) if self.mechanism == "group" and self.by else ()
+        return (self.by,) if self.by else ()  # only a mechanism that reads --by accepts it
 
     def rate_grid(self) -> tuple[float, ...]:
         """The ``mcar`` / EHR-perturbation rates requested (the default grid when none were given); 0 is
@@ -339,21 +359,15 @@ class EvalFairConfig(_Frozen):
     """``eval-fair``: attributes (or intersections ``a*b`` of two), the validation operating point, an
     optional recalibration fitted on validation, the small-cell minimum and the bootstrap."""
 
-    #: Attributes the evaluator knows; any other prediction column is accepted too.
-    KNOWN_ATTRIBUTES: ClassVar[tuple[str, ...]] = (
-        "race_group", "gender", "age_group", "insurance_group", "language_group", "marital_status",
-        "admission_type", "has_cxr",
-    )  # fmt: skip
-
-    attributes: tuple[str, ...] = ("race_group", "gender", "age_group", "insurance_group")
+    attributes: tuple[str, ...] = DEFAULT_ATTRIBUTES
     threshold_rule: str = "val-youden"
     recalibrate: Literal["none", "platt", "isotonic"] = "none"
     min_group_size: int = Field(10, ge=1, description="small-cell minimum; gaps leave out groups below it")
     bootstrap: int = Field(1000, ge=0)
     seed: int = 0
     test_cohort: Literal["full", "matched"] = Field("full", description="matched: only test stays with a CXR")
-    reference: str | None = Field("late", description="method every other is compared with on the same test "
-                                  "stays (paired bootstrap CI and permutation test); None: no comparisons")
+    reference: str | None = Field(BASELINE_METHOD, description="method every other is compared with on the same "
+                                  "test stays (paired bootstrap CI and permutation test); None (or 'none'): no comparisons")
     permutations: int = Field(1000, ge=0, description="permutations of the paired tests (0: no p-values)")
     adjust: Literal["holm", "bh"] = Field("holm", description="p-value adjustment across a phenotype's labels")
     time_inference: bool = Field(True, description="time each run's test predictions (needs the prepared data)")
@@ -366,10 +380,13 @@ class EvalFairConfig(_Frozen):
     probe_c_grid: tuple[float, ...] = Field((0.01, 0.1, 1.0), min_length=1, description="inverse L2 strengths of "
                                             "the logistic probe, chosen on validation")
 
+    @field_validator("reference", mode="before")
+    @classmethod
+    def _no_reference(cls, value: Any) -> Any:
+        return None if value in ("", "none") else value
+
     @model_validator(mode="after")
     def _check(self) -> "EvalFairConfig":
-        import re
-
         if not self.attributes:
             raise ValueError("at least one attribute is needed")
         for a in self.attributes:
@@ -377,19 +394,12 @@ class EvalFairConfig(_Frozen):
             if len(parts) > 2 or any(not p.strip() or p != p.strip() for p in parts) or len(set(parts)) < len(parts):
                 raise ValueError(f"attribute '{a}': give one attribute or an intersection of two distinct ones, "
                                  "e.g. race_group*gender")  # fmt: skip
-        rule = self.threshold_rule
-        if rule in ("val-youden", "val-prevalence"):
-            return self
-        m = re.fullmatch(r"val-(sens|spec)-(0?\.\d+)", rule)
-        if m:
-            return self
+        from mmfair.core.evaluation.thresholds import parse_rule
+
         try:
-            value = float(rule)
-        except ValueError:
-            raise ValueError(f"unknown threshold rule '{rule}'. Available: val-youden, val-sens-0.8, val-spec-0.8, "
-                             "val-prevalence, 0.5, val-sens-X, val-spec-X or a number in (0, 1)") from None  # fmt: skip
-        if not 0.0 < value < 1.0:
-            raise ValueError(f"a numeric threshold must lie in (0, 1), got {rule}")
+            parse_rule(self.threshold_rule)
+        except ConfigError as exc:
+            raise ValueError(str(exc)) from None
         return self
 
 
@@ -397,7 +407,7 @@ class ReportConfig(_Frozen):
     format: Literal["terminal", "markdown", "csv", "html", "latex"] = "terminal"
     out: Path | None = None
     min_group_size: int = Field(10, ge=1)
-    reference: str = Field("late", description="reference method of the rank tests (Wilcoxon–Holm)")
+    reference: str = Field(BASELINE_METHOD, description="reference method of the rank tests (Wilcoxon–Holm)")
     detail: bool = Field(False, description="terminal: also the per-group and long tables")
     width: int = Field(100, ge=60, description="terminal: columns the compact tables must fit")
     figures: bool = Field(True, description="html/latex: also write reports/figures/*.png and .pdf")

@@ -14,12 +14,14 @@ from typing import Callable, Iterable
 import pandas as pd
 
 from mmfair.core.config import (
+    CLEAN_BOOTSTRAP,
     EvalFairConfig,
     EvalMissingConfig,
     PrepConfig,
     ReportConfig,
     SyntheticConfig,
     TrainConfig,
+    TrainPlan,
 )
 from mmfair.core.errors import InputFileError, MmfairError
 from mmfair.core.io import write_text_atomic
@@ -77,22 +79,34 @@ class TrainOutcome:
 def train(
     configs: Iterable[TrainConfig],
     workspace: Workspace,
-    bootstrap: int = 200,
+    bootstrap: int = CLEAN_BOOTSTRAP,
     progress: Progress | None = None,
 ) -> TrainOutcome:
-    """Train (or reuse) one run per config, then write their clean test metrics to results/metrics.csv."""
-    _require_data(workspace)
+    """Train (or reuse) one run per config, then write their clean test metrics to results/metrics.csv. Each
+    method is resolved once (:func:`~mmfair.core.training.methods.resolve_methods`) and every config checked
+    before any run folder exists."""
     from mmfair.core.evaluation import evaluate_clean, upsert_results
     from mmfair.core.training import train_run
-    from mmfair.core.training.runs import check_train_config
+    from mmfair.core.training.methods import resolve_methods
+    from mmfair.core.training.runs import check_names
 
     configs = list(configs)
-    for cfg in configs:  # every config's own constraints, before any run folder exists
-        check_train_config(cfg)
-    runs = [train_run(cfg, workspace, progress=progress) for cfg in configs]
+    for cfg in configs:
+        check_names(cfg)
+    methods = resolve_methods(configs)
+    _require_data(workspace)
+    runs = [train_run(cfg, workspace, progress=progress, method=m) for cfg, m in zip(configs, methods)]
     rows = evaluate_clean([r.run_dir for r in runs], bootstrap=bootstrap, seed=0)
     upsert_results(workspace.metrics_csv, rows)
     return TrainOutcome(runs=runs, metrics=rows)
+
+
+def train_plan(plan: TrainPlan, workspace: Workspace, progress: Progress | None = None) -> TrainOutcome:
+    """``mmfair train``: every run of ``plan`` (:func:`~mmfair.core.training.plan.train_configs`) through
+    :func:`train`, with the plan's bootstrap."""
+    from mmfair.core.training.plan import train_configs
+
+    return train(train_configs(plan), workspace, bootstrap=plan.bootstrap, progress=progress)
 
 
 def _finished_runs(workspace: Workspace, run_ids: Iterable[str] | None = None) -> list[Path]:
@@ -189,7 +203,7 @@ def eval_missing(config: EvalMissingConfig, workspace: Workspace, run_ids: Itera
     _require_data(workspace)
     runs = _finished_runs(workspace, run_ids)
     from mmfair.core.evaluation import evaluate_missing
-    from mmfair.core.evaluation.robustness import update_summaries, validation_scores
+    from mmfair.core.evaluation.robustness_summary import update_summaries, validation_scores
     from mmfair.core.evaluation.shapley import update_shapley
 
     predict_fn = make_predict_fn(config.device)
@@ -222,7 +236,7 @@ def eval_fair(config: EvalFairConfig, workspace: Workspace, run_ids: Iterable[st
     """
     runs = _finished_runs(workspace, run_ids)
     from mmfair.core.evaluation import evaluate_fairness, upsert_results
-    from mmfair.core.evaluation.comparisons import evaluate_comparisons
+    from mmfair.core.evaluation.reference_comparisons import evaluate_comparisons
     from mmfair.core.evaluation.cost import evaluate_cost
 
     from mmfair.core.training.runs import require_current
@@ -252,9 +266,11 @@ def eval_fair(config: EvalFairConfig, workspace: Workspace, run_ids: Iterable[st
 
 
 def _read_results(path: Path) -> pd.DataFrame | None:
-    if not path.exists():
-        return None
-    return pd.read_csv(path, keep_default_na=False, na_values=[""])
+    """A results table read through the schema checks of :func:`~mmfair.core.evaluation.tidy.read_results`
+    (None: no such file)."""
+    from mmfair.core.evaluation.tidy import read_results
+
+    return read_results(path) if path.exists() else None
 
 
 def report_tables(config: ReportConfig, workspace: Workspace) -> dict[str, pd.DataFrame]:

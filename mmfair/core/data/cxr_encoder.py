@@ -61,12 +61,14 @@ from mmfair.core.encoders.cxr import (
     EncoderCard,
     build_cxr_backbone,
     declared_card,
-    file_sha256,
     resize_uint8,
     to_input,
 )
 from mmfair.core.encoders.cxr_images import CXRImageSpec, augment_images
-from mmfair.core.training.trainer import amp_dtype, cpu_threads
+from mmfair.core.io import file_sha256
+from mmfair.core.training.amp import MixedPrecision, autocast
+from mmfair.core.training.early_stopping import BestEpoch
+from mmfair.core.training.runtime import cpu_threads
 
 logger = logging.getLogger(__name__)
 
@@ -138,62 +140,29 @@ def fit_and_embed(
     )
     finding_names = [str(f) for f in finding_names]
     dev = resolve_device(device)
-    model_name = config.cxr_encoder
-    preset = CXR_PRESETS.get(model_name) if model_name in CXR_PRESETS else None
+    preset = CXR_PRESETS.get(config.cxr_encoder) if config.cxr_encoder in CXR_PRESETS else None
     size = preset.image_size if preset is not None else config.encoder_image_size
-    subjects_hash = _subjects_hash(train_subjects)
 
     with _reproducible(seed, dev, config.encoder_threads):
         if config.cxr_weights is not None or preset is not None:
             backbone, fit, card = _load_external(config, size)
         else:
-            reason = _fallback_reason(train_labels, train_subjects, finding_names, seed)
-            if reason is None:
-                if config.encoder_time_budget_s is not None:
-                    logger.warning(
-                        "CXR encoder: a %.0f s time budget is set, so how many steps train depends on the "
-                        "machine's speed and load: the weights, the embeddings and every score downstream then "
-                        "depend on the machine. Leave encoder_time_budget_s unset (the default stops after "
-                        "encoder_max_steps) for a reproducible encoder", config.encoder_time_budget_s,
-                    )
-                backbone, fit = _train(
-                    train_images, train_labels, train_subjects, finding_names, config, dev, seed, t0,
-                    n_cohort=len(cohort_images), progress=progress,
-                )
-                if fit.steps == 0:
-                    logger.warning(
-                        "CXR encoder: the %.0f s time budget ran out before the first training step; the "
-                        "encoder is random-init (raise encoder_time_budget_s)", config.encoder_time_budget_s,
-                    )
-                    fit.random_init, fit.trained, fit.weights = True, False, "random-init"
-                    fit.source = f"random-init-seed{seed}"
-                    fit.fallback_reason = "time budget ran out before the first training step"
-            else:
-                logger.warning(
-                    "CXR encoder: %s; falling back to a random-init %s (seed %d). Its embeddings carry "
-                    "little information; recorded as random-init in the attrs",
-                    reason, model_name, seed,
-                )
-                backbone = build_cxr_backbone(model_name, None, size)
-                fit = _Fit(
-                    source=f"random-init-seed{seed}", weights="random-init", mean=IMAGENET_GRAY_MEAN,
-                    std=IMAGENET_GRAY_STD, random_init=True, fallback_reason=reason,
-                    heldout_auroc={f: float("nan") for f in finding_names},
-                )
-            card = (EncoderCard("none (random init)", "none") if fit.random_init
-                    else EncoderCard(OWN_CARD_TEXT, "non-cohort", "DESIGN §3.2"))
-
+            backbone, fit, card = _own_backbone(
+                train_images, train_labels, train_subjects, finding_names, config, dev, seed, t0,
+                n_cohort=len(cohort_images), progress=progress,
+            )
         cohort = resize_uint8(torch.from_numpy(cohort_images), size)
         embeddings = _embed(backbone, cohort, fit.mean, fit.std, dev, progress=progress)
 
     if not np.isfinite(embeddings).all():
-        raise RuntimeError(f"CXR encoder {model_name} produced non-finite float16 embeddings")
-    _warn_card(card, model_name)
+        raise RuntimeError(f"CXR encoder {config.cxr_encoder} produced non-finite float16 embeddings")
+    _warn_card(card, config.cxr_encoder)
     seconds = time.perf_counter() - t0
-    encoder_id = _encoder_id(model_name, size, fit.source, subjects_hash if fit.trained else "")
+    subjects_hash = _subjects_hash(train_subjects)
+    encoder_id = _encoder_id(config.cxr_encoder, size, fit.source, subjects_hash if fit.trained else "")
     attrs = _attrs(backbone.model_name, size, config, fit, train_images, train_subjects, subjects_hash, seconds,
                    backbone.num_features, seed)
-    attrs.update(preset=model_name if preset is not None else "", device=dev.type, **card.attrs())
+    attrs.update(preset=config.cxr_encoder if preset is not None else "", device=dev.type, **card.attrs())
     logger.info(
         "CXR encoder %s: %d cohort images embedded (D=%d) in %.1f s", encoder_id, len(embeddings),
         embeddings.shape[1], seconds,
@@ -208,6 +177,56 @@ def fit_and_embed(
         backbone_state={k: v.detach().cpu().numpy() for k, v in backbone.model.state_dict().items()},
         card=card,
     )
+
+
+def _own_backbone(
+    images: np.ndarray,
+    labels: np.ndarray,
+    subjects: np.ndarray,
+    names: list[str],
+    config: PrepConfig,
+    dev: torch.device,
+    seed: int,
+    t0: float,
+    n_cohort: int,
+    progress: Progress | None,
+) -> tuple[CXRBackbone, "_Fit", EncoderCard]:
+    """mmfair's own encoder: trained on the non-cohort images, or a seeded random network when they cannot
+    train one (too few images, subjects or positives; or a time budget spent before the first step)."""
+    reason = _fallback_reason(labels, subjects, names, seed)
+    if reason is not None:
+        logger.warning(
+            "CXR encoder: %s; falling back to a random-init %s (seed %d). Its embeddings carry "
+            "little information; recorded as random-init in the attrs",
+            reason, config.cxr_encoder, seed,
+        )
+        backbone = build_cxr_backbone(config.cxr_encoder, None, config.encoder_image_size)
+        fit = _Fit(
+            source=f"random-init-seed{seed}", weights="random-init", mean=IMAGENET_GRAY_MEAN,
+            std=IMAGENET_GRAY_STD, random_init=True, fallback_reason=reason,
+            heldout_auroc={f: float("nan") for f in names},
+        )
+    else:
+        if config.encoder_time_budget_s is not None:
+            logger.warning(
+                "CXR encoder: a %.0f s time budget is set, so how many steps train depends on the "
+                "machine's speed and load: the weights, the embeddings and every score downstream then "
+                "depend on the machine. Leave encoder_time_budget_s unset (the default stops after "
+                "encoder_max_steps) for a reproducible encoder", config.encoder_time_budget_s,
+            )
+        data = _training_data(images, labels, subjects, names, config, dev, seed)
+        backbone, fit = _EncoderTraining(data, config, dev, seed, t0, n_cohort, progress).run()
+        if fit.steps == 0:
+            logger.warning(
+                "CXR encoder: the %.0f s time budget ran out before the first training step; the "
+                "encoder is random-init (raise encoder_time_budget_s)", config.encoder_time_budget_s,
+            )
+            fit.random_init, fit.trained, fit.weights = True, False, "random-init"
+            fit.source = f"random-init-seed{seed}"
+            fit.fallback_reason = "time budget ran out before the first training step"
+    card = (EncoderCard("none (random init)", "none") if fit.random_init
+            else EncoderCard(OWN_CARD_TEXT, "non-cohort", "DESIGN §3.2"))
+    return backbone, fit, card
 
 
 def _load_external(config: PrepConfig, size: int) -> tuple[CXRBackbone, "_Fit", EncoderCard]:
@@ -298,18 +317,26 @@ def _fallback_reason(labels: np.ndarray, subjects: np.ndarray, names: list[str],
     return None
 
 
-def _train(
-    images: np.ndarray,
-    labels: np.ndarray,
-    subjects: np.ndarray,
-    names: list[str],
-    config: PrepConfig,
-    dev: torch.device,
-    seed: int,
-    t0: float,
-    n_cohort: int,
-    progress: Progress | None,
-) -> tuple[CXRBackbone, _Fit]:
+@dataclass
+class _TrainingData:
+    """The fit and held-out parts of the non-cohort images (resized uint8), U-Ignore targets and masks of the
+    trainable findings, and the fit part's pixel statistics."""
+
+    x_fit: torch.Tensor
+    y_fit: torch.Tensor
+    m_fit: torch.Tensor
+    x_held: torch.Tensor
+    y_held: np.ndarray
+    m_held: np.ndarray
+    names: list[str]  # every finding's (the held-out AUROC reports each, NaN when not trained)
+    findings: list[str]  # the trainable ones
+    mean: float
+    std: float
+    n_held_subjects: int
+
+
+def _training_data(images: np.ndarray, labels: np.ndarray, subjects: np.ndarray, names: list[str],
+                   config: PrepConfig, dev: torch.device, seed: int) -> _TrainingData:
     size = config.encoder_image_size
     held = _split_subjects(subjects, seed)
     keep = _trainable(labels[~held])
@@ -325,134 +352,136 @@ def _train(
     y_fit, m_fit = torch.from_numpy(target[fit_idx]), torch.from_numpy(mask[fit_idx])
     if dev.type == "cuda":  # the uint8 set is small: keep it on the GPU, augment there
         x_fit, y_fit, m_fit = x_fit.to(dev), y_fit.to(dev), m_fit.to(dev)
-    y_held, m_held = target[held_idx], mask[held_idx]
+    n_held_subjects = len(np.unique(subjects[held_idx]))
     logger.info(
         "CXR encoder: training %s at %d px on %d images (%d subjects), holding out %d images (%d subjects); "
         "findings: %s",
         config.cxr_encoder, size, len(fit_idx), len(np.unique(subjects[fit_idx])), len(held_idx),
-        len(np.unique(subjects[held_idx])), ", ".join(used),
+        n_held_subjects, ", ".join(used),
     )
+    return _TrainingData(x_fit, y_fit, m_fit, x_held, target[held_idx], mask[held_idx], names, used, mean,
+                         std, n_held_subjects)
 
-    backbone = build_cxr_backbone(config.cxr_encoder, None, size)
-    net = nn.Sequential(backbone, nn.Linear(backbone.num_features, len(used))).to(dev, memory_format=torch.channels_last)
-    opt = torch.optim.AdamW(net.parameters(), lr=LR, weight_decay=WEIGHT_DECAY)
-    scaler = torch.amp.GradScaler("cuda") if amp_dtype(dev) == torch.float16 else None
-    gen = torch.Generator().manual_seed(seed)
-    rng = np.random.default_rng(seed)
-    spec = CXRImageSpec(config.cxr_encoder, size, mean, std, **AUGMENT)
 
-    n = len(fit_idx)
-    steps_per_epoch = max(1, n // BATCH_SIZE)  # the last partial batch is dropped: BatchNorm and speed
-    total = min(config.encoder_max_steps, config.encoder_max_epochs * steps_per_epoch)
-    stopped = "max_steps" if total == config.encoder_max_steps else "max_epochs"
-    budget = None
-    if config.encoder_time_budget_s is not None:
-        budget = _Budget(config.encoder_time_budget_s, t0, len(held_idx), n_cohort, steps_per_epoch, total)
-    fit = _Fit(
-        source=_trained_source(config, seed), weights="trained-on-noncohort", mean=mean, std=std,
-        trained=True, findings_trained=used, n_fit_images=n, n_heldout_images=len(held_idx),
-        n_heldout_subjects=len(np.unique(subjects[held_idx])),
-    )
-    best = _Best()
+class _EncoderTraining:
+    """One training run of the encoder: a step-count loop (cosine LR over the planned steps, the last partial
+    batch of an epoch dropped), a held-out evaluation after every epoch that keeps the best epoch's weights
+    (the trainer's :class:`~mmfair.core.training.early_stopping.BestEpoch`, without patience: the step count
+    stops training), and the optional time budget. Mixed precision is the trainer's."""
 
-    def evaluate(epoch: int) -> None:
+    def __init__(self, data: _TrainingData, config: PrepConfig, dev: torch.device, seed: int, t0: float,
+                 n_cohort: int, progress: Progress | None) -> None:
+        self.data, self.config, self.dev, self.seed, self.t0, self.progress = data, config, dev, seed, t0, progress
+        self.backbone = build_cxr_backbone(config.cxr_encoder, None, config.encoder_image_size)
+        head = nn.Linear(self.backbone.num_features, len(data.findings))
+        self.net = nn.Sequential(self.backbone, head).to(dev, memory_format=torch.channels_last)
+        self.opt = torch.optim.AdamW(self.net.parameters(), lr=LR, weight_decay=WEIGHT_DECAY)
+        self.amp = MixedPrecision(dev)
+        self.gen = torch.Generator().manual_seed(seed)  # the augmentation
+        self.rng = np.random.default_rng(seed)  # the batch order
+        self.spec = CXRImageSpec(config.cxr_encoder, config.encoder_image_size, data.mean, data.std, **AUGMENT)
+        self.n = len(data.x_fit)
+        self.steps_per_epoch = max(1, self.n // BATCH_SIZE)  # the last partial batch is dropped: BatchNorm and speed
+        self.total = min(config.encoder_max_steps, config.encoder_max_epochs * self.steps_per_epoch)
+        self.budget = None
+        if config.encoder_time_budget_s is not None:
+            self.budget = _Budget(config.encoder_time_budget_s, t0, len(data.x_held), n_cohort,
+                                  self.steps_per_epoch, self.total)
+        self.best = BestEpoch()
+        self.best_auroc: dict[str, float] = {}
+        self.step, self.epoch, self.planned = 0, 0, self.total
+
+    def run(self) -> tuple[CXRBackbone, _Fit]:
+        """Train until the planned steps (or the budget) run out; the backbone at its best epoch."""
+        evaluated_at = -1
+        t_train = time.perf_counter()
+        while self.step < self.planned:
+            te = time.perf_counter()
+            if not self._epoch():
+                break
+            self.epoch += 1
+            self._evaluate(self.epoch)
+            evaluated_at = self.step
+            if self.budget is not None and self.epoch <= 2:  # epoch 2's time no longer includes warm-up
+                self.planned = self.budget.plan(self.step, (time.perf_counter() - te) / self.steps_per_epoch)
+        if self.step < self.total:  # only a time budget stops short of the planned steps
+            logger.info("CXR encoder: stopped by the %.0f s time budget after %d steps", self.budget.seconds, self.step)
+        if self.step != evaluated_at:
+            self._evaluate(self.epoch + 1 if self.step else 0)
+        return self._result(time.perf_counter() - t_train)
+
+    def _epoch(self) -> bool:
+        """One pass over a fresh permutation; False when the planned steps or the budget run out first."""
+        data, budget = self.data, self.budget
+        self.net.train()
+        perm = torch.from_numpy(self.rng.permutation(self.n)).to(data.x_fit.device)
+        for b in range(self.steps_per_epoch):
+            if self.step >= self.planned or (budget is not None and budget.out_of_time(self.step)):
+                return False
+            tb = time.perf_counter()
+            idx = perm[b * BATCH_SIZE : (b + 1) * BATCH_SIZE]
+            x = augment_images(to_input(data.x_fit[idx], data.mean, data.std), self.spec, generator=self.gen)
+            x = x.to(self.dev, non_blocking=True)
+            _step(self.net, self.opt, self.amp, x, data.y_fit[idx].to(self.dev), data.m_fit[idx].to(self.dev),
+                  _lr(self.step, self.planned))
+            self.step += 1
+            if budget is not None:
+                self.planned = budget.stepped(self.step, time.perf_counter() - tb, self.epoch, self.planned)
+            if self.progress is not None:
+                self.progress("CXR encoder: training", self.step, self.planned)
+        return True
+
+    def _evaluate(self, epoch: int) -> None:
+        data = self.data
         te = time.perf_counter()
-        logits = _forward_all(net, x_held, mean, std, dev)
-        if budget is not None:
-            budget.evaluated(time.perf_counter() - te, len(x_held))
-        auroc = _auroc_per_finding(y_held, m_held, logits, used)
+        logits = _forward_all(self.net, data.x_held, data.mean, data.std, self.dev)
+        if self.budget is not None:
+            self.budget.evaluated(time.perf_counter() - te, len(data.x_held))
+        auroc = _auroc_per_finding(data.y_held, data.m_held, logits, data.findings)
         vals = [v for v in auroc.values() if not math.isnan(v)]
         score = float(np.mean(vals)) if vals else -1.0  # an undefined score still beats "nothing kept"
         logger.info(
             "CXR encoder epoch %d: held-out mean AUROC %.3f (%s) [%.0f s]", epoch,
-            score, ", ".join(f"{k} {v:.2f}" for k, v in auroc.items()), time.perf_counter() - t0,
+            score, ", ".join(f"{k} {v:.2f}" for k, v in auroc.items()), time.perf_counter() - self.t0,
         )
-        best.offer(score, auroc, epoch, backbone)
+        if self.best.offer(score, epoch, lambda: copy.deepcopy(self.backbone.state_dict())):
+            self.best_auroc = auroc
 
-    step, epoch, planned, evaluated_at = 0, 0, total, -1
-    t_train = time.perf_counter()
-    while step < planned:
-        net.train()
-        perm = torch.from_numpy(rng.permutation(n)).to(x_fit.device)
-        te = time.perf_counter()
-        for b in range(steps_per_epoch):
-            if step >= planned or (budget is not None and budget.out_of_time(step)):
-                break
-            tb = time.perf_counter()
-            idx = perm[b * BATCH_SIZE : (b + 1) * BATCH_SIZE]
-            x = augment_images(to_input(x_fit[idx], mean, std), spec, generator=gen).to(dev, non_blocking=True)
-            _step(net, opt, scaler, x, y_fit[idx].to(dev), m_fit[idx].to(dev), _lr(step, planned), dev)
-            step += 1
-            if budget is not None:
-                planned = budget.stepped(step, time.perf_counter() - tb, epoch, planned)
-            if progress is not None:
-                progress("CXR encoder: training", step, planned)
-        else:
-            epoch += 1
-            evaluate(epoch)
-            evaluated_at = step
-            if budget is not None and epoch <= 2:  # epoch 2's time no longer includes warm-up
-                planned = budget.plan(step, (time.perf_counter() - te) / steps_per_epoch)
-            continue
-        break
-    if step < total:  # only a time budget stops short of the planned steps
-        stopped = "time_budget"
-        logger.info("CXR encoder: stopped by the %.0f s time budget after %d steps", budget.seconds, step)
-    if step != evaluated_at:
-        evaluate(epoch + 1 if step else 0)
-    train_s = time.perf_counter() - t_train
-
-    if best.state is not None:
-        backbone.load_state_dict(best.state)
-    backbone = backbone.to(dev)
-    fit.heldout_auroc = {f: best.auroc.get(f, float("nan")) for f in names}
-    fit.best_epoch = best.epoch
-    fit.epochs_run = round(step / steps_per_epoch, 3)
-    fit.steps = step
-    fit.stopped_by = stopped
-    fit.train_images_per_s = round(step * BATCH_SIZE / max(train_s, 1e-6), 1)
-    return backbone, fit
+    def _result(self, train_s: float) -> tuple[CXRBackbone, _Fit]:
+        data, config = self.data, self.config
+        if self.best.state:
+            self.backbone.load_state_dict(self.best.state)
+        backbone = self.backbone.to(self.dev)
+        return backbone, _Fit(
+            source=_trained_source(config, self.seed), weights="trained-on-noncohort", mean=data.mean, std=data.std,
+            trained=True, findings_trained=data.findings, n_fit_images=self.n, n_heldout_images=len(data.x_held),
+            n_heldout_subjects=data.n_held_subjects,
+            heldout_auroc={f: self.best_auroc.get(f, float("nan")) for f in data.names},
+            best_epoch=self.best.epoch, epochs_run=round(self.step / self.steps_per_epoch, 3), steps=self.step,
+            stopped_by=("time_budget" if self.step < self.total else
+                        "max_steps" if self.total == config.encoder_max_steps else "max_epochs"),
+            train_images_per_s=round(self.step * BATCH_SIZE / max(train_s, 1e-6), 1),
+        )
 
 
-def _step(net: nn.Module, opt: torch.optim.Optimizer, scaler, x: torch.Tensor, y: torch.Tensor, m: torch.Tensor,
-          lr: float, dev: torch.device) -> None:
+def _step(net: nn.Module, opt: torch.optim.Optimizer, amp: MixedPrecision, x: torch.Tensor, y: torch.Tensor,
+          m: torch.Tensor, lr: float) -> None:
     """One optimizer step of masked multi-label BCE (uncertain labels carry mask 0)."""
     for g in opt.param_groups:
         g["lr"] = lr
-    dtype = amp_dtype(dev)
-    with torch.autocast(dev.type, dtype=dtype, enabled=dtype is not None):
+    with amp.autocast():
         logits = net(x)
     loss = (F.binary_cross_entropy_with_logits(logits.float(), y, reduction="none") * m).sum()
     loss = loss / m.sum().clamp(min=1.0)
     opt.zero_grad(set_to_none=True)
-    if scaler is not None:
-        scaler.scale(loss).backward()
-        scaler.step(opt)
-        scaler.update()
-    else:
-        loss.backward()
-        opt.step()
+    amp.backward(loss, opt)
+    amp.step(opt)
 
 
 def _trained_source(config: PrepConfig, seed: int) -> str:
     """What identifies trained weights in the encoder id: the seed and every setting that stops training."""
     budget = "" if config.encoder_time_budget_s is None else f"-budget{config.encoder_time_budget_s:g}s"
     return f"trained-on-noncohort-seed{seed}-steps{config.encoder_max_steps}-epochs{config.encoder_max_epochs}{budget}"
-
-
-@dataclass
-class _Best:
-    """The epoch with the best held-out mean AUROC, and its backbone weights."""
-
-    score: float = -math.inf
-    auroc: dict[str, float] = field(default_factory=dict)
-    epoch: int = 0
-    state: dict[str, torch.Tensor] | None = None
-
-    def offer(self, score: float, auroc: dict[str, float], epoch: int, backbone: nn.Module) -> None:
-        if score > self.score:
-            self.score, self.auroc, self.epoch = score, auroc, epoch
-            self.state = copy.deepcopy(backbone.state_dict())
 
 
 class _Budget:
@@ -522,11 +551,10 @@ def _auroc_per_finding(y: np.ndarray, m: np.ndarray, logits: np.ndarray, names: 
 def _forward_all(net: nn.Module, images: torch.Tensor, mean: float, std: float, dev: torch.device,
                  progress: Progress | None = None, desc: str = "") -> np.ndarray:
     net.eval()
-    dtype = amp_dtype(dev)
     outs = []
     for i in range(0, len(images), EMBED_BATCH):
         x = to_input(images[i : i + EMBED_BATCH], mean, std).to(dev, non_blocking=True)
-        with torch.autocast(dev.type, dtype=dtype, enabled=dtype is not None):
+        with autocast(dev):
             outs.append(net(x).float().cpu())
         if progress is not None:
             progress(desc, min(i + EMBED_BATCH, len(images)), len(images))

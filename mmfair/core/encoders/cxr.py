@@ -13,7 +13,6 @@ torchxrayvision's model cards list MIMIC-CXR among their training data), which p
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Literal
@@ -284,15 +283,6 @@ def _first_conv_name(cfg) -> str | None:
     if isinstance(first, (list, tuple)):
         first = first[0] if first else None
     return first
-
-
-def file_sha256(path: Path | str) -> str:
-    """Hex sha256 of a file, read in chunks."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def resize_uint8(images: torch.Tensor, size: int, chunk: int = 256) -> torch.Tensor:

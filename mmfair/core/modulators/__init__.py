@@ -15,7 +15,7 @@ from mmfair.core.modulators._base import (
     group_codes,
     resolve_params,
 )
-from mmfair.core.modulators.presets import PRESETS, method_name, register_preset, resolve_modulator
+from mmfair.core.modulators.presets import PRESETS, register_preset, resolve_modulator
 
 register_preset("multifair", "early", "multifair")
 register_preset("ogm-ge", "early", "ogm-ge")
@@ -28,5 +28,5 @@ register_preset("pmr", "early", "pmr")
 
 __all__ = [
     "Groups", "Modulator", "ModulatorParams", "PRESETS", "RowWeightedTask", "build_modulator", "group_codes",
-    "method_name", "register_preset", "resolve_modulator", "resolve_params",
+    "register_preset", "resolve_modulator", "resolve_params",
 ]

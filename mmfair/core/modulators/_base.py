@@ -102,6 +102,9 @@ class Modulator:
     """Base class: no-op hooks; subclasses override what they change."""
 
     Params: ClassVar[type[ModulatorParams]] = ModulatorParams
+    #: ``mmfair study``: Params field → ``("log"|"float"|"int", low, high)`` or ``("choice", [values])``, tuned
+    #: beside the base method's space when a preset names this modulator (empty: nothing of its own to tune)
+    search_space: ClassVar[dict[str, tuple]] = {}
     needs_groups: ClassVar[bool] = False
     #: True when the modulator scales encoder updates by a factor (obeys ``TrainConfig.modulate_via``)
     scales_gradients: ClassVar[bool] = False

@@ -34,7 +34,7 @@ import torch
 from pydantic import Field
 
 from mmfair.core.errors import ConfigError
-from mmfair.core.fusion._aug import AUGNet
+from mmfair.core.fusion import AUGNet
 from mmfair.core.registry import MODULATORS
 from mmfair.core.modulators._base import Groups, Modulator, ModulatorParams
 from mmfair.core.modulators.ogm_ge import true_label_confidence
@@ -62,6 +62,9 @@ def weaker_modality(ratio: float, lam: float, delta: float) -> str | None:
 )
 class AUG(Modulator):
     Params = AUGModulatorParams
+    #: ``mmfair study``: CareBench's ranges (reference/carebench.md §3 item 8: λ ∈ [0.8, 1.2], δ ∈ [0.005, 0.05],
+    #: T_check ∈ {5, 10, 15}); its α belongs to ``aug-base`` and is that method's own space
+    search_space = {"lam": ("float", 0.8, 1.2), "delta": ("log", 0.005, 0.05), "check_every": ("choice", [5, 10, 15])}
     name = "aug"
 
     def setup(self, model: Any, task: Any, train: Any, config: Any, groups: Groups | None, device: torch.device) -> None:

@@ -88,6 +88,8 @@ def batch_accuracy(task: Any, logits: torch.Tensor, labels: torch.Tensor) -> flo
 )
 class CGGM(Modulator):
     Params = CGGMParams
+    #: ``mmfair study``: around the authors' README settings ρ = 1.3, λ = 0.2 (MOSI; reference/multifair.md §3.1)
+    search_space = {"rho": ("float", 0.8, 2.0), "lambda_gm": ("float", 0.05, 0.5)}
     name = "cggm"
     scales_gradients = True
 

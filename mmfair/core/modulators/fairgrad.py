@@ -64,6 +64,8 @@ def _predictions(task: Any, logits: torch.Tensor) -> torch.Tensor:
 )
 class FairGrad(Modulator):
     Params = FairGradParams
+    #: ``mmfair study``: η = 0.01, ε = 0 in the authors' settings (reference/multifair.md §3.3); η a decade each way
+    search_space = {"fairness_rate": ("log", 0.001, 0.1)}
     needs_groups = True
     name = "fairgrad"
 

@@ -43,6 +43,8 @@ class GroupDROParams(ModulatorParams):
 )
 class GroupDRO(Modulator):
     Params = GroupDROParams
+    #: ``mmfair study``: the paper's η_q = 0.01 (a decade each way) and its grid C ∈ {0..5} (reference/multifair.md §3.3)
+    search_space = {"eta": ("log", 0.001, 0.1), "adjustment": ("choice", [0.0, 1.0, 2.0, 3.0, 4.0, 5.0])}
     needs_groups = True
     name = "group-dro"
 

@@ -109,6 +109,11 @@ def add_proximal_gradient(params: list[nn.Parameter], anchors: list[torch.Tensor
 class InfoReg(Modulator):
     scales_gradients = True
     Params = InfoRegParams
+    #: ``mmfair study``: CareBench's ranges (reference/carebench.md §3 item 9: k_thr ∈ [0.01, 0.1], T_hist ∈ {5, 10,
+    #: 15}, its slow-down γ ∈ [0.05, 1.5] over both modalities) and the authors' proximal β of 0.1 (visual) to 0.95
+    #: (audio) (reference/multifair.md §3.1)
+    search_space = {"k_threshold": ("float", 0.01, 0.1), "history": ("choice", [5, 10, 15]),
+                    "slowdown_gamma": ("float", 0.05, 1.5), "proximal_strength": ("log", 0.1, 1.0)}
     name = "inforeg"
 
     def setup(self, model: Any, task: Any, train: Any, config: Any, groups: Groups | None, device: torch.device) -> None:

@@ -280,6 +280,11 @@ def resolve_head_weight(model: Any, n_outputs: int, modulator: str = "multifair"
 )
 class MultiFair(Modulator):
     Params = MultiFairParams
+    #: ``mmfair study``: the released settings per dataset and the code's defaults (reference/multifair.md §2.2:
+    #: ρ 1.1-1.3, λ_gm 0.1-0.15, τ 0.04-0.08, γ 0.3-0.8, β 0.3-0.6 — "tuned per dataset"), widened around them;
+    #: ρ from 0.5, as the paper variant's normalised B puts the paper's mean scale at ρ = 0.6 (module docstring)
+    search_space = {"rho": ("float", 0.5, 1.5), "lambda_gm": ("float", 0.05, 0.3), "tau": ("float", 0.02, 0.1),
+                    "gamma": ("float", 0.2, 1.0), "beta": ("float", 0.2, 0.8)}
     needs_groups = True
     scales_gradients = True
     name = "multifair"

@@ -116,6 +116,9 @@ def embedding_dims(model: Any, output: Any) -> dict[str, int]:
 )
 class OGMGE(Modulator):
     Params = OGMGEParams
+    #: ``mmfair study``: α is 0.1 in the authors' README and 0.3 in BalanceBenchmark, "tuned per dataset"
+    #: (reference/multifair.md §3.1)
+    search_space = {"alpha": ("log", 0.05, 1.0)}
     name = "ogm-ge"
     scales_gradients = True
 

@@ -110,6 +110,8 @@ def masked_mean(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
 )
 class PMR(Modulator):
     Params = PMRParams
+    #: ``mmfair study``: α = 1-3 in the authors' settings (reference/multifair.md §3.1)
+    search_space = {"alpha": ("float", 1.0, 3.0)}
     name = "pmr"
 
     def setup(self, model: Any, task: Any, train: Any, config: Any, groups: Groups | None, device: torch.device) -> None:

@@ -85,8 +85,6 @@ def race_group(race: str) -> str:
     return "OTHER"
 
 
-RACE_GROUPS = ["WHITE", "BLACK", "HISPANIC", "ASIAN", "OTHER", "UNKNOWN"]
-
 INSURANCE_SHARES = {
     "2.2": {"Medicare": 0.452, "Other": 0.473, "Medicaid": 0.075},
     "3.1": {"Medicare": 0.48, "Private": 0.30, "Medicaid": 0.12, "Other": 0.09, "No charge": 0.01},

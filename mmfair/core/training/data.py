@@ -64,6 +64,7 @@ class StoreData:
     cxr_images: np.ndarray | None = None  # uint8 [N_img, S, S]
     encoder_attrs: dict[str, Any] = field(default_factory=dict)
     encoder_weights: dict[str, np.ndarray] | None = None
+    image_size: int | None = None  # side S of /cxr/images (prep --image-size); None without stored images
 
     @property
     def n_folds(self) -> int:
@@ -124,6 +125,8 @@ def load_store(ws: Workspace, cxr_embedding: str | None = None, images: bool = F
         encoder_id = resolve_encoder_id(h5, cxr_embedding, path)
         embeddings = None if encoder_id is None else h5[f"cxr/embeddings/{encoder_id}"][()].astype(np.float32)
         cxr_images, encoder_attrs, encoder_weights = None, {}, None
+        shape = h5["cxr/images"].shape if "cxr/images" in h5 else ()
+        image_size = int(shape[1]) if len(shape) == 3 and shape[0] > 0 else None
         if images:
             if "cxr/images" not in h5:
                 raise InputFileError(f"{path}: dataset /cxr/images is missing (needed by --cxr-input images)")
@@ -149,7 +152,19 @@ def load_store(ws: Workspace, cxr_embedding: str | None = None, images: bool = F
         cxr_images=cxr_images,
         encoder_attrs=encoder_attrs,
         encoder_weights=encoder_weights,
+        image_size=image_size,
     )
+
+
+def training_image_size(requested: int | None, store: StoreData) -> int | None:
+    """Images mode: the side the run trains at — the store's images' (``prep --image-size``), so a run never
+    silently trains at another size; ``requested`` (``--image-size``) must equal it."""
+    if store.image_size is None:
+        return requested
+    if requested is not None and requested != store.image_size:
+        raise ConfigError(f"image_size {requested} differs from the {store.image_size}-px CXR images in {store.path} "
+                          f"(prep --image-size); drop --image-size, or prep a workspace with --image-size {requested}")
+    return store.image_size
 
 
 def fold_rows(folds: np.ndarray, fold: int, n_folds: int = 5) -> dict[str, np.ndarray]:

@@ -28,16 +28,21 @@ from mmfair.core.errors import ConfigError
 from mmfair.core.io import atomic_path, write_csv_atomic, write_json_atomic, write_text_atomic
 from mmfair.core.protocol import PROTOCOL_VERSION
 from mmfair.core.provenance import collect
-from mmfair.core.registry import FUSIONS, TASKS
+from mmfair.core.registry import TASKS
+from mmfair.core.training.run_files import (
+    LoadedRun,
+    RunResult,
+    ehr_features,
+    predictions_csv_text,
+    read_predictions_text,
+    run_modalities,
+    validation_thresholds,
+)
 from mmfair.core.training.data import ATTRIBUTE_COLUMNS, FoldScaler, StoreData, run_rows
+from mmfair.core.training.methods import MethodSpec
 from mmfair.core.training.tasks import Task
 
 log = logging.getLogger(__name__)
-
-
-def is_estimator(fusion: str) -> bool:
-    """Whether a registered method is an estimator (fit/predict_proba on arrays) rather than an nn.Module."""
-    return FUSIONS.entry(fusion).extra.get("kind", "nn") == "estimator"
 
 
 def check_estimator_config(config: TrainConfig) -> None:
@@ -84,10 +89,10 @@ def fold_arrays(store: StoreData, rows: np.ndarray, labels: np.ndarray, values: 
                       present_cxr=present["cxr"], labels=labels[rows])  # fmt: skip
 
 
-def build_estimator(config: TrainConfig, task: Task, store: StoreData, state: dict | None = None):
-    factory = FUSIONS.get(config.fusion)
-    spec, params = _spec(config, task, store), factory.Params(**config.fusion_params)
-    return factory(spec, params) if state is None else factory.from_state(spec, params, state)
+def build_estimator(method: MethodSpec, config: TrainConfig, task: Task, store: StoreData, state: dict | None = None):
+    """The method's estimator for ``config``'s task and store: unfitted, or fitted from a saved ``state``."""
+    spec, factory = _spec(config, task, store), method.factory
+    return factory(spec, method.params) if state is None else factory.from_state(spec, method.params, state)
 
 
 # ---- predictions --------------------------------------------------------------------------------
@@ -109,8 +114,6 @@ def _presence(run: Any, rows: np.ndarray, override: Mapping[str, np.ndarray] | N
 def predict_estimator(run: Any, split: str, present_override: Mapping[str, np.ndarray] | None = None,
                       ehr_transform: Any = None) -> pd.DataFrame:  # fmt: skip
     """:func:`.runs.predict` for an estimator run (same arguments, same frame)."""
-    from mmfair.core.training.runs import _csv_text, ehr_features, read_predictions_text
-
     if split not in ("val", "test"):
         raise ConfigError(f"predict: split must be 'val' or 'test', got '{split}'")
     cfg, store = run.config, run.store
@@ -130,41 +133,38 @@ def predict_estimator(run: Any, split: str, present_override: Mapping[str, np.nd
     frame = pd.concat([cohort[["stay_id", "fold"]], scores, cohort[["subject_id", *ATTRIBUTE_COLUMNS]]], axis=1)
     frame["present_ehr"] = present["ehr"].astype(np.int64)
     frame["present_cxr"] = present["cxr"].astype(np.int64)
-    return read_predictions_text(_csv_text(frame))
+    return read_predictions_text(predictions_csv_text(frame))
 
 
 # ---- training and loading -----------------------------------------------------------------------
-def train_estimator_run(config: TrainConfig, store: StoreData, run_id: str, run_dir: Path,
+def train_estimator_run(method: MethodSpec, config: TrainConfig, store: StoreData, run_id: str, run_dir: Path,
                         inputs: Mapping[str, str] | None = None, ws: Any = None):  # fmt: skip
     """Train an estimator run into ``run_dir`` (the checks and run id are :func:`.runs.train_run`'s)."""
-    from mmfair.core.modulators import method_name
-    from mmfair.core.training.runs import LoadedRun, RunResult, _csv_text, _thresholds, predict, run_modalities
-
     check_estimator_config(config)
     run_dir.mkdir(parents=True, exist_ok=True)
     task: Task = TASKS.get(config.task)
     rows = run_rows(store, config.fold, config.split, config.train_cohort)
     scaler = FoldScaler(store.feature_names).fit(store, rows["train"])
     labels = _labels(task, store)
-    model = build_estimator(config, task, store)
+    model = build_estimator(method, config, task, store)
     log.info("run %s: %s (trees) on %s, fold %d, seed %d", run_id, config.fusion, config.task, config.fold, config.seed)
     start = time.perf_counter()
     history = model.fit(fold_arrays(store, rows["train"], labels), fold_arrays(store, rows["val"], labels))
     seconds = time.perf_counter() - start
-    run = LoadedRun(run_dir, config, {"run_id": run_id}, task, model, scaler, store, torch.device("cpu"))
-    frames = {name: predict(run, name) for name in ("val", "test")}
+    run = LoadedRun(run_dir, config, {"run_id": run_id}, task, model, scaler, store, torch.device("cpu"), method)
+    frames = {name: predict_estimator(run, name) for name in ("val", "test")}
 
     write_json_atomic(run_dir / "scaling.json", scaler.to_dict())
     with atomic_path(run_dir / "model.pt") as tmp:
         torch.save({"estimator": config.fusion, "state": model.state()}, tmp)
     write_csv_atomic(run_dir / "history.csv", history)
     for name, frame in frames.items():
-        write_text_atomic(run_dir / f"predictions_{name}.csv", _csv_text(frame))
-    write_json_atomic(run_dir / "threshold.json", _thresholds(task, frames["val"], list(store.cohort.columns)))
+        write_text_atomic(run_dir / f"predictions_{name}.csv", predictions_csv_text(frame))
+    write_json_atomic(run_dir / "threshold.json", validation_thresholds(task, frames["val"], list(store.cohort.columns)))
     has_cxr = store.cxr_row[rows["train"]] >= 0
     info = {
-        **config.model_dump(mode="json"), "run_id": run_id, "method": method_name(config),
-        "modalities": run_modalities(config), "handles_missing": True, "kind": "estimator",
+        **config.model_dump(mode="json"), "run_id": run_id, "method": method.label,
+        "modalities": run_modalities(config, method), "handles_missing": True, "kind": "estimator",
         "store_fingerprint": store.fingerprint, "inputs": dict(inputs or {}), "protocol": PROTOCOL_VERSION,
         "mmfair_version": mmfair.__version__, "train_cxr_missing_share": float(1.0 - has_cxr.mean()),
         "n_params": model.size(), "best_epoch": None, "train_seconds": seconds, "peak_memory_mb": None,
@@ -183,11 +183,11 @@ def _library_version() -> str:
     return f"lightgbm {lightgbm.__version__}"
 
 
-def load_estimator(run_dir: Path, config: TrainConfig, task: Task, store: StoreData):
+def load_estimator(run_dir: Path, method: MethodSpec, config: TrainConfig, task: Task, store: StoreData):
     """The fitted estimator of a finished run folder."""
     from mmfair.core.errors import InputFileError
 
     saved = torch.load(run_dir / "model.pt", map_location="cpu", weights_only=True)
     if not isinstance(saved, dict) or saved.get("estimator") != config.fusion:
         raise InputFileError(f"{run_dir / 'model.pt'}: not this run's fitted '{config.fusion}' state; retrain the run")
-    return build_estimator(config, task, store, saved["state"])
+    return build_estimator(method, config, task, store, saved["state"])

@@ -17,7 +17,6 @@ its non-image branch). Such a run's predictions say ``present_ehr = 0`` (it has 
 
 from __future__ import annotations
 
-import io
 import json
 import logging
 from dataclasses import dataclass, field
@@ -32,14 +31,24 @@ import mmfair
 from mmfair.core.config import TrainConfig, config_hash
 from mmfair.core.device import resolve_device
 from mmfair.core.errors import ConfigError, InputFileError
-from mmfair.core.encoders.cxr import build_cxr_backbone, file_sha256
-from mmfair.core.encoders.cxr_images import CXRImageSpec
-from mmfair.core.evaluation.thresholds import THRESHOLD_RULES, choose_threshold
+from mmfair.core.encoders.cxr import build_cxr_backbone
 from mmfair.core.fusion import FusionModel, FusionParams, FusionSpec
 from mmfair.core.protocol import PROTOCOL_VERSION
 from mmfair.core.provenance import collect as collect_provenance
-from mmfair.core.io import atomic_path, write_csv_atomic, write_json_atomic, write_text_atomic
+from mmfair.core.io import atomic_path, file_sha256, write_csv_atomic, write_json_atomic, write_text_atomic
 from mmfair.core.registry import EHR_ENCODERS, FUSIONS, MODULATORS, TASKS
+from mmfair.core.training.methods import MethodSpec, resolve_method
+from mmfair.core.training.run_files import (
+    LoadedRun,
+    RunResult,
+    ehr_features,
+    image_spec,
+    predictions_csv_text,
+    read_predictions_text,
+    run_image_size,
+    run_modalities,
+    validation_thresholds,
+)
 from mmfair.core.training.data import (
     ATTRIBUTE_COLUMNS,
     MODALITIES,
@@ -51,8 +60,9 @@ from mmfair.core.training.data import (
     build_splits,
     load_store,
     remove_cxr,
+    training_image_size,
 )
-from mmfair.core.modulators import Groups, build_modulator, group_codes, method_name, resolve_modulator
+from mmfair.core.modulators import Groups, group_codes
 from mmfair.core.training.selection import choose_epochs
 from mmfair.core.training.tasks import Task
 from mmfair.core.training.trainer import (
@@ -69,47 +79,6 @@ log = logging.getLogger(__name__)
 
 EVAL_BATCH = 256  # images mode: stays per backbone pass when embedding a split for ``prepare``
 CHECKPOINT = "checkpoint.pt"  # training state after the last finished epoch; removed before DONE
-SCORE_FORMAT = "%.9g"  # float32 probabilities survive the round trip exactly
-RUN_FILES = ("config.json", "model.pt", "history.csv", "scaling.json", "threshold.json",
-             "predictions_val.csv", "predictions_test.csv", "DONE")
-
-
-@dataclass
-class RunResult:
-    run_id: str
-    run_dir: Path
-    skipped: bool
-    best_epoch: int | None = None
-    train_seconds: float | None = None
-
-
-@dataclass
-class LoadedRun:
-    """A trained run ready to predict: its config, model (eval mode), task, scaler and store."""
-
-    run_dir: Path
-    config: TrainConfig
-    info: dict[str, Any]
-    task: Task
-    model: FusionModel
-    scaler: FoldScaler
-    store: StoreData
-    device: torch.device
-    _splits: dict[str, Split] = field(default_factory=dict, repr=False)
-
-    @property
-    def run_id(self) -> str:
-        return str(self.info["run_id"])
-
-    def split(self, name: str) -> Split:
-        if name not in ("val", "test"):
-            raise ConfigError(f"predict: split must be 'val' or 'test', got '{name}'")
-        if name not in self._splits:
-            splits, _ = build_splits(self.store, self.task, self.config.fold, self.device, self.scaler, names=(name,),
-                                     split_rule=self.config.split, train_cohort=self.config.train_cohort,
-                                     image_size=_image_size(self.config, self.store))
-            self._splits.update(splits)
-        return self._splits[name]
 
 
 # ---- store cache: several runs in one process read the same features.h5 once -----------------------
@@ -126,23 +95,6 @@ def _cached_store(ws: Workspace, cxr_embedding: str | None, images: bool = False
         _STORE_CACHE[(stamp, cxr_embedding, images)] = store
         _STORE_CACHE[(stamp, store.encoder_id, images)] = store  # the resolved id finds the same arrays
     return _STORE_CACHE[(stamp, cxr_embedding, images)]
-
-
-def image_spec(config: TrainConfig, store: StoreData) -> CXRImageSpec | None:
-    """The image encoder's spec in images mode (model, size and pixel normalisation of the prep encoder)."""
-    if config.cxr_input != "images":
-        return None
-    attrs = store.encoder_attrs
-    if store.encoder_id is None or "model" not in attrs:
-        raise ConfigError(f"--cxr-input images needs a prep CXR encoder in {store.path} (its timm model and pixel "
-                          "normalisation); run `mmfair prep` without --skip-encoder")
-    return CXRImageSpec(
-        model_name=str(attrs["model"]),
-        image_size=int(config.image_size or attrs.get("image_size") or 128),
-        norm_mean=float(attrs.get("norm_mean", 0.449)),
-        norm_std=float(attrs.get("norm_std", 0.226)),
-        augment=config.image_augment,
-    )
 
 
 def init_image_encoder(model: FusionModel, config: TrainConfig, store: StoreData, scaler: FoldScaler) -> None:
@@ -186,24 +138,36 @@ def embedded_split(model: FusionModel, split: Split, device: torch.device) -> Sp
 
 
 # ---- identity ----------------------------------------------------------------------------------
+def resolve_run(config: TrainConfig, store: StoreData, method: MethodSpec | None = None) -> tuple[TrainConfig, MethodSpec]:
+    """The run's resolved config and method: ``method`` (resolved from ``config`` when not given) written into the
+    config (a preset becomes its base method + modulator with every hyperparameter), store-dependent defaults
+    filled (the CXR embedding id), and every option checked against the method and the store."""
+    method = method if method is not None else resolve_method(config)
+    config = _check_inputs(method.apply(config), method, store)
+    config = _check_training(config, method, store)
+    return config, method.relabel(config)
+
+
 def resolve_config(config: TrainConfig, store: StoreData) -> TrainConfig:
-    """Fill store-dependent defaults (the CXR embedding id), expand a preset into its base method +
-    modulator with every modulator hyperparameter, and check every registered name."""
-    FUSIONS.get(config.fusion)
-    asked = config.fusion  # a preset's name, before it becomes its base method + modulator
-    config = resolve_modulator(config)
-    config = config.model_copy(update={"fusion_params": resolve_fusion_params(config)})
-    factory = FUSIONS.get(config.fusion)
-    if "cxr" in factory.modalities and store.cxr_embeddings is None:
-        via = f" (method '{config.fusion}' with modulator '{config.modulator}')" if asked != config.fusion else ""
-        raise ConfigError(f"fusion '{asked}'{via} needs CXR embeddings, but {store.path} has none under "
+    """:func:`resolve_run`'s config."""
+    return resolve_run(config, store)[0]
+
+
+def _check_inputs(config: TrainConfig, method: MethodSpec, store: StoreData) -> TrainConfig:
+    """The CXR input mode, the static fields and the weights file, against the method's branches and the store."""
+    modalities = method.modalities
+    if "cxr" in modalities and store.cxr_embeddings is None:
+        via = f" (method '{method.fusion}' with modulator '{method.modulator}')" if method.name != method.fusion else ""
+        raise ConfigError(f"fusion '{method.name}'{via} needs CXR embeddings, but {store.path} has none under "
                           "/cxr/embeddings (an EHR-only prep, or prep --skip-encoder)")
-    if config.cxr_input == "images" and "cxr" not in factory.modalities:  # nothing to fine-tune: the same run
+    if config.cxr_input == "images" and "cxr" not in modalities:  # nothing to fine-tune: the same run
         config = config.model_copy(update={"cxr_input": "embeddings", "cxr_weights": None, "image_size": None,
                                            "image_augment": True})
     if config.cxr_input != "images" and (config.cxr_weights is not None or config.image_size is not None):
         raise ConfigError("cxr_weights and image_size apply to --cxr-input images only")
-    if config.static_fields and "ehr" not in factory.modalities:
+    if config.cxr_input == "images":  # the store's image side, resolved before the run id so that it records it
+        config = config.model_copy(update={"image_size": training_image_size(config.image_size, store)})
+    if config.static_fields and "ehr" not in modalities:
         raise ConfigError(f"fusion '{config.fusion}' has no EHR branch, so it cannot read the static fields (they join "
                           "the EHR input); use the ehr method (--modalities static) or a fusion (--modalities cxr,static)")
     if config.static_fields:
@@ -216,22 +180,28 @@ def resolve_config(config: TrainConfig, store: StoreData) -> TrainConfig:
                               "(written by an older mmfair; rerun `mmfair prep` in a new workspace)")
     if config.cxr_weights is not None and not Path(config.cxr_weights).is_file():
         raise InputFileError(f"{config.cxr_weights}: CXR weights file not found")
-    if config.missing_token == "learned" and not getattr(factory, "accepts_missing_token", False):
+    return config
+
+
+def _check_training(config: TrainConfig, method: MethodSpec, store: StoreData) -> TrainConfig:
+    """The missing-modality options, the training cohort, the group attribute, the task, encoder and fold; the
+    default CXR embedding id."""
+    if config.missing_token == "learned" and not method.accepts_missing_token:
         takers = sorted(n for n in FUSIONS.names() if getattr(FUSIONS.get(n), "accepts_missing_token", False))
         raise ConfigError(f"fusion '{config.fusion}' has no learned missing token; methods that accept --missing-token "
                           f"learned: {', '.join(takers)}")
+    multimodal_cxr = "cxr" in method.modalities and len(method.modalities) > 1
     removes_cxr = config.modality_dropout > 0 or (config.train_missing_rate or 0) > 0
-    if removes_cxr and not ("cxr" in factory.modalities and len(factory.modalities) > 1 and factory.handles_missing):
+    if removes_cxr and not (multimodal_cxr and method.handles_missing):
         raise ConfigError(f"fusion '{config.fusion}' cannot train with CXRs removed (modality_dropout / "
                           "train_missing_rate need a multimodal method that handles an absent CXR)")
-    if "cxr" in factory.modalities and not factory.handles_missing and config.train_cohort == "full":
+    if "cxr" in method.modalities and not method.handles_missing and config.train_cohort == "full":
         config = config.model_copy(update={"train_cohort": "matched"})  # what it trains on anyway: say so in config.json
     if removes_cxr and config.train_cohort == "matched":
         raise ConfigError("train_cohort 'matched' keeps only stays with a CXR; removing CXRs in training contradicts it")
     if config.modulator is not None and config.fair_attr not in store.cohort.columns:
         raise ConfigError(f"fair_attr '{config.fair_attr}' is not a column of cohort.csv")
-    TASKS.get(config.task)
-    EHR_ENCODERS.get(config.ehr_encoder)
+    check_names(config)
     if config.fold >= store.n_folds:
         raise ConfigError(f"fold {config.fold} is out of range: the cohort has folds 0-{store.n_folds - 1}")
     if config.cxr_embedding is None and store.encoder_id is not None:
@@ -239,46 +209,32 @@ def resolve_config(config: TrainConfig, store: StoreData) -> TrainConfig:
     return config
 
 
-def check_train_config(config: TrainConfig) -> None:
-    """The checks of :func:`resolve_config` that need no data (registered names, the method's and modulator's
+def check_names(config: TrainConfig) -> None:
+    """The task and EHR encoder are registered (the method's names are :func:`resolve_method`'s)."""
+    TASKS.get(config.task)
+    EHR_ENCODERS.get(config.ehr_encoder)
+
+
+def check_train_config(config: TrainConfig) -> MethodSpec:
+    """The checks of :func:`resolve_run` that need no data (registered names, the method's and modulator's
     parameters and their constraints), so a command with several configs fails before any run folder exists."""
-    FUSIONS.get(config.fusion)
-    resolve_fusion_params(resolve_modulator(config))
+    check_names(config)
+    return resolve_method(config)
 
 
-def _image_size(config: TrainConfig, store: StoreData) -> int | None:
-    spec = image_spec(config, store)
-    return None if spec is None else spec.image_size
-
-
-def resolve_fusion_params(config: TrainConfig) -> dict[str, Any]:
-    """Every hyperparameter of the fusion method with defaults filled in (validated; JSON-ready). A Params
-    validator sees the run's ``hidden_dim`` in its validation context (healnet: heads must divide it), so a
-    constraint between them fails here, before a run folder exists."""
-    from pydantic import ValidationError
-
-    factory = FUSIONS.get(config.fusion)
-    params_cls = getattr(factory, "Params", None)
-    if params_cls is None:
-        if config.fusion_params:
-            raise ConfigError(f"fusion '{config.fusion}' takes no fusion_params")
-        return {}
-    try:
-        params = params_cls.model_validate(dict(config.fusion_params), context={"hidden_dim": config.hidden_dim})
-        return params.model_dump(mode="json")
-    except ValidationError as exc:
-        msg = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'fusion_params'}: {e['msg']}" for e in exc.errors())
-        raise ConfigError(f"fusion '{config.fusion}': invalid fusion_params ({msg})") from None
-
-
-def compute_run_id(config: TrainConfig, store_fingerprint: str, inputs: Mapping[str, str] | None = None) -> str:
+def compute_run_id(config: TrainConfig, store_fingerprint: str, inputs: Mapping[str, str] | None = None,
+                   method: MethodSpec | None = None) -> str:
     """Hash of the config's identity fields, the store fingerprint, :data:`PROTOCOL_VERSION` and the content
-    digests of the data the run trains on (``inputs``, from :func:`run_inputs`)."""
+    digests of the data the run trains on (``inputs``, from :func:`run_inputs`). ``method``: the config's resolved
+    method (else its modulator is looked up)."""
     identity = config.identity()
     if identity.get("cxr_weights"):  # the file's content, not its path, identifies the run
         identity["cxr_weights"] = file_sha256(identity["cxr_weights"])
-    uses_groups = bool(identity.get("selection_rules")) or (
-        identity.get("modulator") is not None and MODULATORS.get(identity["modulator"]).needs_groups)
+    if method is not None:
+        group_aware = method.needs_groups
+    else:
+        group_aware = identity.get("modulator") is not None and MODULATORS.get(identity["modulator"]).needs_groups
+    uses_groups = bool(identity.get("selection_rules")) or group_aware
     if not uses_groups:
         identity.pop("fair_attr", None)  # read by nothing this run does: changing it must not retrain
     return config_hash({"config": identity, "store_fingerprint": store_fingerprint, "protocol": PROTOCOL_VERSION,
@@ -291,7 +247,7 @@ _INPUT_NAMES = {"cohort": "data/cohort.csv", "ehr_values": "/ehr/values", "cxr_e
 _INPUTS_CACHE: dict[tuple, dict[str, str]] = {}
 
 
-def run_inputs(config: TrainConfig, store: StoreData, ws: Workspace) -> dict[str, str]:
+def run_inputs(config: TrainConfig, store: StoreData, ws: Workspace, method: MethodSpec | None = None) -> dict[str, str]:
     """Content digests of the data a run trains on (config.json ``inputs``; part of the run id).
 
     ``cohort``: cohort.csv's bytes (labels, folds, attributes; hashed here, ~20 MB at MIMIC size, since it is
@@ -302,7 +258,7 @@ def run_inputs(config: TrainConfig, store: StoreData, ws: Workspace) -> dict[str
     (:func:`mmfair.core.data.store.content_digests`, which states the trade-off)."""
     from mmfair.core.data.store import content_digests, file_digest
 
-    uses_cxr = "cxr" in FUSIONS.get(config.fusion).modalities
+    uses_cxr = "cxr" in (method.modalities if method is not None else FUSIONS.get(config.fusion).modalities)
     images = config.cxr_input == "images"
     encoder_id = store.encoder_id if uses_cxr else None
     paths = (ws.cohort_csv, store.path)
@@ -341,21 +297,13 @@ def training_groups(config: TrainConfig, store: StoreData, rows: np.ndarray, dev
     return Groups(config.fair_attr, names, torch.as_tensor(codes, dtype=torch.long, device=device))
 
 
-def run_modalities(config: TrainConfig) -> list[str]:
-    """The modalities a run uses (``config.json`` ``modalities``, the Shapley players): the method's, without
-    ``ehr`` when ``hourly_ehr`` is False (its EHR branch then carries only the static channels), plus ``static``
-    when ``static_fields`` are set."""
-    factory = FUSIONS.get(config.fusion)
-    methods = [m for m in factory.modalities if m != "ehr" or config.hourly_ehr]
-    return methods + (["static"] if config.static_fields else [])
-
-
-def build_model(config: TrainConfig, task: Task, store: StoreData, scaler: FoldScaler | None = None) -> FusionModel:
+def build_model(config: TrainConfig, task: Task, store: StoreData, scaler: FoldScaler | None = None,
+                method: MethodSpec | None = None) -> FusionModel:
     """The run's model; with the static modality its encoded fields (``scaler.static``) widen the EHR input, and
-    without hourly EHR (``config.hourly_ehr`` False) they are its only features."""
-    factory = FUSIONS.get(config.fusion)
-    modalities = getattr(factory, "modalities", ())
-    if "cxr" in modalities and store.cxr_embeddings is None:
+    without hourly EHR (``config.hourly_ehr`` False) they are its only features. ``method``: the config's resolved
+    method (else it is resolved)."""
+    method = method if method is not None else resolve_method(config)
+    if "cxr" in method.modalities and store.cxr_embeddings is None:
         raise ConfigError(f"fusion '{config.fusion}' needs CXR embeddings, but {store.path} has none under /cxr/embeddings")
     n_hourly = store.values.shape[2] if config.hourly_ehr else 0
     spec = FusionSpec(
@@ -370,17 +318,12 @@ def build_model(config: TrainConfig, task: Task, store: StoreData, scaler: FoldS
         missing_token=config.missing_token,
         cxr_image=image_spec(config, store),
     )
-    params_cls = getattr(factory, "Params", None)
-    if params_cls is None or params_cls is FusionParams:  # no hyperparameters: plain ``factory(spec)`` (plugins too)
-        return factory(spec)
-    return factory(spec, params_cls(**config.fusion_params))
+    if method.params is None or type(method.params) is FusionParams:  # no hyperparameters: plain ``factory(spec)``
+        return method.factory(spec)
+    return method.factory(spec, method.params)
 
 
 # ---- predictions -------------------------------------------------------------------------------
-def _csv_text(frame: pd.DataFrame) -> str:
-    return frame.to_csv(index=False, float_format=SCORE_FORMAT)
-
-
 def _prediction_frame(run: LoadedRun, split: Split, present: dict[str, torch.Tensor]) -> pd.DataFrame:
     logits = predict_logits(run.model, split, run.device, present)
     scorable = run.model.scorable(present).cpu().numpy()
@@ -415,15 +358,6 @@ def _without_static(run: LoadedRun, data: Split, keep: torch.Tensor) -> Split:
 EHRTransform = Callable[[np.ndarray, EHRFeatures], np.ndarray]
 
 
-def ehr_features(run: LoadedRun) -> EHRFeatures:
-    """The feature names, variable groups and training-fold median/IQR an ``ehr_transform`` receives."""
-    ehr = run.scaler.ehr
-    if ehr is None:
-        raise ConfigError(f"{run.run_dir}: this run has no hourly EHR variables (modalities {run.info.get('modalities')})")
-    return EHRFeatures(list(run.store.feature_names), list(run.store.feature_groups),
-                       np.asarray(ehr.median_, dtype=np.float64).copy(), np.asarray(ehr.iqr_, dtype=np.float64).copy())
-
-
 def _perturbed_split(run: LoadedRun, split: str, ehr_transform: EHRTransform) -> Split:
     """The split rebuilt from raw values passed through ``ehr_transform`` (not cached)."""
     base = run.split(split)
@@ -433,7 +367,7 @@ def _perturbed_split(run: LoadedRun, split: str, ehr_transform: EHRTransform) ->
         raise ConfigError(f"predict: ehr_transform returned shape {values.shape}, expected {raw.shape}")
     labels = run.task.label_tensor(run.store.cohort)
     return build_split(split, base.rows, run.store, run.scaler, labels, run.device, values=values,
-                       image_size=_image_size(run.config, run.store))
+                       image_size=run_image_size(run.config, run.store))
 
 
 def predict(
@@ -472,7 +406,7 @@ def predict(
             if bool(keep.all()):
                 continue  # removing nothing from the hourly EHR this run does not have
             raise ConfigError(f"predict: run {run.run_id} has no hourly EHR to remove (modalities "
-                              f"{', '.join(run_modalities(run.config))})")
+                              f"{', '.join(run_modalities(run.config, run.method))})")
         if modality not in present:
             if modality == "static" and bool(keep.all()):
                 continue  # removing nothing from a modality this run does not have
@@ -486,31 +420,10 @@ def predict(
             data = _without_static(run, data, present["static"])
     with cpu_threads(run.config.threads):
         frame = _prediction_frame(run, data, present)
-    return read_predictions_text(_csv_text(frame))
-
-
-def read_predictions_text(text_or_path: str | Path) -> pd.DataFrame:
-    """Parse a predictions CSV as the evaluation core does (only an empty field is missing)."""
-    source = io.StringIO(text_or_path) if isinstance(text_or_path, str) else text_or_path
-    return pd.read_csv(source, keep_default_na=False, na_values=[""], low_memory=False)
+    return read_predictions_text(predictions_csv_text(frame))
 
 
 # ---- training ----------------------------------------------------------------------------------
-def _thresholds(task: Task, frame: pd.DataFrame, columns: list[str]) -> dict[str, dict[str, float | None]]:
-    if task.kind == "multiclass":
-        return {}
-    out: dict[str, dict[str, float | None]] = {}
-    names = task.label_names(columns)
-    for rule in THRESHOLD_RULES:
-        out[rule] = {}
-        for name in names:
-            suffix = "" if task.kind == "binary" else f"_{name}"
-            value = choose_threshold(frame[f"label{suffix}"].to_numpy(), frame[f"score{suffix}"].to_numpy(), rule)
-            if not np.isnan(value):  # undefined (one class in validation): the label is left out
-                out[rule][name] = value
-    return out
-
-
 def _save_state_dict(path: Path, state: dict[str, torch.Tensor]) -> None:
     with atomic_path(path) as tmp:
         torch.save(state, tmp)
@@ -592,14 +505,16 @@ def train_run(
     config: TrainConfig,
     ws: Workspace,
     progress: Progress | None = None,
+    method: MethodSpec | None = None,
 ) -> RunResult:
-    """Train one run into ``ws.runs/<run_id>/``; skip it if that folder already has DONE."""
+    """Train one run into ``ws.runs/<run_id>/``; skip it if that folder already has DONE. ``method``: the
+    config's resolved method (:func:`~mmfair.core.training.methods.resolve_method`; resolved here when not given)."""
     store = _cached_store(ws, config.cxr_embedding)
-    config = resolve_config(config, store)
+    config, method = resolve_run(config, store, method)
     if config.cxr_input == "images":
         store = _cached_store(ws, config.cxr_embedding, images=True)
-    inputs = run_inputs(config, store, ws)
-    run_id = compute_run_id(config, store.fingerprint, inputs)
+    inputs = run_inputs(config, store, ws, method)
+    run_id = compute_run_id(config, store.fingerprint, inputs, method)
     run_dir = ws.runs / run_id
     if (run_dir / "DONE").exists():
         reason = _done_run_differs(run_dir, store.fingerprint, inputs)
@@ -608,84 +523,125 @@ def train_run(
             return RunResult(run_id=run_id, run_dir=run_dir, skipped=True)
         log.warning("run %s: %s; retraining it", run_id, reason)
         (run_dir / "DONE").unlink()
-    if FUSIONS.entry(config.fusion).extra.get("kind") == "estimator":  # trees: fit/predict_proba on arrays
+    if method.kind == "estimator":  # trees: fit/predict_proba on arrays
         from mmfair.core.training.estimators import train_estimator_run
 
-        return train_estimator_run(config, store, run_id, run_dir, inputs, ws)
+        return train_estimator_run(method, config, store, run_id, run_dir, inputs, ws)
     run_dir.mkdir(parents=True, exist_ok=True)
     device = resolve_device(config.device)
-    task: Task = TASKS.get(config.task)
     log.info("run %s: %s on %s, fold %d, seed %d, device %s", run_id, config.fusion, config.task, config.fold, config.seed, device)
-    columns = list(store.cohort.columns)
     with cpu_threads(config.threads):
         seed_everything(config.seed)
-        splits, scaler = build_splits(store, task, config.fold, device, split_rule=config.split,
-                                      train_cohort=config.train_cohort, image_size=_image_size(config, store),
-                                      static_fields=config.static_fields, hourly=config.hourly_ehr)
-        if config.class_weights == "balanced":
-            task = task.balanced(splits["train"].labels)
-            log.info("class weights (balanced, from the training rows): %s", [round(w, 3) for w in task.class_weights])
-        if config.train_missing_rate:
-            removed = remove_cxr(splits["train"], config.train_missing_rate, config.seed)
-            log.info("train_missing_rate %.2f: CXR removed from %d training stays", config.train_missing_rate, len(removed))
-        model = build_model(config, task, store, scaler)
-        _discard_bad_checkpoint(run_dir / CHECKPOINT, model)
-        init_image_encoder(model, config, store, scaler)
-        model = model.to(device)
-        model.prepare(embedded_split(model, splits["train"], device))
-        val_rows = splits["val"].rows
-        val_groups = {a: store.cohort[a].to_numpy()[val_rows] for a in GROUP_ATTRIBUTES if a in store.cohort}
-        if config.selection_rules:
-            if config.fair_attr not in store.cohort.columns:
-                raise ConfigError(f"fair_attr '{config.fair_attr}' is not a column of cohort.csv")
-            val_groups.setdefault(config.fair_attr, store.cohort[config.fair_attr].to_numpy()[val_rows])
-        modulator = groups = None
-        if config.modulator is not None:
-            modulator = build_modulator(config.modulator, config.modulator_params)
-            if modulator.needs_groups:
-                groups = training_groups(config, store, splits["train"].rows, device)
-        outcome = fit(
-            model, task, splits, config, device, val_groups=val_groups, progress=progress,
-            description=f"{method_name(config)} {config.task} fold {config.fold} seed {config.seed}",
-            checkpoint=run_dir / CHECKPOINT, modulator=modulator, groups=groups,
-        )
+        fitted = _fit_run(method, config, store, run_dir, device, progress)
+        run = LoadedRun(run_dir, config, {"run_id": run_id}, fitted.task, fitted.model, fitted.scaler, store, device,
+                        method, {k: v for k, v in fitted.splits.items() if k != "train"})
+        frames, rule_frames = _selected_predictions(run, fitted)
+    _write_run_files(run_dir, fitted, frames, rule_frames, list(store.cohort.columns))
+    info = _run_info(run, fitted, inputs, ws)
+    write_json_atomic(run_dir / "config.json", info)
+    (run_dir / CHECKPOINT).unlink(missing_ok=True)
+    write_text_atomic(run_dir / "DONE", "")
+    outcome = fitted.outcome
+    log.info("run %s done: best epoch %d, val selection %.4f, %.1fs", run_id, outcome.best_epoch, outcome.best_score, outcome.seconds)
+    return RunResult(run_id=run_id, run_dir=run_dir, skipped=False, best_epoch=outcome.best_epoch, train_seconds=outcome.seconds)
+
+
+@dataclass
+class _FittedRun:
+    """What :func:`_fit_run` trained: the task (class weights applied), the fold's splits and scaler, the model
+    (best overall state), the trainer's outcome and the group codes a modulator trained on."""
+
+    task: Task
+    splits: dict[str, Split]
+    scaler: FoldScaler
+    model: FusionModel
+    outcome: Any
+    groups: Groups | None
+    selection_epochs: dict[str, int] = field(default_factory=dict)
+
+
+def _fit_run(method: MethodSpec, config: TrainConfig, store: StoreData, run_dir: Path, device: torch.device,
+             progress: Progress | None) -> _FittedRun:
+    """Build the fold's splits and the model, and train it (resuming from ``run_dir``'s checkpoint)."""
+    task: Task = TASKS.get(config.task)
+    splits, scaler = build_splits(store, task, config.fold, device, split_rule=config.split,
+                                  train_cohort=config.train_cohort, image_size=run_image_size(config, store),
+                                  static_fields=config.static_fields, hourly=config.hourly_ehr)
+    if config.class_weights == "balanced":
+        task = task.balanced(splits["train"].labels)
+        log.info("class weights (balanced, from the training rows): %s", [round(w, 3) for w in task.class_weights])
+    if config.train_missing_rate:
+        removed = remove_cxr(splits["train"], config.train_missing_rate, config.seed)
+        log.info("train_missing_rate %.2f: CXR removed from %d training stays", config.train_missing_rate, len(removed))
+    model = build_model(config, task, store, scaler, method)
+    _discard_bad_checkpoint(run_dir / CHECKPOINT, model)
+    init_image_encoder(model, config, store, scaler)
+    model = model.to(device)
+    model.prepare(embedded_split(model, splits["train"], device))
+    val_rows = splits["val"].rows
+    val_groups = {a: store.cohort[a].to_numpy()[val_rows] for a in GROUP_ATTRIBUTES if a in store.cohort}
+    if config.selection_rules:
+        if config.fair_attr not in store.cohort.columns:
+            raise ConfigError(f"fair_attr '{config.fair_attr}' is not a column of cohort.csv")
+        val_groups.setdefault(config.fair_attr, store.cohort[config.fair_attr].to_numpy()[val_rows])
+    modulator = method.build_modulator()
+    needs_groups = modulator is not None and modulator.needs_groups
+    groups = training_groups(config, store, splits["train"].rows, device) if needs_groups else None
+    outcome = fit(
+        model, task, splits, config, device, val_groups=val_groups, progress=progress,
+        description=f"{method.label} {config.task} fold {config.fold} seed {config.seed}",
+        checkpoint=run_dir / CHECKPOINT, modulator=modulator, groups=groups,
+    )
+    model.load_state_dict(outcome.state_dict)
+    model.eval()
+    return _FittedRun(task, splits, scaler, model, outcome, groups)
+
+
+def _selected_predictions(run: LoadedRun, fitted: _FittedRun) -> tuple[dict[str, pd.DataFrame], dict[str, dict[str, pd.DataFrame]]]:
+    """Validation and test predictions of the best overall epoch, and of the epoch each other selection rule
+    picks from the validation history (``fitted.selection_epochs`` is filled in)."""
+    config, model, outcome = run.config, fitted.model, fitted.outcome
+    frames = {name: predict(run, name) for name in ("val", "test")}
+    fitted.selection_epochs = choose_epochs(outcome.history, config.selection_rules, config.fair_attr, outcome.best_epoch)
+    rule_frames: dict[str, dict[str, pd.DataFrame]] = {}
+    for rule, epoch in fitted.selection_epochs.items():
+        if rule == "overall":  # the default predictions_{val,test}.csv
+            continue
+        model.load_state_dict(outcome.epoch_states[epoch])
+        model.eval()
+        rule_frames[rule] = {name: predict(run, name) for name in ("val", "test")}
+    if rule_frames:
         model.load_state_dict(outcome.state_dict)
         model.eval()
-        run = LoadedRun(run_dir, config, {"run_id": run_id}, task, model, scaler, store, device,
-                        {k: v for k, v in splits.items() if k != "train"})
-        frames = {name: predict(run, name) for name in ("val", "test")}
-        # other selection rules: the epoch each picks from the validation history, and its predictions
-        selection_epochs = choose_epochs(outcome.history, config.selection_rules, config.fair_attr, outcome.best_epoch)
-        rule_frames: dict[str, dict[str, pd.DataFrame]] = {}
-        for rule, epoch in selection_epochs.items():
-            if rule == "overall":  # the default predictions_{val,test}.csv
-                continue
-            model.load_state_dict(outcome.epoch_states[epoch])
-            model.eval()
-            rule_frames[rule] = {name: predict(run, name) for name in ("val", "test")}
-        if rule_frames:
-            model.load_state_dict(outcome.state_dict)
-            model.eval()
+    return frames, rule_frames
 
-    write_json_atomic(run_dir / "scaling.json", scaler.to_dict())
-    _save_state_dict(run_dir / "model.pt", outcome.state_dict)
-    write_csv_atomic(run_dir / "history.csv", outcome.history)
+
+def _write_run_files(run_dir: Path, fitted: _FittedRun, frames: dict[str, pd.DataFrame],
+                     rule_frames: dict[str, dict[str, pd.DataFrame]], columns: list[str]) -> None:
+    """Every run file but config.json and DONE."""
+    write_json_atomic(run_dir / "scaling.json", fitted.scaler.to_dict())
+    _save_state_dict(run_dir / "model.pt", fitted.outcome.state_dict)
+    write_csv_atomic(run_dir / "history.csv", fitted.outcome.history)
     for name, frame in frames.items():
-        write_text_atomic(run_dir / f"predictions_{name}.csv", _csv_text(frame))
+        write_text_atomic(run_dir / f"predictions_{name}.csv", predictions_csv_text(frame))
     for rule, by_split in rule_frames.items():
         for name, frame in by_split.items():
-            write_text_atomic(run_dir / f"predictions_{name}_{rule}.csv", _csv_text(frame))
-    write_json_atomic(run_dir / "threshold.json", _thresholds(task, frames["val"], columns))
-    factory = FUSIONS.get(config.fusion)
-    train_split = splits["train"]
-    used = model.scorable(train_split.present).cpu().numpy()
+            write_text_atomic(run_dir / f"predictions_{name}_{rule}.csv", predictions_csv_text(frame))
+    write_json_atomic(run_dir / "threshold.json", validation_thresholds(fitted.task, frames["val"], columns))
+
+
+def _run_info(run: LoadedRun, fitted: _FittedRun, inputs: Mapping[str, str], ws: Workspace) -> dict[str, Any]:
+    """config.json of a trained run (architecture doc: the resolved config and what the run measured)."""
+    config, method, store, outcome, task = run.config, run.method, run.store, fitted.outcome, fitted.task
+    train_split = fitted.splits["train"]
+    used = fitted.model.scorable(train_split.present).cpu().numpy()
     has_cxr = train_split.present["cxr"].cpu().numpy()[used]
     info = {
         **config.model_dump(mode="json"),
-        "run_id": run_id,
-        "method": method_name(config),
-        "modalities": run_modalities(config),
-        "handles_missing": bool(factory.handles_missing),
+        "run_id": run.run_id,
+        "method": method.label,
+        "modalities": run_modalities(config, method),
+        "handles_missing": method.handles_missing,
         "store_fingerprint": store.fingerprint,
         "inputs": inputs,
         "protocol": PROTOCOL_VERSION,
@@ -693,23 +649,19 @@ def train_run(
         # the share of the stays the model trained on that had no CXR (natural + train_missing_rate removals;
         # before modality dropout, which redraws every batch)
         "train_cxr_missing_share": float(1.0 - has_cxr.mean()) if has_cxr.size else None,
-        "n_params": int(sum(p.numel() for p in model.parameters())),
+        "n_params": int(sum(p.numel() for p in fitted.model.parameters())),
         "best_epoch": outcome.best_epoch,
         "train_seconds": outcome.seconds,
         "peak_memory_mb": float(outcome.history["peak_memory_mb"].max()),
         "n_train": int(used.sum()),
         "class_weight_values": list(task.class_weights) if task.class_weights is not None else None,
-        "provenance": collect_provenance(ws, store.fingerprint, device),  # mmfair.core.provenance
+        "provenance": collect_provenance(ws, store.fingerprint, run.device),  # mmfair.core.provenance
     }
     if config.selection_rules:
-        info["selection_epochs"] = selection_epochs
+        info["selection_epochs"] = fitted.selection_epochs
     if config.modulator is not None:
-        info["fair_groups"] = list(groups.names) if groups is not None else None
-    write_json_atomic(run_dir / "config.json", info)
-    (run_dir / CHECKPOINT).unlink(missing_ok=True)
-    write_text_atomic(run_dir / "DONE", "")
-    log.info("run %s done: best epoch %d, val selection %.4f, %.1fs", run_id, outcome.best_epoch, outcome.best_score, outcome.seconds)
-    return RunResult(run_id=run_id, run_dir=run_dir, skipped=False, best_epoch=outcome.best_epoch, train_seconds=outcome.seconds)
+        info["fair_groups"] = list(fitted.groups.names) if fitted.groups is not None else None
+    return info
 
 
 def stale_reason(run_dir: Path | str, ws: Workspace) -> str | None:
@@ -782,22 +734,23 @@ def load_run(run_dir: Path | str, device: str | torch.device = "cpu", ws: Worksp
             f"{run_dir}: trained on store fingerprint {info.get('store_fingerprint')}, but {store.path} has "
             f"{store.fingerprint}; retrain after a new prep"
         )
-    reason = inputs_changed(info, run_inputs(config, store, ws))
+    method = resolve_method(config)
+    reason = inputs_changed(info, run_inputs(config, store, ws, method))
     if reason is not None:
         raise InputFileError(f"{run_dir}: not re-scored: {reason}; retrain it with `mmfair train` (same options)")
     device = device if isinstance(device, torch.device) else resolve_device(device)
     task: Task = TASKS.get(config.task)
     scaler = FoldScaler.load(run_dir / "scaling.json")
-    if FUSIONS.entry(config.fusion).extra.get("kind") == "estimator":  # trees: mmfair.core.training.estimators
+    if method.kind == "estimator":  # trees: mmfair.core.training.estimators
         from mmfair.core.training.estimators import load_estimator
 
-        return LoadedRun(run_dir, config, info, task, load_estimator(run_dir, config, task, store), scaler, store,
-                         torch.device("cpu"))
-    model = build_model(config, task, store, scaler)
+        return LoadedRun(run_dir, config, info, task, load_estimator(run_dir, method, config, task, store), scaler,
+                         store, torch.device("cpu"), method)
+    model = build_model(config, task, store, scaler, method)
     state = _load_tensors(run_dir / "model.pt")
     reason = _state_mismatch(model, state)
     if reason is not None:
         raise InputFileError(f"{run_dir / 'model.pt'}: not this run's model ({reason}); retrain the run")
     model.load_state_dict(state)
     model.to(device).eval()
-    return LoadedRun(run_dir, config, info, task, model, scaler, store, device)
+    return LoadedRun(run_dir, config, info, task, model, scaler, store, device, method)

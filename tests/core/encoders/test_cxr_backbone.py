@@ -5,7 +5,8 @@ import pytest
 import torch
 
 from mmfair.core.data.images import load_square_uint8
-from mmfair.core.encoders.cxr import CXRBackbone, build_cxr_backbone, file_sha256, resize_uint8, to_input
+from mmfair.core.encoders.cxr import CXRBackbone, build_cxr_backbone, resize_uint8, to_input
+from mmfair.core.io import file_sha256
 from mmfair.core.errors import ConfigError, InputFileError
 
 

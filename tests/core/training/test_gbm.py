@@ -11,7 +11,8 @@ from mmfair.core.config import TrainConfig
 from mmfair.core.errors import ConfigError
 from mmfair.core.evaluation import metrics as M
 from mmfair.core.fusion._gbm import feature_names, window_features
-from mmfair.core.training.runs import RUN_FILES, load_run, predict, train_run
+from mmfair.core.training.run_files import RUN_FILES
+from mmfair.core.training.runs import load_run, predict, train_run
 
 nan = np.nan
 

@@ -158,3 +158,21 @@ def test_prediction_passes_are_smaller_when_the_split_carries_images(image_ws):
     assert eval_batch_size(splits["val"]) == IMAGE_EVAL_BATCH_SIZE
     embedded, _ = build_splits(load_store(image_ws), TASKS.get("mortality"), 0, torch.device("cpu"))
     assert eval_batch_size(embedded["val"]) == EVAL_BATCH_SIZE
+
+
+def test_the_training_image_size_is_the_stores_and_another_one_is_refused(image_ws):
+    """prep stored 32-px images but trained its encoder at 16 px (prep's --image-size vs its encoder size): a run
+    trains at the stored 32 px unless told otherwise, records it in its id, and refuses an explicit 16."""
+    with h5py.File(image_ws.features_h5, "a") as h5:
+        h5[f"cxr/embeddings/{ENCODER}"].attrs["image_size"] = 16
+    store = load_store(image_ws)
+    assert resolve_config(config(fusion="early"), store).image_size == SIZE
+    assert resolve_config(config(fusion="early", image_size=SIZE), store).image_size == SIZE
+    with pytest.raises(ConfigError, match=r"image_size 16 differs from the 32-px CXR images") as info:
+        resolve_config(config(fusion="early", image_size=16), store)
+    assert "\n" not in str(info.value)
+    assert resolve_config(config(fusion="ehr"), store).image_size is None  # no CXR branch: embeddings mode
+    result = train_run(config(fusion="early", epochs=1), image_ws)
+    assert json.loads((result.run_dir / "config.json").read_text())["image_size"] == SIZE
+    assert load_run(result.run_dir).model.image_encoder.spec.image_size == SIZE
+    assert train_run(config(fusion="early", epochs=1, image_size=SIZE), image_ws).run_id == result.run_id

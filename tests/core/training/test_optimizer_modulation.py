@@ -20,7 +20,8 @@ from mmfair.core.errors import ConfigError
 from mmfair.core.fusion import FusionSpec
 from mmfair.core.registry import FUSIONS, TASKS
 from mmfair.core.training.data import Split
-from mmfair.core.modulators import Groups, Modulator, build_modulator, method_name, resolve_modulator
+from mmfair.core.training.methods import method_name
+from mmfair.core.modulators import Groups, Modulator, build_modulator, resolve_modulator
 from mmfair.core.training.trainer import build_optimizer, cpu_threads, fit, scaled_learning_rates
 
 N_FEAT, CXR_DIM, SEQ, N = 3, 8, 6, 48

@@ -172,7 +172,7 @@ def test_prepare_gets_the_training_split_and_its_buffers_reach_model_pt(tiny_ws,
 
 
 def test_model_variants_get_their_own_method_name():
-    from mmfair.core.modulators import method_name
+    from mmfair.core.training.methods import method_name
 
     assert method_name(config(fusion="late")) == "late"
     assert method_name(config(fusion="early", cxr_input="images", missing_token="learned")) == "early[images,learned-token]"

@@ -12,7 +12,8 @@ import torch
 
 from mmfair.core.config import TrainConfig
 from mmfair.core.training import load_run, predict, train_run
-from mmfair.core.training.runs import RUN_FILES, compute_run_id, read_predictions_text
+from mmfair.core.training.run_files import RUN_FILES
+from mmfair.core.training.runs import compute_run_id, read_predictions_text
 
 ATTRS = ["subject_id", "gender", "age_group", "race_group", "insurance_group", "language_group",
          "marital_status", "admission_type", "anchor_year_group"]
