@@ -22,7 +22,7 @@ import pytest
 
 from mmfair.core import pipeline
 from mmfair.core.config import PrepConfig, SyntheticConfig, TrainConfig
-from mmfair.core.evaluation.compare import paired_difference
+from mmfair.core.evaluation.stats import paired_difference
 from mmfair.core.io import write_text_atomic
 from mmfair.core.workspace import Workspace
 

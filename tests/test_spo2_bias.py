@@ -35,7 +35,7 @@ import pytest
 from mmfair.core import pipeline
 from mmfair.core.config import PrepConfig, SyntheticConfig, TrainConfig
 from mmfair.core.evaluation.bootstrap import PatientBootstrap
-from mmfair.core.evaluation.runs import thresholds_for, task_spec
+from mmfair.core.evaluation.run_folder import thresholds_for, task_spec
 from mmfair.core.workspace import Workspace
 
 pytestmark = pytest.mark.slow

@@ -80,7 +80,8 @@ def units(spec: StudySpec) -> list[Unit]:
                                            selection_rules=spec.selection_rules, static_fields=fields, hourly_ehr=hourly,
                                            **missing.model_dump())
                         key = "u-" + config_hash(base.identity())
-                        space = study_space(name, spec.tuning.generic, spec.train, params) if spec.tuning.trials else {}
+                        space = study_space(name, spec.tuning.generic, spec.train, params,
+                                            method.modulator_params) if spec.tuning.trials else {}
                         out.setdefault(key, Unit(key, name, base, space, label))
     return list(out.values())
 
@@ -91,14 +92,43 @@ def tune_jobs(spec: StudySpec) -> list[Job]:
     return [Job("tune-" + u.key, "tune", u.method, u.base, unit=u, info=_info(u.base, u.modalities)) for u in units(spec)]
 
 
+TUNED_TAG = "tuned"
+
+
+def tuned_label(config: TrainConfig) -> str:
+    """The method label of a unit's tuned final runs: its default label tagged ``tuned`` (``healnet[tuned]``,
+    ``healnet[depth=3,tuned]``). The chosen values differ by fold, so they stay out of the label (they are in
+    the study's ``tuning/<unit>/chosen.json``), and the tag keeps the runs apart from an untuned run's label."""
+    from mmfair.core.training.methods import method_name
+
+    label = method_name(config.model_copy(update={"label": None}))
+    return f"{label[:-1]},{TUNED_TAG}]" if label.endswith("]") else f"{label}[{TUNED_TAG}]"
+
+
+def study_label(spec: StudySpec, method: str) -> str:
+    """``method`` (a study method's name or default label, e.g. an eval-fair reference) as the study's final runs
+    are labelled: its tuned label when the study tunes and ``method`` is one of its units, else unchanged."""
+    if not spec.tuning.trials:
+        return method
+    from mmfair.core.training.methods import method_name
+
+    for u in units(spec):
+        if method in (u.method, method_name(u.base)):
+            return tuned_label(u.base)
+    return method
+
+
 def final_jobs(spec: StudySpec, chosen: dict[str, TrainConfig | None]) -> list[Job]:
     """Phase 2: each unit's chosen configuration (its base when untuned) × every seed. Units whose tuning is not
-    finished (``chosen`` lacks them or holds None) have no final runs yet."""
+    finished (``chosen`` lacks them or holds None) have no final runs yet. Tuned runs carry the unit's
+    :func:`tuned_label`, so a method keeps one label across folds whatever values each fold chose."""
     jobs = []
     for u in units(spec):
         config = chosen.get(u.key) if spec.tuning.trials else u.base
         if config is None:
             continue
+        if spec.tuning.trials:
+            config = config.model_copy(update={"label": tuned_label(u.base)})
         for seed in spec.seeds:
             run = config.model_copy(update={"seed": seed})
             jobs.append(Job("run-" + config_hash(run.identity()), "train", u.method, run, unit=u,

@@ -14,13 +14,13 @@ import json
 import logging
 import os
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from mmfair.core.config import TrainConfig, config_hash
 from mmfair.core.io import write_json_atomic
-from mmfair.core.study.jobs import Job, final_jobs, tune_jobs, units
+from mmfair.core.study.jobs import Job, final_jobs, study_label, tune_jobs, tuned_label, units
 from mmfair.core.study.spec import StudySpec
 from mmfair.core.study.state import StudyDir, alive
 from mmfair.core.workspace import Workspace
@@ -36,6 +36,7 @@ class JobContext:
     study: StudySpec
     retry_failed: bool = False
     device: str = "auto"
+    wait: bool = False  # wait for a job another process is running (then skip it if that process finished it)
 
 
 @dataclass
@@ -48,9 +49,26 @@ class StudyOutcome:
 
 
 def execute_job(job: Job, ctx: JobContext, device: str | None = None) -> str:
-    """Run one job unless it is done (or failed, without ``retry_failed``); returns its final state."""
+    """Run one job unless it is done (or failed, without ``retry_failed``); returns its final state, or ``busy``
+    when another process holds the job's lock (it is running it) and ``ctx.wait`` is off. The lock is held from
+    the done check to the done mark, so two ``study run`` processes on one study never run a job twice."""
+    from filelock import Timeout
+
     ws = Workspace.resolve(ctx.workspace)
     sd = StudyDir.of(ws, ctx.study.name)
+    lock = sd.lock(job.key, blocking=ctx.wait)
+    try:
+        lock.acquire()
+    except Timeout:
+        log.info("%s %s: running in another process; skipped here", job.kind, job.method)
+        return "busy"
+    try:
+        return _execute_locked(job, ws, sd, ctx, device)
+    finally:
+        lock.release()
+
+
+def _execute_locked(job: Job, ws: Workspace, sd: StudyDir, ctx: JobContext, device: str | None) -> str:
     previous = sd.read(job.key) or {}
     if previous.get("state") == "done" or (previous.get("state") == "failed" and not ctx.retry_failed):
         return str(previous["state"])
@@ -126,6 +144,17 @@ def _count(jobs: list[Job], sd: StudyDir, outcome: StudyOutcome) -> None:
             outcome.unfinished += 1
 
 
+def _execute_phase(jobs: list[Job], sd: StudyDir, ctx: JobContext, backend: Any) -> None:
+    """The phase's unfinished jobs on the backend; then, in this process, wait for those another ``study run``
+    process was running (skipped above): it finishes them, or, if it died, they run here."""
+    backend.execute(_pending(jobs, sd, ctx.retry_failed), ctx)
+    busy = [job for job in _pending(jobs, sd, ctx.retry_failed) if sd.held(job.key)]
+    if busy:
+        log.info("waiting for %d job(s) running in another process", len(busy))
+    for job in busy:
+        execute_job(job, replace(ctx, wait=True))
+
+
 def run_study(spec: StudySpec, ws: Workspace, backend: Any, retry_failed: bool = False, device: str = "auto") -> StudyOutcome:
     """All three phases; returns what is done, failed and unfinished."""
     from mmfair.core.pipeline import _require_data
@@ -137,11 +166,11 @@ def run_study(spec: StudySpec, ws: Workspace, backend: Any, retry_failed: bool =
     ctx = JobContext(ws.root, spec, retry_failed, device)
 
     tuning = tune_jobs(spec)
-    backend.execute(_pending(tuning, sd, retry_failed), ctx)
+    _execute_phase(tuning, sd, ctx, backend)
     finals = final_jobs(spec, chosen_configs(spec, sd))
     write_json_atomic(sd.final_runs, [{"key": j.key, "method": j.method, "config": j.config.model_dump(mode="json")}
                                       for j in finals])
-    backend.execute(_pending(finals, sd, retry_failed), ctx)
+    _execute_phase(finals, sd, ctx, backend)
 
     outcome = StudyOutcome()
     _count(tuning, sd, outcome)
@@ -158,25 +187,41 @@ def run_study(spec: StudySpec, ws: Workspace, backend: Any, retry_failed: bool =
 def evaluate(spec: StudySpec, ws: Workspace, sd: StudyDir, finals: list[Job], device: str) -> bool:
     """Phase 3 (in this process: it rewrites whole results tables): the study's eval-missing and eval-fair
     settings on its finished final runs; skipped when the same settings already ran on the same runs."""
-    from mmfair.core import pipeline
-
     run_ids = sorted({str((sd.read(j.key) or {}).get("run_id")) for j in finals
                       if (sd.read(j.key) or {}).get("state") == "done"})
     if not run_ids or not (spec.eval_missing or spec.eval_fair):
         return bool(run_ids)
-    payload = {"runs": run_ids, "missing": [c.model_dump(mode="json") for c in spec.eval_missing],
-               "fair": spec.eval_fair.model_dump(mode="json") if spec.eval_fair else None}
+    eval_missing, eval_fair = _with_study_references(spec)
+    payload = {"runs": run_ids, "missing": [c.model_dump(mode="json") for c in eval_missing],
+               "fair": eval_fair.model_dump(mode="json") if eval_fair else None}
     key = "eval-" + config_hash(payload)
-    if (sd.read(key) or {}).get("state") == "done":
-        return True
+    with sd.lock(key):  # another `study run` process evaluating the same runs: wait, then skip
+        if (sd.read(key) or {}).get("state") != "done":
+            _evaluate_locked(ws, sd, key, run_ids, eval_missing, eval_fair, device)
+    return True
+
+
+def _evaluate_locked(ws: Workspace, sd: StudyDir, key: str, run_ids: list[str], eval_missing: list[Any], eval_fair: Any,
+                     device: str) -> None:
+    from mmfair.core import pipeline
+
     sd.write(key, state="running", kind="eval", method="(evaluation)")
     started = time.time()
-    for cfg in spec.eval_missing:
+    for cfg in eval_missing:
         pipeline.eval_missing(cfg.model_copy(update={"device": device}), ws, run_ids=run_ids)
-    if spec.eval_fair is not None:
-        pipeline.eval_fair(spec.eval_fair.model_copy(update={"device": device}), ws, run_ids=run_ids)
+    if eval_fair is not None:
+        pipeline.eval_fair(eval_fair.model_copy(update={"device": device}), ws, run_ids=run_ids)
     sd.write(key, state="done", kind="eval", method="(evaluation)", seconds=time.time() - started, n_runs=len(run_ids))
-    return True
+
+
+def _with_study_references(spec: StudySpec) -> tuple[list[Any], Any]:
+    """The study's eval-missing and eval-fair settings with each reference method named as the study labels its
+    final runs (``late`` → ``late[tuned]`` in a tuned study), so the comparisons find their reference runs."""
+    missing = [c.model_copy(update={"reference": study_label(spec, c.reference)}) for c in spec.eval_missing]
+    fair = spec.eval_fair
+    if fair is not None and fair.reference:
+        fair = fair.model_copy(update={"reference": study_label(spec, fair.reference)})
+    return missing, fair
 
 
 # ---- status -----------------------------------------------------------------------------------------------
@@ -223,8 +268,9 @@ def study_status(spec: StudySpec, ws: Workspace) -> dict[str, Any]:
         path = sd.tuning / u.key / "chosen.json"
         if path.exists():
             data = json.loads(path.read_text())
-            chosen.append({"method": u.method, "task": u.base.task, "fold": u.base.fold, "modalities": u.modalities,
-                           "budget": data.get("budget"), "complete": data.get("n_complete"),
+            chosen.append({"method": u.method, "label": data.get("label") or tuned_label(u.base), "task": u.base.task,
+                           "fold": u.base.fold, "modalities": u.modalities, "budget": data.get("budget"),
+                           "complete": data.get("n_complete"),
                            "best_trial": data.get("best_index"), "objective": data.get("objective"),
                            "value": data.get("value"), "params": json.dumps(data.get("params"), sort_keys=True)})
     return {"table": table, "total": total, "done": done, "eta_seconds": eta, "chosen": pd.DataFrame(chosen),

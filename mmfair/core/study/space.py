@@ -2,8 +2,12 @@
 Params field → ``("log"|"float"|"int", low, high)`` or ``("choice", [values])``); the shared hyperparameters
 every method has (learning rate, width, dropout, weight decay) are declared here once.
 
-Optuna parameter names: the generic ones as they are (``lr``), a method's own as ``fusion.<field>``. A value
-fixed in the study (``train`` block or a method's ``params``) is left out of the space.
+A modulator declares its space next to its ``Params`` too (``search_space`` on the registered Modulator); a preset
+(``multifair`` = ``early`` + the ``multifair`` modulator) tunes its base architecture's space and its modulator's.
+
+Optuna parameter names: the generic ones as they are (``lr``), a method's own as ``fusion.<field>``, its
+modulator's as ``modulator.<field>``. A value fixed in the study (``train`` block, a method's ``params`` or
+``modulator_params``, a preset's own parameters) is left out of the space.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ GENERIC_SPACE: dict[str, tuple] = {
     "weight_decay": ("log", 1e-6, 1e-2),
 }
 FUSION_PREFIX = "fusion."
+MODULATOR_PREFIX = "modulator."
 
 
 def method_space(fusion: str) -> dict[str, tuple]:
@@ -35,14 +40,40 @@ def method_space(fusion: str) -> dict[str, tuple]:
     return space
 
 
-def study_space(fusion: str, generic: tuple[str, ...], fixed_train: dict[str, Any], fixed_params: dict[str, Any]) -> dict[str, tuple]:
+def modulator_of(fusion: str, modulator: str | None = None) -> tuple[str | None, dict[str, Any]]:
+    """The modulator a method trains with (a preset's, else ``modulator``) and the parameters the preset fixes."""
+    from mmfair.core.modulators import PRESETS
+
+    preset = PRESETS.get(fusion)
+    return (preset.modulator, dict(preset.params)) if preset is not None else (modulator, {})
+
+
+def modulator_space(modulator: str) -> dict[str, tuple]:
+    """The modulator's own space (declared next to its Params)."""
+    from mmfair.core.registry import MODULATORS
+
+    cls = MODULATORS.get(modulator)
+    space = dict(getattr(cls, "search_space", None) or {})
+    unknown = sorted(set(space) - set(cls.Params.model_fields))
+    if unknown:
+        raise ConfigError(f"modulator '{modulator}': search_space names {', '.join(unknown)}, not fields of its Params")
+    return space
+
+
+def study_space(fusion: str, generic: tuple[str, ...], fixed_train: dict[str, Any], fixed_params: dict[str, Any],
+                fixed_modulator_params: dict[str, Any] | None = None) -> dict[str, tuple]:
     """Optuna name → dimension for one method, without what the study fixes. A method whose class sets
-    ``tunes_generic = False`` (one without lr / hidden_dim / dropout, e.g. a tree booster) gets its own space only."""
+    ``tunes_generic = False`` (one without lr / hidden_dim / dropout, e.g. a tree booster) gets its own space only;
+    a preset (or a ``train`` block naming a modulator) adds its modulator's."""
     from mmfair.core.registry import FUSIONS
 
     shared = getattr(FUSIONS.get(fusion), "tunes_generic", True)
     space = {name: GENERIC_SPACE[name] for name in generic if shared and name not in fixed_train}
     space.update({FUSION_PREFIX + k: dim for k, dim in method_space(fusion).items() if k not in fixed_params})
+    modulator, preset_params = modulator_of(fusion, fixed_train.get("modulator"))
+    if modulator is not None:
+        fixed = {**preset_params, **(fixed_modulator_params or {})}
+        space.update({MODULATOR_PREFIX + k: dim for k, dim in modulator_space(modulator).items() if k not in fixed})
     return space
 
 
@@ -75,19 +106,35 @@ def defaults(base: TrainConfig, space: dict[str, tuple]) -> dict[str, Any]:
 
     params_cls = getattr(FUSIONS.get(base.fusion), "Params", None)
     params = params_cls(**base.fusion_params).model_dump() if params_cls is not None else {}
+    modulator_params = _resolved_modulator_params(base) if any(n.startswith(MODULATOR_PREFIX) for n in space) else {}
     out = {}
     for name in space:
-        out[name] = params[name.removeprefix(FUSION_PREFIX)] if name.startswith(FUSION_PREFIX) else getattr(base, name)
+        if name.startswith(FUSION_PREFIX):
+            out[name] = params[name.removeprefix(FUSION_PREFIX)]
+        elif name.startswith(MODULATOR_PREFIX):
+            out[name] = modulator_params[name.removeprefix(MODULATOR_PREFIX)]
+        else:
+            out[name] = getattr(base, name)
     return out
 
 
+def _resolved_modulator_params(base: TrainConfig) -> dict[str, Any]:
+    from mmfair.core.modulators import resolve_modulator
+
+    return dict(resolve_modulator(base).modulator_params)
+
+
 def apply(base: TrainConfig, values: dict[str, Any]) -> TrainConfig:
-    """``base`` with a trial's values (generic ones as TrainConfig fields, the method's into fusion_params)."""
-    fusion_params = dict(base.fusion_params)
+    """``base`` with a trial's values (generic ones as TrainConfig fields, the method's into fusion_params, its
+    modulator's into modulator_params)."""
+    fusion_params, modulator_params = dict(base.fusion_params), dict(base.modulator_params)
     update: dict[str, Any] = {}
     for name, value in values.items():
         if name.startswith(FUSION_PREFIX):
             fusion_params[name.removeprefix(FUSION_PREFIX)] = value
+        elif name.startswith(MODULATOR_PREFIX):
+            modulator_params[name.removeprefix(MODULATOR_PREFIX)] = value
         else:
             update[name] = value
-    return TrainConfig.model_validate({**base.model_dump(), **update, "fusion_params": fusion_params})
+    return TrainConfig.model_validate({**base.model_dump(), **update, "fusion_params": fusion_params,
+                                       "modulator_params": modulator_params})

@@ -4,6 +4,7 @@
 of the process that ran it, its seconds, its run id, and a failed job's one-line error. ``done`` is written
 only after the job's outputs (run folder with ``DONE``, results rows, chosen configuration) are on disk, so a
 job without it is re-run; a ``running`` file whose process is gone is a job that was killed.
+``locks/<key>.lock`` is the job's cross-process lock (:meth:`StudyDir.lock`).
 """
 
 from __future__ import annotations
@@ -48,8 +49,32 @@ class StudyDir:
     def final_runs(self) -> Path:
         return self.root / "final_runs.json"
 
+    @property
+    def locks(self) -> Path:
+        return self.root / "locks"
+
     def job_file(self, key: str) -> Path:
         return self.jobs / f"{key}.json"
+
+    def lock(self, key: str, blocking: bool = True):
+        """The cross-process lock of one job (a file lock in the study folder, which every process and node
+        running the study shares): held from "is it done?" to "done", so no job runs twice at once."""
+        from filelock import FileLock
+
+        self.locks.mkdir(parents=True, exist_ok=True)
+        return FileLock(str(self.locks / f"{key}.lock"), timeout=-1 if blocking else 0)
+
+    def held(self, key: str) -> bool:
+        """Is the job's lock held by someone (another process, or another lock object in this one)?"""
+        from filelock import Timeout
+
+        lock = self.lock(key, blocking=False)
+        try:
+            lock.acquire()
+        except Timeout:
+            return True
+        lock.release()
+        return False
 
     def read(self, key: str) -> dict[str, Any] | None:
         path = self.job_file(key)

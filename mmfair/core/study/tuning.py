@@ -30,7 +30,7 @@ import pandas as pd
 from mmfair.core.config import TrainConfig
 from mmfair.core.errors import ConfigError, MmfairError
 from mmfair.core.io import write_csv_atomic, write_json_atomic
-from mmfair.core.study.jobs import Unit
+from mmfair.core.study.jobs import Unit, tuned_label
 from mmfair.core.study.spec import Tuning
 from mmfair.core.study.state import StudyDir
 from mmfair.core.workspace import Workspace
@@ -56,7 +56,7 @@ def one_line(exc: BaseException) -> str:
 
 # ---- objective (validation predictions only) -------------------------------------------------------
 def _targets(pred: pd.DataFrame) -> list[tuple[np.ndarray, np.ndarray]]:
-    from mmfair.core.evaluation.runs import task_spec
+    from mmfair.core.evaluation.run_folder import task_spec
 
     spec = task_spec(pred)
     if spec.kind == "multiclass":
@@ -69,7 +69,7 @@ def objective(run_dir: Path, tuning: Tuning) -> float:
     """The unit's validation objective: AUPRC or AUROC (macro over labels / one-vs-rest classes) of the scorable
     validation stays; ``auprc-fair`` subtracts ``fair_weight`` × the largest minus smallest group AUROC."""
     from mmfair.core.evaluation.metrics import auprc, auroc
-    from mmfair.core.evaluation.runs import read_predictions
+    from mmfair.core.evaluation.run_folder import read_predictions
 
     pred = read_predictions(run_dir, "val")
     metric = auroc if tuning.objective == "auroc" else auprc
@@ -186,7 +186,8 @@ def write_outcome(unit: Unit, study, sd: StudyDir, tuning: Tuning) -> dict[str, 
 
     counted = _counted(study.get_trials(deepcopy=False))
     complete = [t for t in counted if t.state == TrialState.COMPLETE]
-    outcome: dict[str, Any] = {"unit": unit.key, "method": unit.method, "task": unit.base.task, "fold": unit.base.fold,
+    outcome: dict[str, Any] = {"unit": unit.key, "method": unit.method, "label": tuned_label(unit.base),
+                               "task": unit.base.task, "fold": unit.base.fold,
                                "modalities": unit.modalities, "objective": tuning.objective, "budget": tuning.trials,
                                "n_complete": len(complete), "n_failed": len(counted) - len(complete)}
     if complete:

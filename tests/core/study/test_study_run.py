@@ -137,3 +137,47 @@ def test_pack_fills_chunks_of_about_the_given_minutes():
     assert pack(jobs, [1, 1, 1, 1, 1, 1], 2.5) == [["a", "b"], ["c", "d"], ["e", "f"]]
     assert pack(jobs, [5, 1, 1, 3, 0.5, 0.5], 4) == [["a"], ["b", "c"], ["d", "e", "f"]]  # a long job alone
     assert pack([], [], 60) == []
+
+
+def test_two_study_processes_never_train_the_same_final_run_twice(tmp_path, monkeypatch):
+    """Two `study run` invocations on one study (threads here, each with its own lock objects, so the file
+    locks conflict exactly as across processes): every final run trains once, and both end with it done."""
+    import threading
+    from collections import Counter
+    from types import SimpleNamespace
+
+    from mmfair.core import pipeline
+    from mmfair.core.config import config_hash
+
+    ws = build_tiny_workspace(tmp_path / "ws")
+    spec = parse_study({**TINY_STUDY, "tuning": {"trials": 0}})
+    trained: Counter = Counter()
+
+    def slow_train(configs, workspace, **kw):
+        config = list(configs)[0]
+        trained[config_hash(config.model_copy(update={"device": "auto"}).identity())] += 1
+        time.sleep(0.3)  # long enough for the other invocation to reach the same job
+        return SimpleNamespace(runs=[SimpleNamespace(run_id=f"r{config.fusion}{config.seed}", train_seconds=0.3)])
+
+    monkeypatch.setattr(pipeline, "train", slow_train)
+    outcomes = []
+
+    def invocation():
+        outcomes.append(run_study(spec, ws, BACKENDS.get("local").from_options(jobs=1), device="cpu"))
+
+    threads = [threading.Thread(target=invocation) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    assert len(outcomes) == 2
+    # 2 methods × 2 seeds, each trained by exactly one of the two invocations
+    assert len(trained) == 4 and set(trained.values()) == {1}
+    assert [(o.done, o.failed, o.unfinished) for o in outcomes] == [(4, 0, 0), (4, 0, 0)]
+
+
+def test_tuned_final_runs_are_labelled_per_method_and_compared_with_the_tuned_reference(reference):
+    metrics, fairness = reference["metrics.csv"], reference["fairness.csv"]
+    assert set(metrics["method"]) == {"ehr[tuned]", "late[tuned]"}
+    compared = fairness[fairness["scenario_params"].astype(str).str.contains('"reference": "late\\[tuned\\]"')]
+    assert len(compared) and set(compared["method"]) == {"ehr[tuned]"}

@@ -117,3 +117,84 @@ def test_help_lists_each_preset_and_status_before_any_run(tmp_path):
     assert "0/9 jobs" in result.output
     result = runner.invoke(app, ["--workspace", str(tmp_path / "ws"), "study", "run", "--preset", "nope"])
     assert result.exit_code == 2 and "unknown study preset 'nope'" in result.output
+
+
+# ---- tuned final runs keep one label across folds -------------------------------------------------------
+def test_tuned_final_runs_keep_one_label_across_folds_and_untuned_runs_keep_theirs():
+    from mmfair.core.training.methods import method_name
+    from mmfair.core.study.jobs import study_label
+    from mmfair.core.study.space import apply
+
+    grid = {"name": "l", "methods": ["late", {"name": "healnet", "params": {"depth": 3}}], "folds": [0, 1],
+            "seeds": [0, 1]}
+    tuned = parse_study({**grid, "tuning": {"trials": 2}})
+    # each fold chose other values (healnet: 1 Fourier band on fold 0, 4 on fold 1)
+    chosen = {u.key: apply(u.base, {"fusion.fourier_bands": 1 + 3 * u.base.fold} if u.method == "healnet" else
+                           {"lr": 0.01 * (u.base.fold + 1)}) for u in units(tuned)}
+    labels: dict[str, set[str]] = {}
+    for job in final_jobs(tuned, chosen):
+        labels.setdefault(job.method, set()).add(method_name(job.config))
+    assert labels == {"late": {"late[tuned]"}, "healnet": {"healnet[depth=3,tuned]"}}
+    assert study_label(tuned, "late") == "late[tuned]" and study_label(tuned, "ehr") == "ehr"
+    untuned = parse_study({**grid, "tuning": {"trials": 0}})
+    plain = final_jobs(untuned, {})
+    assert {method_name(j.config) for j in plain} == {"late", "healnet[depth=3]"}
+    assert all(j.config.label is None and "label" not in j.config.identity() for j in plain)
+    assert study_label(untuned, "late") == "late"
+    # the same configuration tuned or not: the label alone keeps the two run ids apart
+    base = units(tuned)[0].base
+    assert "label" in base.model_copy(update={"label": "late[tuned]"}).identity()
+
+
+# ---- modulator presets tune their modulator's own parameters --------------------------------------------
+PRESET_MODULATOR_DEFAULTS = {  # the modulators' documented defaults (their Params), written out by hand
+    "multifair": {"rho": 1.0, "lambda_gm": 0.15, "tau": 0.04, "gamma": 0.5, "beta": 0.3},
+    "ogm-ge": {"alpha": 0.1},
+    "cggm": {"rho": 1.3, "lambda_gm": 0.2},
+    "inforeg": {"k_threshold": 0.04, "history": 10, "slowdown_gamma": 0.5, "proximal_strength": 0.95},
+    "pmr": {"alpha": 1.0},
+    "fairgrad": {"fairness_rate": 0.01},
+    "group-dro": {"eta": 0.01, "adjustment": 0.0},
+    "aug": {"lam": 1.0, "delta": 0.01, "check_every": 5},
+}
+
+
+@pytest.mark.parametrize("preset", sorted(PRESET_MODULATOR_DEFAULTS))
+def test_a_preset_tunes_its_modulator_and_trial_0_is_its_defaults(preset):
+    import optuna
+
+    from mmfair.core.modulators import resolve_modulator
+    from mmfair.core.study.space import apply, suggest
+
+    expected = PRESET_MODULATOR_DEFAULTS[preset]
+    (unit,) = units(parse_study({"name": "m", "methods": [preset], "tuning": {"trials": 3}}))
+    assert {"lr", "hidden_dim", "dropout"} <= set(unit.space)
+    assert {k.removeprefix("modulator.") for k in unit.space if k.startswith("modulator.")} == set(expected)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(direction="maximize")
+    study.enqueue_trial(defaults(unit.base, unit.space))
+    trial0 = apply(unit.base, suggest(study.ask(), unit.space))
+    assert {k: trial0.modulator_params[k] for k in expected} == expected
+    resolved = [resolve_modulator(c) for c in (trial0, unit.base)]
+    params_cls = getattr(FUSIONS.get(resolved[0].fusion), "Params", None)
+    resolved = [c.model_copy(update={"fusion_params": params_cls(**c.fusion_params).model_dump() if params_cls else {}})
+                for c in resolved]
+    assert resolved[0] == resolved[1]  # the preset at its defaults (its base's params too), nothing else
+
+
+def test_fixed_modulator_params_leave_the_space_and_a_wrong_space_is_named():
+    from mmfair.core.registry import MODULATORS
+    from mmfair.core.study.space import modulator_space
+
+    (unit,) = units(parse_study({"name": "m", "methods": [{"name": "multifair", "modulator_params": {"rho": 0.6}}],
+                                 "tuning": {"trials": 3}}))
+    assert "modulator.rho" not in unit.space and "modulator.tau" in unit.space
+    assert defaults(unit.base, unit.space)["modulator.tau"] == 0.04
+    cls = MODULATORS.get("group-dro")
+    original = cls.search_space
+    cls.search_space = {"etta": ("log", 0.001, 0.1)}
+    try:
+        with pytest.raises(ConfigError, match="modulator 'group-dro': search_space names etta"):
+            modulator_space("group-dro")
+    finally:
+        cls.search_space = original
