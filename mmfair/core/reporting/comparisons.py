@@ -28,7 +28,6 @@ from mmfair.core.evaluation import stats
 from mmfair.core.evaluation.tidy import to_frame
 
 NA = "n/a"
-ALPHA = 0.05
 
 DESCRIPTIONS = {
     "comparisons": ("Paired comparisons with the reference method", "AUROC of each method minus that of the "

@@ -23,9 +23,10 @@ PALETTE = ("#0072B2", "#E69F00", "#009E73", "#CC79A7", "#56B4E9", "#D55E00", "#0
 MARKERS = ("o", "s", "^", "D", "v", "P", "X")
 COLUMN = 3.5
 DOUBLE = 7.0
+#: ``svg.hashsalt``: the same SVG element ids on every run, so the page is a pure function of the results.
 STYLE = {"font.size": 8, "axes.titlesize": 8, "axes.labelsize": 8, "legend.fontsize": 7, "xtick.labelsize": 7,
          "ytick.labelsize": 7, "svg.fonttype": "none", "axes.spines.top": False, "axes.spines.right": False,
-         "pdf.fonttype": 42}  # fmt: skip
+         "pdf.fonttype": 42, "svg.hashsalt": "mmfair"}  # fmt: skip
 
 
 def _styles(names) -> dict[str, tuple[str, str]]:
@@ -226,6 +227,36 @@ def fairness_scatter(points: pd.DataFrame, gap_label: str = "equalized-odds gap"
         ax.set_xlabel(f"{gap_label} (lower is fairer)")
         ax.set_ylabel("AUROC")
     _legend_below(fig, len(styles))
+    return fig
+
+
+@_draw
+def reliability(curves: pd.DataFrame) -> Figure | None:
+    """Per-group reliability diagrams of one task: observed share of positives vs mean predicted risk per
+    equal-width bin, one panel per method × attribute, one line per group; suppressed groups and bins are
+    absent (:mod:`.predictions`)."""
+    if len(curves) == 0:
+        return None
+    panels = list(dict.fromkeys(zip(curves["method"], curves["attribute"])))
+    ncols = min(4, len(panels))
+    nrows = (len(panels) + ncols - 1) // ncols
+    fig = _figure(max(COLUMN, 1.75 * ncols), 0.5 + 1.75 * nrows)
+    styles = _styles(curves["group"])
+    for i, (method, attribute) in enumerate(panels):
+        ax = fig.add_subplot(nrows, ncols, i + 1)
+        ax.plot([0, 1], [0, 1], color="grey", ls="--", lw=0.6)
+        part = curves[(curves["method"] == method) & (curves["attribute"] == attribute)]
+        for group, line in part.groupby("group", sort=True):
+            colour, marker = styles[group]
+            ax.plot(line["mean_score"], line["observed"], marker=marker, color=colour, ms=3, lw=1, label=group)
+        ax.set(xlim=(0, 1), ylim=(0, 1), title=f"{method} · {attribute}")
+        ax.set_xlabel("mean predicted risk")
+        ax.set_ylabel("observed share" if i % ncols == 0 else "")
+    handles = {}
+    for ax in fig.axes:
+        handles.update(zip(*reversed(ax.get_legend_handles_labels())))
+    names = sorted(handles)
+    fig.legend([handles[n] for n in names], names, loc="outside lower center", ncols=min(len(names), 6), frameon=False)
     return fig
 
 

@@ -21,6 +21,7 @@ import pandas as pd
 
 import mmfair
 from mmfair.core.reporting import figures as F
+from mmfair.core.reporting import predictions as P
 from mmfair.core.reporting import views as V
 from mmfair.core.reporting.inputs import ReportInputs, suppress_attrition
 from mmfair.core.reporting.suppression import marker
@@ -78,9 +79,13 @@ def _others_note(others: list[str]) -> list[str]:
 def fusion_section(inputs: ReportInputs, tables: dict) -> Section:
     s = Section("fusion")
     comp = V.paired_comparisons(inputs.fairness)
+    best_text, best_table = best_single_part(inputs.best_single)
+    if best_table is not None:
+        s.tables.append(best_table)
     if len(comp) == 0:
-        s.reading = ("No paired comparisons yet: run `mmfair eval-fair --reference late` (or another fusion "
-                     "method) to compare every model with it on the same test stays.")  # fmt: skip
+        s.reading = " ".join([*best_text, "No paired comparisons with a reference yet: run `mmfair eval-fair "
+                              "--reference late` (or another fusion method) to compare every model with it on the "
+                              "same test stays."])  # fmt: skip
         return s
     single = comp[comp["kind"] == "vs single"]
     verdicts = comp["verdict"]
@@ -103,9 +108,10 @@ def fusion_section(inputs: ReportInputs, tables: dict) -> Section:
     if (comp["runs"] > 1).any():
         parts.append("Where a comparison spans several runs (seeds or folds), the interval over runs is the corrected "
                      "resampled t-test (Nadeau & Bengio) beside the mean bootstrap interval.")  # fmt: skip
-    parts.append("The tidy results hold no validation scores, so no single modality is picked as the best one: fusion "
-                 "is said to help only where it beats each of them.")  # fmt: skip
-    s.reading = " ".join(parts)
+    if not best_text:
+        parts.append("No single modality was picked as the best one (that needs the runs' validation predictions): "
+                     "fusion is said to help only where it beats each of them.")  # fmt: skip
+    s.reading = " ".join(best_text + parts)
     _add(s, "fusion_forest", "Paired AUROC differences, same test stays (fusion − single modality in blue; "
          "method − reference in orange), 95 % paired bootstrap intervals.", F.fusion_forest(comp))  # fmt: skip
     shown = comp
@@ -118,11 +124,35 @@ def fusion_section(inputs: ReportInputs, tables: dict) -> Section:
         "p": [_f(p) for p in shown["p"]], f"p Holm (m={n_p})": [_f(p) for p in shown["p_adj"]],
         "verdict": shown["verdict"]})  # fmt: skip
     table.attrs["title"] = "Fusion vs the other models, paired on the same stays"
-    s.tables.append(table)
+    s.tables.insert(0, table)
     for name in ("comparisons_no_cxr",):
         if name in tables and len(tables[name]):
             s.tables.append(tables[name])
     return s
+
+
+def best_single_part(best: pd.DataFrame) -> tuple[list[str], pd.DataFrame | None]:
+    """The reading's sentences and the table of each fusion model vs the single modality chosen on validation."""
+    if len(best) == 0:
+        return [], None
+    au_better = int((best["auroc_lo"] > 0).sum())
+    text = [f"Against the single modality with the higher validation AUROC (chosen on validation predictions, never "
+            f"on test), {au_better} of {len(best)} fusion runs have a test AUROC gain whose 95 % paired bootstrap "
+            f"interval lies above 0."]  # fmt: skip
+    table = pd.DataFrame({
+        "task": best["task"], "fold": best["fold"].astype(str), "seed": best["seed"].astype(str),
+        "fusion": best["fusion"], "comparator": best["comparator"], "validation AUROC": best["why"],
+        "n": best["n"].astype(str),
+        "Δ AUROC [95% CI]": [_ci(v, lo, hi, True) for v, lo, hi in zip(best["auroc"], best["auroc_lo"], best["auroc_hi"])],
+        "Δ AUPRC [95% CI]": [_ci(v, lo, hi, True) for v, lo, hi in zip(best["auprc"], best["auprc_lo"], best["auprc_hi"])],
+    })  # fmt: skip
+    table.attrs["title"] = "Fusion vs the best single modality chosen on validation"
+    table.attrs["footnotes"] = [
+        "Comparator: of the runs on EHR alone and CXR alone with the same task, fold, seed and training conditions, "
+        "the one with the higher AUROC on the validation stays both scored (predictions_val.csv). Differences: "
+        f"fusion − comparator on the n test stays both scored, {P.N_BOOT} patient-level bootstrap replicates "
+        f"(seed {P.SEED}), the same replicates for both models."]  # fmt: skip
+    return text, table
 
 
 def leaderboard_section(inputs: ReportInputs, tables: dict) -> Section:
@@ -237,40 +267,73 @@ def fairness_section(inputs: ReportInputs, tables: dict, min_group_size: int) ->
          "threshold); small cells suppressed.", F.group_forest(estimates))  # fmt: skip
     _add(s, "fairness_scatter", "Test AUROC vs equalized-odds gap per method and attribute; outlined points and the "
          "dashed line: the Pareto front (descriptive, not a selection).", F.fairness_scatter(points))  # fmt: skip
+    _add_reliability(s, inputs.reliability, min_group_size)
     s.tables += [tables[k] for k in ("fairness_gaps", "gap_comparisons", "selection_rules") if k in tables and len(tables[k])]
     if "fairness_groups" in tables and len(tables["fairness_groups"]):
         s.tables.append(tables["fairness_groups"])
     return s
 
 
+def _add_reliability(section: Section, curves: pd.DataFrame, min_group_size: int) -> None:
+    """One reliability figure per task (``reliability_<task>``)."""
+    for task, part in curves.groupby("task", sort=True):
+        _add(section, f"reliability_{task}", f"Reliability per group ({task}, test predictions, pooled over each "
+             f"method's runs): observed share of positives vs mean predicted risk in {P.N_BINS} equal-width bins of "
+             f"[0, 1]; the dashed diagonal is perfect calibration. Bins with fewer than {min_group_size} stays are not "
+             "drawn; small groups (and their complementary cells) not at all.", F.reliability(part))  # fmt: skip
+
+
 def addition_section(inputs: ReportInputs) -> Section:
     s = Section("addition")
-    steps = V.addition_steps(inputs.metrics, inputs.fairness)
+    steps = inputs.addition
     if len(steps) == 0:
         s.reading = ("No incremental paths yet: train the modality subsets of one task, fold and seed, e.g. "
                      "`mmfair train --modalities static --modalities ehr,static --modalities ehr,cxr,static`, then "
                      "`mmfair eval-fair`.")  # fmt: skip
         return s
     au = steps[steps["quantity"] == "AUROC"]
-    parts = []
-    for _, r in au.iterrows():
-        same = ["task", "fold", "seed", "stays", "method", "from", "to"]
-        gaps = steps[(steps[same] == r[same]).all(axis=1) & (steps["quantity"] != "AUROC")]
-        wider = gaps[gaps["change"] > 0]
-        text = (f"For {r['method']}, adding {r['added']} to {r['from']} ({r['task']}, {r['stays']} test stays) "
-                f"changes AUROC by {_f(r['change'], True)}")  # fmt: skip
-        if len(wider):
-            top = wider.loc[wider["change"].idxmax()]
-            text += (f" and widens {len(wider)} of {len(gaps)} gaps, most the {top['quantity']} on {top['attribute']} "
-                     f"({_f(top['change'], True)})")
-        parts.append(text + ".")
-    parts.append("Changes are differences of the two runs' point estimates on their test stays (the tidy tables hold no "
-                 "paired resamples for these pairs).")  # fmt: skip
+    parts = [_addition_sentence(b.iloc[0], steps) if len(b) == 1 else _addition_summary(b)
+             for _, b in au.groupby(["task", "method", "from", "added"], sort=False)]  # fmt: skip
+    paired = np.isfinite(steps["n"].to_numpy(dtype=float))
+    if paired.any():
+        parts.append(f"Each change is after − before on the test stays both runs scored (n), with a 95 % paired "
+                     f"patient-level bootstrap interval ({P.N_BOOT} replicates, seed {P.SEED}); gaps use the groups "
+                     "that pass the small-cell rule and each run's validation threshold.")  # fmt: skip
+    if not paired.all():
+        parts.append("Where n is empty the runs' predictions were not found: the change is the difference of the two "
+                     "runs' point estimates in the results tables, with no interval.")  # fmt: skip
     s.reading = " ".join(parts)
-    table = steps.assign(**{c: steps[c].map(lambda x: _f(x, c == "change")) for c in ("before", "after", "change")})
+    table = steps.drop(columns=["run_before", "run_after", "lo", "hi"]).assign(
+        before=steps["before"].map(_f), after=steps["after"].map(_f),
+        change=[_ci(v, lo, hi, True) for v, lo, hi in zip(steps["change"], steps["lo"], steps["hi"])],
+        n=steps["n"].astype("Int64").astype(str).replace("<NA>", "")).rename(columns={"change": "change [95% CI]"})
     table.attrs["title"] = "Change per added modality"
     s.tables.append(table)
     return s
+
+
+def _addition_summary(au: pd.DataFrame) -> str:
+    """One step repeated over folds or seeds, in words: the mean AUROC change and what the intervals show."""
+    r = au.iloc[0]
+    lo, hi = au["lo"].to_numpy(dtype=float), au["hi"].to_numpy(dtype=float)
+    return (f"For {r['method']}, adding {r['added']} to {r['from']} ({r['task']}, {len(au)} folds or seeds) changes "
+            f"AUROC by {_f(au['change'].mean(), True)} on average; the interval lies above 0 in {int((lo > 0).sum())} "
+            f"and below 0 in {int((hi < 0).sum())} of them.")  # fmt: skip
+
+
+def _addition_sentence(r: pd.Series, steps: pd.DataFrame) -> str:
+    """One step in words: the AUROC change and the gaps whose interval shows a widening."""
+    same = ["task", "fold", "seed", "stays", "method", "from", "to"]
+    gaps = steps[(steps[same] == r[same]).all(axis=1) & ~steps["quantity"].isin(["AUROC", "AUPRC"])]
+    paired = np.isfinite(gaps["lo"].to_numpy(dtype=float)).any()
+    wider = gaps[gaps["lo"] > 0] if paired else gaps[gaps["change"] > 0]
+    text = (f"For {r['method']}, adding {r['added']} to {r['from']} ({r['task']}) changes AUROC by "
+            f"{_ci(r['change'], r['lo'], r['hi'], True)}")  # fmt: skip
+    if len(wider):
+        top = wider.loc[wider["change"].idxmax()]
+        text += (f" and widens {len(wider)} of {len(gaps)} gaps{' (interval above 0)' if paired else ''}, most the "
+                 f"{top['quantity']} on {top['attribute']} ({_ci(top['change'], top['lo'], top['hi'], True)})")
+    return text + "."
 
 
 def contributions_section(inputs: ReportInputs, tables: dict, min_group_size: int) -> Section:
@@ -410,7 +473,9 @@ def provenance_section(inputs: ReportInputs) -> Section:
     s = Section("provenance")
     table = provenance(inputs)
     fp = inputs.prep.get("fingerprint") if inputs.prep else None
-    s.reading = (f"Built by mmfair {mmfair.__version__} from the tidy results tables only"
+    s.reading = (f"Built by mmfair {mmfair.__version__} from the tidy results tables (and, for the reliability "
+                 "diagrams, the comparison with the best single modality and the modality-addition intervals, the "
+                 "finished runs' stored predictions)"
                  + (f", on prepared data with fingerprint {fp}" if fp else "") + ". Package versions and the git "
                  "commit are those of the process that wrote this report.")
     warnings = provenance_warnings(table, inputs.prep or {})
@@ -476,7 +541,7 @@ def render_html(sections: list[Section], title: str = "mmfair report") -> str:
     parts = [f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
              f"<meta name='viewport' content='width=device-width, initial-scale=1'><style>{CSS}</style></head><body>",
              f"<h1>{html.escape(title)}</h1><p class='note'>Aggregates only (no patient rows), built from the tidy "
-             "results tables; intervals are 95 % patient-level bootstrap intervals; thresholds were chosen on "
+             "results tables and the runs' stored predictions; intervals are 95 % patient-level bootstrap intervals; thresholds were chosen on "
              "validation; small cells are suppressed in every table and figure.</p>", f"<nav>{nav}</nav>"]  # fmt: skip
     for s in sections:
         parts.append(f"<section id='{s.key}'><h2>{html.escape(s.title)}</h2><p class='reading'>{_inline(s.reading)}</p>")

@@ -1,14 +1,16 @@
 """Everything a report is built from, read once: the tidy results tables and prep's aggregate outputs.
 
-Reports are pure functions of ``results/*.csv`` and ``data/*.csv`` (+ ``data/prep.json``). The cohort file
-holds one row per stay; only its aggregates (CXR availability by group, small cells suppressed) leave this
-module, so no renderer ever sees a patient row.
+Reports are pure functions of ``results/*.csv``, ``data/*.csv`` (+ ``data/prep.json``) and the finished runs'
+stored predictions. The cohort file and the predictions hold one row per stay; only their aggregates (CXR
+availability by group; reliability curves and seeded paired bootstrap intervals, :mod:`.predictions`; small
+cells suppressed) leave this module, so no renderer ever sees a patient row.
 """
 
 from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -33,10 +35,48 @@ class ReportInputs:
     table1: pd.DataFrame | None = None
     availability: pd.DataFrame | None = None
     prep: dict = field(default_factory=dict)
+    #: Finished run folders whose predictions the report reads (aggregated by :mod:`.predictions`).
+    run_dirs: list[Path] = field(default_factory=list)
+    min_group_size: int = 10
 
     @property
     def has_results(self) -> bool:
         return bool(len(self.metrics) or len(self.missing) or len(self.fairness))
+
+    # Computed on first use only (the terminal report needs none of them): aggregates of the runs' predictions.
+    @cached_property
+    def _runs(self) -> list:
+        from mmfair.core.reporting.predictions import load_runs
+
+        return load_runs(self.run_dirs)
+
+    @property
+    def fairness_attributes(self) -> list[str]:
+        """The attributes eval-fair reported (``has_cxr``, a modality's presence, left out)."""
+        values = set(self.fairness["attribute"].astype(str)) if len(self.fairness) else set()
+        return sorted(values - {"all", "has_cxr", ""})
+
+    @cached_property
+    def reliability(self) -> pd.DataFrame:
+        """Per-group reliability curves of the test predictions, small cells dropped."""
+        from mmfair.core.reporting.predictions import reliability_curves
+
+        return reliability_curves(self._runs, self.fairness_attributes, self.min_group_size)
+
+    @cached_property
+    def best_single(self) -> pd.DataFrame:
+        """Each fusion run vs the single-modality run chosen on validation, paired on the same test stays."""
+        from mmfair.core.reporting.predictions import fusion_vs_best_single
+
+        return fusion_vs_best_single(self._runs)
+
+    @cached_property
+    def addition(self) -> pd.DataFrame:
+        """The modality-addition steps with paired bootstrap intervals from the runs' test predictions."""
+        from mmfair.core.reporting import views as V
+        from mmfair.core.reporting.predictions import addition_intervals
+
+        return addition_intervals(V.addition_steps(self.metrics, self.fairness), self._runs, self.min_group_size)
 
 
 def _csv(path: Path) -> pd.DataFrame | None:
@@ -110,4 +150,6 @@ def load_inputs(workspace: Workspace, min_group_size: int = 10) -> ReportInputs:
         table1=_csv(data / "table1.csv"),
         availability=None if cohort is None else cxr_availability(cohort, min_group_size),
         prep=json.loads(prep_json.read_text()) if prep_json.exists() else {},
+        run_dirs=workspace.finished_runs(),
+        min_group_size=min_group_size,
     )

@@ -7,6 +7,7 @@ under the small-cell rule); they compute nothing.
 from __future__ import annotations
 
 import io
+import textwrap
 
 import numpy as np
 
@@ -120,10 +121,10 @@ def _compact(title: str, columns: list[str], rows: list[list[str]], caption: str
 
 
 def render_terminal(tables: dict[str, pd.DataFrame], inputs, *, detail: bool = False,
-                    min_group_size: int = 10) -> list:  # fmt: skip
+                    min_group_size: int = 10, width: int = 100) -> list:  # fmt: skip
     """The default terminal report: a screen per section — leaderboard, fusion vs the other models,
     robustness summary, worst fairness gaps with their groups — for the default evaluation condition, the
-    others listed by name. Rows fit 100 columns. ``detail``: every display table after them."""
+    others listed by name. Rows and prose fit ``width`` (100) columns. ``detail``: every display table after them."""
     from mmfair.core.reporting import views as V
 
     out: list = []
@@ -165,10 +166,16 @@ def render_terminal(tables: dict[str, pd.DataFrame], inputs, *, detail: bool = F
                                                                "TPR lowest – highest group"], rows, caption))
     conditions = sorted(set(others) | set(gap_others))
     if conditions:
-        out.append(Text("Default condition shown; also in the results: " + ", ".join(conditions)
-                        + " (`mmfair report --detail` or --format html)."))  # fmt: skip
+        out.append(_prose("Default condition shown; also in the results: " + ", ".join(conditions)
+                          + " (`mmfair report --detail` or --format html).", width))  # fmt: skip
     if detail:
         out += render_rich(tables)
     else:
-        out.append(Text("Per-group and full tables: `mmfair report --detail`; figures: `mmfair report --format html`."))
+        out.append(_prose("Per-group and full tables: `mmfair report --detail`; figures: `mmfair report --format html`.",
+                          width))  # fmt: skip
     return out
+
+
+def _prose(text: str, width: int) -> Text:
+    """A sentence wrapped at ``width`` columns whatever the terminal's width (a wide terminal would not wrap it)."""
+    return Text("\n".join(textwrap.wrap(text, width=width, break_on_hyphens=False)))

@@ -2,7 +2,7 @@
 and of the fairness gaps.
 
 Pure functions of the tidy ``missing`` table (the summary rows that
-:func:`mmfair.core.evaluation.robustness.update_summaries` writes); nothing is recomputed. The AUROC/AUPRC
+:func:`mmfair.core.evaluation.robustness_summary.update_summaries` writes); nothing is recomputed. The AUROC/AUPRC
 table shows whole-task rows (``label=all``, ``attribute=all``); the gap table one row per label (binary
 tasks: ``all``; phenotypes: each label, as in the fairness-gap table), attribute and gap. Summary rows
 carry no interval: a cell is the value of one run, or ``mean ± sd (k=…)`` across runs (seeds/folds).
@@ -100,7 +100,7 @@ def _r_star_cell(rows: pd.DataFrame) -> str:
 
 def _summary_rows(missing: pd.DataFrame, overall: bool) -> pd.DataFrame:
     """Summary rows of whole-task curves (``overall``) or of the gap curves, with display keys added."""
-    from mmfair.core.evaluation.robustness import train_missing_labels
+    from mmfair.core.evaluation.robustness_summary import train_missing_labels
 
     # gaps are per label (a phenotype's gap is not the mean of its labels' gaps), overall rows the task summary
     scope = (missing["attribute"] == "all") & (missing["label"] == "all") if overall else missing["attribute"] != "all"
@@ -230,7 +230,7 @@ def shapley_table(missing: pd.DataFrame, min_group_size: int = 10) -> pd.DataFra
     small-cell rule. One game per row: a method's runs over different player sets (``ehr+cxr``,
     ``ehr+cxr+static``, ``cxr+static``, …) are separate rows, and a player outside the game shows ``–``. The
     ``players`` column is shown only when some game is not ``ehr+cxr`` (the static modality is in play)."""
-    from mmfair.core.evaluation.robustness import train_missing_labels
+    from mmfair.core.evaluation.robustness_summary import train_missing_labels
     from mmfair.core.reporting.suppression import marker
 
     rows = missing[(missing["metric"] == "shapley") & (missing["label"] == "all")].copy()

@@ -25,7 +25,7 @@ from typing import Iterable
 import numpy as np
 import pandas as pd
 
-from mmfair.core.evaluation.robustness import train_missing_labels
+from mmfair.core.evaluation.robustness_summary import train_missing_labels
 from mmfair.core.evaluation.tidy import normalise, to_frame
 from mmfair.core.reporting.fairness import FOOTNOTE_INTERSECTION, GAP_COLUMNS, GROUP_COLUMNS
 from mmfair.core.reporting.fairness import complement, gap_footnotes, is_intersection
@@ -242,7 +242,7 @@ def _scenario_param(row: pd.Series, name: str, default: str = "") -> str:
 def _realised_labels(rows: pd.DataFrame, rates: list[float]) -> tuple[dict[float, str], list[str]]:
     """Column labels of the requested rates, ``0.2% (realised 0%)`` where exact counts removed another share
     (``scenario_params`` ``removed_share``, mean over the rows), and the footnote items."""
-    from mmfair.core.evaluation.core import _REALISED_TOLERANCE
+    from mmfair.core.evaluation.missing import REALISED_TOLERANCE as _REALISED_TOLERANCE
 
     realised = rows.apply(lambda r: _scenario_param(r, "removed_share", ""), axis=1)
     rows = rows.assign(realised=pd.to_numeric(realised, errors="coerce"))

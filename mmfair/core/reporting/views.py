@@ -21,7 +21,7 @@ import pandas as pd
 from scipy import stats as sps
 
 from mmfair.core.evaluation import stats
-from mmfair.core.evaluation.robustness import curve_points
+from mmfair.core.evaluation.robustness_summary import curve_points
 from mmfair.core.reporting.fairness import complement
 from mmfair.core.reporting.suppression import is_small, suppress_block
 from mmfair.core.reporting.tables import label_conditions
@@ -312,9 +312,11 @@ def addition_steps(metrics: pd.DataFrame, fairness: pd.DataFrame) -> pd.DataFram
     """Each step of an incremental path: a run on modalities S and a run of a method M on S plus one modality
     (same task, fold, seed, training conditions and evaluated stays; S's run is M's own where there is one,
     else the single-modality model): the change in AUROC and in each gap per attribute. Point differences of
-    the two runs' values (not paired resamples: the tidy tables hold no replicates)."""
-    cols = ["task", "fold", "seed", "stays", "method", "from", "added", "to", "attribute", "quantity", "before",
-            "after", "change"]  # fmt: skip
+    the two runs' values (not paired resamples: the tidy tables hold no replicates; the report adds paired
+    intervals from the runs' predictions, :func:`.predictions.addition_intervals`). ``run_before`` and
+    ``run_after`` name the two runs."""
+    cols = ["task", "fold", "seed", "stays", "method", "from", "added", "to", "run_before", "run_after", "attribute",
+            "quantity", "before", "after", "change"]  # fmt: skip
     board = metrics[(metrics["metric"] == "auroc") & (metrics["label"] == "all") & (metrics["group"] == "all")
                     & (metrics["scenario"] == "none") & metrics["defined"]]  # fmt: skip
     board, _ = default_condition(board)
@@ -337,7 +339,8 @@ def addition_steps(metrics: pd.DataFrame, fairness: pd.DataFrame) -> pd.DataFram
                     continue
                 a = pick.iloc[0]
                 base = {"task": key[0], "fold": key[1], "seed": key[2], "stays": key[-1], "method": big.method,
-                        "from": a["modalities"], "added": added, "to": big.modalities}  # fmt: skip
+                        "from": a["modalities"], "added": added, "to": big.modalities, "run_before": a["run_id"],
+                        "run_after": big.run_id}  # fmt: skip
                 out.append({**base, "attribute": "all", "quantity": "AUROC", "before": a["value"], "after": big.value,
                             "change": big.value - a["value"]})  # fmt: skip
                 ga, gb = gaps[gaps["run_id"] == a["run_id"]], gaps[gaps["run_id"] == big.run_id]

@@ -3,7 +3,9 @@
 Four mortality runs (ehr, cxr, late, early) and one phenotype block set for the critical-difference diagram;
 per-group rows of race_group with a planted 5-stay group ``TINYGRP`` (and distinctive values, 0.4242, that
 must appear in no figure); paired comparisons with late as the reference; MCAR curves of AUROC and of the
-EO gap; Shapley rows; the prep aggregates (attrition, table 1, cohort, prep.json).
+EO gap; Shapley rows; the prep aggregates (attrition, table 1, cohort, prep.json); and the four mortality runs'
+folders with their predictions (:func:`write_runs`), where EHR is the better single modality on validation
+but CXR on test.
 """
 
 import json
@@ -91,6 +93,48 @@ def missing_rows() -> list[dict]:
     return rows
 
 
+#: Signal strength (logit per unit of label) of each run's scores on validation and on test: EHR beats CXR on
+#: validation, CXR beats EHR on test (a choice made on test would pick CXR).
+SIGNAL = {"ehr": (3.0, 1.0), "cxr": (0.5, 3.0), "late": (2.5, 2.5), "early": (3.0, 3.0)}
+
+
+def _stays(first_id: int, scale: int, seed: int) -> pd.DataFrame:
+    """Stays with GROUPS' sizes and positives (divided by ``scale``), two stays per patient, CXR for ~60 %."""
+    rows = []
+    for group, (n, n_pos) in GROUPS.items():
+        n, n_pos = max(n // scale, 1), max(n_pos // scale, 1)
+        rows += [{"race_group": group, "label": int(i < n_pos)} for i in range(n)]
+    df = pd.DataFrame(rows)
+    df.insert(0, "stay_id", np.arange(first_id, first_id + len(df)))
+    df.insert(1, "subject_id", df["stay_id"] // 2)
+    df.insert(2, "fold", 0)
+    df["present_ehr"] = 1
+    df["present_cxr"] = (np.random.default_rng(seed).random(len(df)) < 0.6).astype(int)
+    return df
+
+
+def _scores(stays: pd.DataFrame, method: str, strength: float, seed: int) -> pd.Series:
+    rng = np.random.default_rng(seed)
+    logit = strength * (stays["label"].to_numpy() - 0.5) - 1.5 + rng.normal(0, 1, len(stays))
+    score = pd.Series(np.round(1 / (1 + np.exp(-logit)), 6))
+    return score.where(stays["present_cxr"].to_numpy() == 1) if method == "cxr" else score
+
+
+def write_runs(ws: Workspace) -> None:
+    """runs/<method>-mortality/ for the four METHODS: config, threshold, val and test predictions, DONE."""
+    val, test = _stays(10_000, 2, 1), _stays(0, 1, 2)
+    for i, (method, (mods, _)) in enumerate(METHODS.items()):
+        folder = ws.runs / f"{method}-mortality"
+        folder.mkdir(parents=True)
+        (folder / "config.json").write_text(json.dumps({**_run(method), "modalities": mods.split("+")}))
+        (folder / "threshold.json").write_text(json.dumps({"val-youden": {"all": 0.3}}))
+        for split, stays, strength in (("val", val, SIGNAL[method][0]), ("test", test, SIGNAL[method][1])):
+            pred = stays.assign(score=_scores(stays, method, strength, 100 * i + len(split)))
+            pred[["stay_id", "subject_id", "fold", "label", "score", "race_group", "present_ehr",
+                  "present_cxr"]].to_csv(folder / f"predictions_{split}.csv", index=False)  # fmt: skip
+        (folder / "DONE").write_text("")
+
+
 def write_workspace(root) -> Workspace:
     ws = Workspace.resolve(root)
     write_csv_atomic(ws.metrics_csv, to_frame(metrics_rows()))
@@ -110,6 +154,7 @@ def write_workspace(root) -> Workspace:
     (ws.data / "prep.json").write_text(json.dumps({"fingerprint": "fixture0fingerprint", "mimic_version": "2.2",
                                                    "source": "fixture", "n_stays": 485, "n_subjects": 470,
                                                    "n_with_cxr": 240}))  # fmt: skip
+    write_runs(ws)
     return ws
 
 

@@ -51,7 +51,7 @@ def test_report_renders_in_chromium(results_ws, browser, tmp_path):
     sizes = browser.execute_script(
         "return Array.from(document.querySelectorAll('figure')).map(f => { const r = f.querySelector('svg')"
         ".getBoundingClientRect(); return [f.dataset.figure, r.width, r.height]; })")
-    assert len(sizes) == 10
+    assert len(sizes) == 11  # with the reliability diagram of the fixture's mortality runs
     assert all(w > 50 and h > 50 for _, w, h in sizes), sizes
     shot = Path(os.environ.get("MMFAIR_SCREENSHOT", tmp_path / "report.png"))
     height = browser.execute_script("return document.body.scrollHeight")

@@ -29,7 +29,8 @@ def _fixture_module():
 
 PLANTED, PLANTED_VALUE = _fixture_module().PLANTED, _fixture_module().PLANTED_VALUE
 FIGURES = {"fusion_forest", "leaderboard", "cd_diagram", "missing_auroc", "missing_equalized_odds_difference",
-           "group_forest", "fairness_scatter", "shapley", "attrition", "cxr_availability"}  # fmt: skip
+           "group_forest", "fairness_scatter", "shapley", "attrition", "cxr_availability",
+           "reliability_mortality"}  # fmt: skip
 
 
 @pytest.fixture
@@ -61,6 +62,8 @@ def test_planted_small_group_is_in_no_figure(sections):
     assert "ASIAN" not in svgs["group_forest"] and "WHITE" in svgs["group_forest"]
     # Shapley's block is WHITE (150), BLACK (60), TINYGRP (5): BLACK is the complement there
     assert "BLACK" not in svgs["shapley"] and "WHITE" in svgs["shapley"]
+    # reliability: TINYGRP (5 stays) and its complement ASIAN (60) are drawn for no method; WHITE is
+    assert "ASIAN" not in svgs["reliability_mortality"] and "WHITE" in svgs["reliability_mortality"]
     # 5 stays removed at age >= 18: merged with the next step, so 600 − 595 cannot be read off
     assert "age &gt;= 18; ICU stay &gt;= 48 h" in svgs["attrition"] and "− 115" in svgs["attrition"]
     assert "595" not in svgs["attrition"]
@@ -115,9 +118,9 @@ def test_latex_has_booktabs_tables(results_ws):
     assert "race\\_group" in text and "\\includegraphics[width=\\linewidth]{figures/leaderboard.pdf}" in text
 
 
-def _terminal_lines(ws, **kwargs):
+def _terminal_lines(ws, width: int = 100, **kwargs):
     tables = pipeline.report_tables(ReportConfig(), ws)
-    console = Console(width=100, record=True, file=open("/dev/null", "w"))
+    console = Console(width=width, record=True, file=open("/dev/null", "w"))
     for item in render_terminal(tables, load_inputs(ws), **kwargs):
         console.print(item)
     console.file.close()
@@ -131,6 +134,22 @@ def test_terminal_rows_never_wrap_at_100_columns(results_ws):
     assert len(board) == 4  # one line per method: no row folded onto a second line
     assert len(lines) < 60
     assert not any(PLANTED in line for line in lines)
+
+
+def test_terminal_prose_wraps_at_100_columns_on_a_wide_terminal(results_ws):
+    import pandas as pd
+
+    from mmfair.core.evaluation.tidy import read_results
+    from mmfair.core.io import write_csv_atomic
+
+    metrics = read_results(results_ws.metrics_csv)
+    rules = ("worst_group", "pareto", "dto", "equalized_odds_constrained", "demographic_parity_constrained")
+    extra = [metrics.assign(selection=rule, run_id=metrics["run_id"] + "-" + rule) for rule in rules]
+    write_csv_atomic(results_ws.metrics_csv, pd.concat([metrics, *extra], ignore_index=True))
+    lines = _terminal_lines(results_ws, width=200)
+    assert max(len(line) for line in lines) <= 100
+    also = " ".join(line.strip() for line in lines if line.strip())  # the conditions line, over several lines
+    assert all(f"selection={rule}" in also for rule in rules)
 
 
 def test_terminal_long_method_names_are_cut_not_wrapped(results_ws):

@@ -224,7 +224,7 @@ def test_clean_leaderboards_keep_selection_rules_apart_and_print_their_stays():
 
 
 def test_method_labels_with_their_parameters_are_separate_rows_not_repeats():
-    # issue 11: MultiFair `paper` and `official-code` on one fold carry distinct labels (presets.method_name), so
+    # issue 11: MultiFair `paper` and `official-code` on one fold carry distinct labels (training.methods.method_name), so
     # the report shows two rows of one run each, never "mean ± sd (k=2)" over both
     rows = _clean_rows("p0", 0.78, method="multifair") + _clean_rows("o0", 0.74, method="multifair[official-code]")
     clean = build_tables(to_frame(rows), None, None)["clean"].set_index("method")

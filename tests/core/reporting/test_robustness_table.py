@@ -6,7 +6,7 @@ import pytest
 
 import pandas as pd
 
-from mmfair.core.evaluation import robustness
+from mmfair.core.evaluation import robustness_summary as robustness
 from mmfair.core.evaluation.tidy import make_row, to_frame
 from mmfair.core.reporting import build_tables, render_markdown, render_rich
 from mmfair.core.reporting.robustness import robustness_table
