@@ -74,6 +74,7 @@ FRONTAL_VIEWS = ("AP", "PA")
 ERR_BAD_TIMESTAMP = "{path}: column {column!r} has a value that is not a timestamp: {value!r}"
 ERR_TOO_FEW_SUBJECTS = ("the cohort has {n} patients, fewer than n_folds={k}; lower n_folds or widen the "
                         "cohort")
+ERR_TOO_FEW_FOLDS = "n_folds must be at least 2 (one fold to test on, the rest to train on), got {k}"
 ERR_EMPTY_COHORT = "no ICU stay is left after the cohort filters (see the attrition above): {steps}"
 WARN_PROBLEM = "{file}: {rows} {reason} (excluded from the cohort; see attrition.csv)"
 WARN_DONORS = ("hosp/admissions: {n} ICU stays ({share:.1%}) belong to admissions with dischtime not after "
@@ -353,6 +354,8 @@ def add_phenotypes(con: duckdb.DuckDBPyConnection, source: MimicSource, cohort: 
 
 def assign_folds(cohort: pd.DataFrame, n_folds: int, seed: int) -> np.ndarray:
     """Patient-level folds stratified on mortality (StratifiedGroupKFold, shuffled with ``seed``)."""
+    if n_folds < 2:
+        raise ConfigError(ERR_TOO_FEW_FOLDS.format(k=n_folds))
     n_subjects = cohort["subject_id"].nunique()
     if n_subjects < n_folds:
         raise ConfigError(ERR_TOO_FEW_SUBJECTS.format(n=n_subjects, k=n_folds))

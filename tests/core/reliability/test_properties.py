@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from pydantic import ValidationError
 from sklearn.metrics import average_precision_score, roc_auc_score
 
-from mmfair.cli.train import _key_value_params
+from mmfair.cli.train import _key_values
 from mmfair.core.config import EvalMissingConfig
 from mmfair.core.errors import ConfigError
 from mmfair.core.evaluation import metrics
@@ -56,14 +56,14 @@ keys = st.from_regex(r"[a-z][a-z0-9_]{0,12}", fullmatch=True)
 def test_key_value_params_read_each_value_as_its_yaml_scalar(params):
     pairs = [f"{k}={yaml.safe_dump(v, default_flow_style=True).removesuffix(chr(10)).removesuffix('...').strip()}"
              for k, v in params.items()]
-    assert _key_value_params(None, pairs, "fusion_params", "--fusion-param") == params
+    assert _key_values(pairs, "--fusion-param") == params
 
 
 @SETTINGS
 @given(st.text(alphabet="abc =", max_size=8).filter(lambda s: "=" not in s or not s.partition("=")[0].strip()))
 def test_a_pair_without_a_key_is_refused(pair):
     with pytest.raises(ConfigError, match="expected KEY=VALUE"):
-        _key_value_params(None, [pair], "fusion_params", "--fusion-param")
+        _key_values([pair], "--fusion-param")
 
 
 @SETTINGS
