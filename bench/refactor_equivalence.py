@@ -8,7 +8,8 @@ current one when `--current REV` names a revision (else the working tree runs); 
 encoder, so its weights are a pure function of the seed; train ehr, cxr, late, early on fold 0; eval-missing;
 eval-fair). Rows are joined on the tidy key columns without `run_id` (run ids may change when the identity
 schema does) and `scenario_params` is compared with its run references removed; the timing metrics
-(train_seconds, peak_memory_mb, infer_stays_per_s) and `mmfair_version` are left out. Every other value must be
+(train_seconds, peak_memory_mb, infer_stays_per_s), `mmfair_version` and `protocol` (a version number that a
+behaviour change elsewhere may bump; the rows it labels are compared all the same) are left out. Every other value must be
 equal. A side whose workspace finished is reused (delete it to rerun).
 """
 
@@ -69,7 +70,7 @@ def comparable(path: Path) -> pd.DataFrame:
     from mmfair.core.evaluation.tidy import KEY_COLUMNS, read_results
 
     df = read_results(path)
-    df = df.loc[~df["metric"].isin(TIMING)].drop(columns=["run_id", "mmfair_version"])
+    df = df.loc[~df["metric"].isin(TIMING)].drop(columns=["run_id", "mmfair_version", "protocol"])
     df["scenario_params"] = df["scenario_params"].map(_without_runs)
     keys = [c for c in KEY_COLUMNS if c != "run_id"]
     return df.set_index(keys).sort_index()

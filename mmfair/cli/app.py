@@ -53,21 +53,21 @@ def main_callback(
     ctx.obj = {"workspace": Workspace.resolve(workspace)}
 
 
-from mmfair.cli import eval_fair, eval_missing, list_cmd, prep, report, train  # noqa: E402
+from mmfair.cli import eval_fair, eval_missing, list_cmd, prep_cmd, report, train  # noqa: E402
 from mmfair.cli._help import fold_option_names, show_config_defaults  # noqa: E402
 from mmfair.core import config as _config  # noqa: E402
 
 fold_option_names()
-app.command("prep")(show_config_defaults(_config.SyntheticConfig, _config.PrepConfig)(prep.prep_cmd))
+app.command("prep")(show_config_defaults(_config.SyntheticConfig, _config.PrepConfig)(prep_cmd.prep_cmd))
 app.command("train")(show_config_defaults(_config.TrainConfig)(train.train_cmd))
 app.command("eval-missing")(show_config_defaults(_config.EvalMissingConfig)(eval_missing.eval_missing_cmd))
 app.command("eval-fair")(show_config_defaults(_config.EvalFairConfig)(eval_fair.eval_fair_cmd))
 app.command("report")(show_config_defaults(_config.ReportConfig)(report.report_cmd))
 app.command("list")(list_cmd.list_cmd)
 
-from mmfair.cli import score  # noqa: E402
+from mmfair.cli import score_cmd  # noqa: E402
 
-app.command("score")(score.score_cmd)
+app.command("score")(score_cmd.score_cmd)
 
 from mmfair.cli.study import study_app  # noqa: E402
 

@@ -202,14 +202,6 @@ class TrainConfig(_Frozen):
     hourly_ehr: bool = Field(True, description="the hourly EHR variables (and their masks) enter the EHR branch; "
                              "false (needs static_fields): the branch carries the static channels only, so "
                              "`--modalities static` / `cxr,static` train without the time series")
-    # fields added after run ids existed: left out of the identity at their default, so earlier runs keep their id
-    LATER_DEFAULTS: ClassVar[dict[str, Any]] = {
-        "fusion_params": {}, "missing_token": "zero", "modality_dropout": 0.0, "train_missing_rate": None,
-        "train_cohort": "full", "split": "random", "cxr_input": "embeddings", "cxr_weights": None,
-        "image_size": None, "image_augment": True, "static_fields": [], "class_weights": "none",
-        "hourly_ehr": True, "optimizer": "adamw", "momentum": 0.9, "modulate_via": "lr", "label": None,
-    }
-
     @model_validator(mode="after")
     def _check_momentum(self) -> "TrainConfig":
         if self.optimizer != "sgd" and self.momentum != 0.9:
@@ -227,9 +219,6 @@ class TrainConfig(_Frozen):
         d = self.model_dump(mode="json")
         for key in self.MACHINE_FIELDS:
             d.pop(key, None)
-        for key, default in self.LATER_DEFAULTS.items():
-            if d.get(key) == default:
-                d.pop(key, None)
         return d
 
 

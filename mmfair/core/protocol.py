@@ -19,8 +19,12 @@ History:
   MCAR rows are test_cohort matched with pooled-draw intervals and the realised removal; r*'s comparator
   chosen on validation; selection rules ignore validation groups below 10 stays/positives/negatives; the
   AUROC permutation test swaps ranks; 1,000 bootstrap replicates and 5 removal draws by default.
+* 3 — a missing attribute value is one group, ``unknown``, in training (group-aware modulators, their history
+  columns) as in evaluation (it was ``(missing)`` in training); the run identity holds every TrainConfig field
+  but the machine ones (fields at the default values they had before they existed were left out), so every
+  earlier run id changes and earlier runs are retrained.
 """
 
 from __future__ import annotations
 
-PROTOCOL_VERSION: int = 2
+PROTOCOL_VERSION: int = 3

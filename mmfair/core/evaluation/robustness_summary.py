@@ -72,6 +72,7 @@ from typing import Iterable
 import numpy as np
 import pandas as pd
 
+from mmfair.core.config import BASELINE_METHOD
 from mmfair.core.errors import MmfairError
 from mmfair.core.evaluation import metrics as M
 from mmfair.core.evaluation.run_folder import load_run_info, predictions_path, read_predictions, task_spec
@@ -270,7 +271,7 @@ def _comparator(single: pd.DataFrame, x: np.ndarray, label: str, validation: pd.
     return single[(single["method"] == method) & (single["modalities"] == mods)], info
 
 
-def summarise(missing: pd.DataFrame, *, reference: str = "late", metrics: Iterable[str] | None = DEFAULT_METRICS,
+def summarise(missing: pd.DataFrame, *, reference: str = BASELINE_METHOD, metrics: Iterable[str] | None = DEFAULT_METRICS,
               validation: pd.DataFrame | None = None) -> pd.DataFrame:
     """Summary rows (``relative_robustness``, ``effective_robustness``, ``r_star``) of every curve.
 
@@ -375,7 +376,7 @@ def _r_star_of(run: pd.DataFrame, singles: pd.DataFrame, protocol: str, x: np.nd
     return value, extra
 
 
-def update_summaries(path: Path, *, reference: str = "late", metrics: Iterable[str] | None = DEFAULT_METRICS,
+def update_summaries(path: Path, *, reference: str = BASELINE_METHOD, metrics: Iterable[str] | None = DEFAULT_METRICS,
                      validation: pd.DataFrame | None = None) -> pd.DataFrame:
     """Recompute every summary row of the tidy table at ``path`` from its curve rows (idempotent).
 

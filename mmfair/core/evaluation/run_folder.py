@@ -157,8 +157,7 @@ def load_run_info(run_dir: Path, test_cohort: str | None = None) -> RunInfo:
         task=str(cfg.get("task") or ""),
         fold=_opt_int(cfg.get("fold")),
         seed=_opt_int(cfg.get("seed")),
-        # "paired": what runs before the missing-modality options called a CXR-only method's training cohort
-        train_cohort={"paired": "matched"}.get(str(cfg.get("train_cohort") or "full"), str(cfg.get("train_cohort") or "full")),
+        train_cohort=str(cfg.get("train_cohort") or "full"),
         test_cohort=str(test_cohort or cfg.get("test_cohort") or "full"),
         train_missing_rate=_opt_float(observed_share),
         selection=str(cfg.get("selection") or "overall"),

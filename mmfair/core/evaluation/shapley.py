@@ -51,6 +51,7 @@ from typing import Iterable, Mapping, Sequence
 import numpy as np
 import pandas as pd
 
+from mmfair.core.config import DEFAULT_ATTRIBUTES
 from mmfair.core.errors import InputFileError, MmfairError
 from mmfair.core.evaluation import metrics as M
 from mmfair.core.evaluation.bootstrap import PatientBootstrap
@@ -71,7 +72,6 @@ log = logging.getLogger(__name__)
 
 #: v(∅): the AUROC of a model with no modality (ranks every stay alike).
 V_EMPTY = 0.5
-DEFAULT_ATTRIBUTES = ("race_group", "gender", "age_group", "insurance_group")
 _ORDER = ("ehr", "cxr", "static")
 #: The single-modality method of a one-player subset (``static`` alone is the ``ehr`` method on the static channels).
 _UNIMODAL = {"ehr": "ehr", "cxr": "cxr", "static": "ehr"}

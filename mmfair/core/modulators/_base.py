@@ -62,6 +62,7 @@ import torch
 import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, ValidationError
 
+from mmfair.core.evaluation.groups import MISSING_GROUP
 from mmfair.core.errors import ConfigError
 from mmfair.core.registry import MODULATORS
 
@@ -85,12 +86,11 @@ class Groups:
         return len(self.names)
 
 
-MISSING_GROUP = "(missing)"
 MAX_ADDITIVE_SCALE = 1e3
 
 
 def group_codes(values: Any, attribute: str) -> tuple[tuple[str, ...], np.ndarray]:
-    """Sorted group names and int codes for ``values`` (NaN/empty → its own group ``(missing)``)."""
+    """Sorted group names and int codes for ``values`` (NaN/empty → its own group, named as evaluation names it: ``unknown``)."""
     text = np.array(["" if v is None or (isinstance(v, float) and np.isnan(v)) else str(v) for v in values], dtype=object)
     text[text == ""] = MISSING_GROUP
     names = tuple(sorted(set(text.tolist())))

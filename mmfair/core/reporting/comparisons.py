@@ -24,6 +24,7 @@ import json
 import numpy as np
 import pandas as pd
 
+from mmfair.core.config import BASELINE_METHOD
 from mmfair.core.evaluation import stats
 from mmfair.core.evaluation.tidy import to_frame
 
@@ -310,7 +311,7 @@ def selection_rule_table(metrics: pd.DataFrame, fairness: pd.DataFrame) -> pd.Da
 
 
 def statistics_tables(metrics: pd.DataFrame | None, fairness: pd.DataFrame | None, *,
-                      reference: str = "late") -> dict[str, pd.DataFrame]:  # fmt: skip
+                      reference: str = BASELINE_METHOD) -> dict[str, pd.DataFrame]:  # fmt: skip
     """The tables of this module, in report order (any input may be ``None`` or empty)."""
     metrics = to_frame([]) if metrics is None or len(metrics) == 0 else metrics
     fairness = to_frame([]) if fairness is None or len(fairness) == 0 else fairness

@@ -16,12 +16,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from mmfair.core.config import DEFAULT_ATTRIBUTES
 from mmfair.core.evaluation.tidy import read_results, to_frame
 from mmfair.core.reporting.suppression import complementary, marker
 from mmfair.core.workspace import Workspace
 
 #: Groups of the cohort whose CXR availability is reported (columns of ``data/cohort.csv``).
-AVAILABILITY_ATTRIBUTES = ("race_group", "gender", "age_group", "insurance_group")
+AVAILABILITY_ATTRIBUTES = DEFAULT_ATTRIBUTES
 
 
 @dataclass

@@ -16,6 +16,8 @@ import json
 import numpy as np
 import pandas as pd
 
+from mmfair.core.config import BASELINE_METHOD
+
 _METRICS = {"auroc": "AUROC", "auprc": "AUPRC"}
 _SUMMARIES = {"relative_robustness": "RR", "effective_robustness": "ER", "r_star": "r*"}
 #: Display name of the run's train-time missingness column (``none``, ``dropout=0.3``, ``rate=0.5``).
@@ -121,7 +123,7 @@ def _cell(rows: pd.DataFrame, name: str) -> str:
 
 def _er_footnote(rows: pd.DataFrame) -> str:
     references = sorted({p.get("reference") for p in rows["scenario_params"].map(_params) if p.get("reference")})
-    return FOOTNOTE_ER.format(ref=", ".join(references) or "late")
+    return FOOTNOTE_ER.format(ref=", ".join(references) or BASELINE_METHOD)
 
 
 def robustness_table(missing: pd.DataFrame) -> pd.DataFrame:

@@ -14,7 +14,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from mmfair.core.config import EvalFairConfig, EvalMissingConfig, TrainConfig, load_config_file
+from mmfair.core.config import CLEAN_BOOTSTRAP, EvalFairConfig, EvalMissingConfig, TrainConfig, load_config_file
 from mmfair.core.errors import ConfigError
 
 #: TrainConfig fields the grid itself sets; a study's ``train`` block may not.
@@ -81,7 +81,7 @@ class StudySpec(_Frozen):
     selection_rules: tuple[str, ...] = ()
     train: dict[str, Any] = Field(default_factory=dict, description="TrainConfig options shared by every run")
     tuning: Tuning = Tuning()
-    bootstrap: int = Field(200, ge=0)
+    bootstrap: int = Field(CLEAN_BOOTSTRAP, ge=0, description="bootstrap replicates of the final runs' clean test metrics")
     eval_missing: tuple[EvalMissingConfig, ...] = ()
     eval_fair: EvalFairConfig | None = None
 

@@ -705,16 +705,8 @@ def require_current(run_dirs: list[Path], ws: Workspace) -> list[Path]:
 
 
 def training_fields(info: dict[str, Any]) -> dict[str, Any]:
-    """The ``TrainConfig`` fields of a run's config.json, read as the run meant them. Runs written before the
-    missing-modality options stored observations under two of today's names: ``train_cohort`` "paired" (a
-    CXR-only method trained on the stays with one: today's "matched") and ``train_missing_rate`` (the observed
-    share of training stays without a CXR, not a requested removal)."""
-    fields = {k: v for k, v in info.items() if k in TrainConfig.model_fields}
-    if "train_cxr_missing_share" not in info:
-        fields.pop("train_missing_rate", None)
-        if fields.get("train_cohort") == "paired":
-            fields["train_cohort"] = "matched"
-    return fields
+    """The ``TrainConfig`` fields of a run's config.json."""
+    return {k: v for k, v in info.items() if k in TrainConfig.model_fields}
 
 
 def load_run(run_dir: Path | str, device: str | torch.device = "cpu", ws: Workspace | None = None) -> LoadedRun:

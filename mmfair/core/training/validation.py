@@ -10,13 +10,14 @@ import numpy as np
 import pandas as pd
 import torch
 
+from mmfair.core.config import DEFAULT_ATTRIBUTES
 from mmfair.core.fusion import FusionModel
 from mmfair.core.training.amp import autocast
 from mmfair.core.training.data import Split
 
 EVAL_BATCH_SIZE = 1024
 IMAGE_EVAL_BATCH_SIZE = 128  # images mode: the CNN's activations, not the stays, bound the batch
-GROUP_ATTRIBUTES = ("race_group", "gender", "age_group", "insurance_group")
+GROUP_ATTRIBUTES = DEFAULT_ATTRIBUTES
 
 
 def eval_batch_size(split: Split) -> int:

@@ -139,7 +139,7 @@ def test_tuned_final_runs_keep_one_label_across_folds_and_untuned_runs_keep_thei
     untuned = parse_study({**grid, "tuning": {"trials": 0}})
     plain = final_jobs(untuned, {})
     assert {method_name(j.config) for j in plain} == {"late", "healnet[depth=3]"}
-    assert all(j.config.label is None and "label" not in j.config.identity() for j in plain)
+    assert all(j.config.label is None and j.config.identity()["label"] is None for j in plain)
     assert study_label(untuned, "late") == "late"
     # the same configuration tuned or not: the label alone keeps the two run ids apart
     base = units(tuned)[0].base

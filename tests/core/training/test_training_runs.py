@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from mmfair.core.config import TrainConfig
+from mmfair.core.errors import InputFileError
 from mmfair.core.training import load_run, predict, train_run
 from mmfair.core.training.run_files import RUN_FILES
 from mmfair.core.training.runs import compute_run_id, read_predictions_text
@@ -229,15 +230,12 @@ def test_compiled_cuda_run_trains_and_matches_its_saved_predictions(tiny_ws):
     pd.testing.assert_frame_equal(predict(run, "test"), saved)
 
 
-def test_runs_written_before_the_missing_modality_options_still_load(tiny_ws):
+def test_a_run_written_by_an_older_mmfair_is_refused_in_one_line_naming_its_config(tiny_ws):
     result = train_run(config(fusion="cxr"), tiny_ws)
     path = result.run_dir / "config.json"
     info = json.loads(path.read_text())
-    for key in ("train_cxr_missing_share", "modality_dropout", "split", "fusion_params", "missing_token"):
-        info.pop(key)
-    info.update(train_cohort="paired", train_missing_rate=0.4, test_cohort="full")  # as an older mmfair wrote it
+    info.update(train_cohort="paired", protocol=1)  # "paired": what mmfair 0.1's first runs called "matched"
     path.write_text(json.dumps(info))
-    run = load_run(result.run_dir)
-    assert run.config.train_cohort == "matched" and run.config.train_missing_rate is None
-    saved = read_predictions_text(result.run_dir / "predictions_test.csv")
-    pd.testing.assert_frame_equal(predict(run, "test"), saved)
+    with pytest.raises(InputFileError) as err:
+        load_run(result.run_dir)
+    assert str(err.value).startswith(f"{path}: not a valid run config") and "\n" not in str(err.value)
