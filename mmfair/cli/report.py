@@ -38,7 +38,8 @@ def report_cmd(
             from mmfair.core.reporting.render import render_terminal
 
             inputs = load_inputs(ws, cfg.min_group_size)
-            for item in render_terminal(tables, inputs, detail=cfg.detail, min_group_size=cfg.min_group_size):
+            for item in render_terminal(tables, inputs, detail=cfg.detail, min_group_size=cfg.min_group_size,
+                                        width=cfg.width):
                 _util.out.print(item)
             return
     _util.out.print(f"report written to {path}", soft_wrap=True)
