@@ -63,7 +63,7 @@ from mmfair.core.modulators._base import (
     encoder_groups,
     multimodal_modalities,
 )
-from mmfair.core.modulators.ogm_ge import embedding_dims, probe_output, true_label_confidence
+from mmfair.core.modulators.ogm_ge import true_label_confidence, unimodal_heads
 
 
 class InfoRegParams(ModulatorParams):
@@ -125,14 +125,8 @@ class InfoReg(Modulator):
         self._step_traces: dict[str, list[torch.Tensor]] = {m: [] for m in self.modalities}
         self.regulated: tuple[str, float] | None = None
         self.anchors: dict[str, list[torch.Tensor]] = {}
-        self.heads: nn.ModuleDict | None = None
-        probe = probe_output(model, train)
-        if not all(m in probe.unimodal_logits for m in self.modalities):
-            dims = embedding_dims(model, probe)
-            with torch.random.fork_rng(devices=[]):  # the model's own random stream stays that of plain training
-                torch.manual_seed(int(config.seed) + 104729)
-                self.heads = nn.ModuleDict({m: nn.Linear(dims[m], probe.logits.shape[1]) for m in self.modalities})
-            self.heads.to(device)
+        self.heads = unimodal_heads(model, train, self.modalities, int(config.seed) + 104729, device)
+        if self.heads is not None:
             self.head_opt = torch.optim.AdamW(self.heads.parameters(), lr=config.lr, weight_decay=config.weight_decay)
 
     def on_epoch_start(self, epoch: int) -> None:

@@ -91,6 +91,21 @@ def true_label_confidence(task: Any, logits: torch.Tensor, labels: torch.Tensor)
     return torch.where(y > 0.5, p, 1 - p).mean(dim=1)
 
 
+def unimodal_heads(model: Any, train: Any, modalities: tuple[str, ...] | list[str], seed: int,
+                   device: torch.device) -> nn.ModuleDict | None:
+    """One linear head per modality on its detached embedding, for a model that returns no unimodal logits of
+    its own (None when it does). Initialised from ``seed`` in a forked random stream, so the model's own stream
+    stays that of plain training."""
+    probe = probe_output(model, train)
+    if all(m in probe.unimodal_logits for m in modalities):
+        return None
+    dims = embedding_dims(model, probe)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        heads = nn.ModuleDict({m: nn.Linear(dims[m], probe.logits.shape[1]) for m in modalities})
+    return heads.to(device)
+
+
 def probe_output(model: Any, train: Any) -> Any:
     """One eval-mode forward on two training rows (no RNG drawn, no running statistics updated)."""
     was_training = model.training
@@ -129,14 +144,8 @@ class OGMGE(Modulator):
         self.task = task
         self.coefficients = {m: 1.0 for m in self.modalities}
         self.generator = torch.Generator(device=device).manual_seed(int(config.seed))
-        self.probes: nn.ModuleDict | None = None
-        probe = probe_output(model, train)
-        if not all(m in probe.unimodal_logits for m in self.modalities):
-            dims = embedding_dims(model, probe)
-            with torch.random.fork_rng(devices=[]):  # the model's own random stream stays that of plain training
-                torch.manual_seed(int(config.seed) + 7919)
-                self.probes = nn.ModuleDict({m: nn.Linear(dims[m], probe.logits.shape[1]) for m in self.modalities})
-            self.probes.to(device)
+        self.probes = unimodal_heads(model, train, self.modalities, int(config.seed) + 7919, device)
+        if self.probes is not None:
             self.probe_opt = torch.optim.AdamW(self.probes.parameters(), lr=self.params.probe_lr or config.lr,
                                                weight_decay=config.weight_decay)
 
