@@ -59,7 +59,8 @@ def run_cmd(
     retry_failed: Annotated[bool, typer.Option("--retry-failed", help="Run jobs recorded as failed again.")] = False,
     device: Annotated[str, typer.Option(help="auto | cpu | cuda.")] = "auto",
 ) -> None:
-    """Run (or resume) a study; its results go to results/*.csv like any other run's."""
+    """Run (or resume) a study; its results go to results/*.csv like any other run's (with `stores:` in the study
+    file, to each store's own workspace, <workspace>/stores/<name>/)."""
     ws = _util.workspace(ctx)
     with _util.user_errors():
         from mmfair.core.study.backends import BACKENDS
@@ -73,6 +74,9 @@ def run_cmd(
         _util.err.print(f"failed: {what}: {error}", markup=False, highlight=False)
     _util.out.print(f"study {spec.name}: {outcome.done} job(s) done, {outcome.failed} failed, {outcome.unfinished} unfinished"
                     + ("; evaluated" if outcome.evaluated else ""))
+    for name, folder in outcome.stores.items():
+        _util.out.print(f"store {name}: results in {folder / 'results'} (`mmfair report --workspace {folder}`)",
+                        markup=False, highlight=False)
     if outcome.unfinished:
         _util.out.print("run `mmfair study run` again to finish the unfinished jobs")
         raise typer.Exit(code=1)
@@ -89,7 +93,8 @@ def status_cmd(
     study_file: StudyFile = None,
     preset: Preset = None,
 ) -> None:
-    """Jobs done / running / failed / pending per method, a progress bar with ETA, and the tuning choices."""
+    """Jobs done / running / failed / pending per method (and per store), a progress bar with ETA, and the tuning
+    choices."""
     ws = _util.workspace(ctx)
     with _util.user_errors():
         from mmfair.core.study.runner import study_status

@@ -6,6 +6,9 @@ done, so ``mmfair study run`` again after a kill, a preemption or a crash re-run
 A job that raises is recorded ``failed`` with its one-line error and the study continues (``retry_failed``
 runs such jobs again). Final runs are ordinary runs (``runs/<run_id>/``) and their rows ordinary results rows
 (``results/*.csv``), so ``mmfair report`` reads a study like any other workspace.
+
+A study with ``stores:`` runs the same three phases once per store, each in the store's own workspace
+(``<workspace>/stores/<name>/``, prepared first; :mod:`mmfair.core.study.stores`), one store after another.
 """
 
 from __future__ import annotations
@@ -46,6 +49,7 @@ class StudyOutcome:
     unfinished: int = 0
     evaluated: bool = False
     failures: list[tuple[str, str]] = field(default_factory=list)
+    stores: dict[str, Path] = field(default_factory=dict)  # store name → its workspace (a study with stores)
 
 
 def execute_job(job: Job, ctx: JobContext, device: str | None = None) -> str:
@@ -156,10 +160,46 @@ def _execute_phase(jobs: list[Job], sd: StudyDir, ctx: JobContext, backend: Any)
 
 
 def run_study(spec: StudySpec, ws: Workspace, backend: Any, retry_failed: bool = False, device: str = "auto") -> StudyOutcome:
-    """All three phases; returns what is done, failed and unfinished."""
+    """All three phases (in each store's workspace when the study names stores); returns what is done, failed
+    and unfinished."""
     from mmfair.core.pipeline import _require_data
 
     _require_data(ws)
+    if spec.stores:
+        return _run_stores(spec, ws, backend, retry_failed, device)
+    return _run_grid(spec, ws, backend, retry_failed, device)
+
+
+def _run_stores(spec: StudySpec, ws: Workspace, backend: Any, retry_failed: bool, device: str) -> StudyOutcome:
+    """Each store: prepared (or reused), then the whole grid in its workspace. A store whose prep fails counts
+    as one failed job and the other stores go on."""
+    from mmfair.core.study.stores import main_prep_config, prep_job_key, prepare_store, store_workspace
+
+    main_prep_config(ws)  # no recorded prep settings: every store would fail the same way, so stop here
+    sd = StudyDir.of(ws, spec.name)
+    sd.root.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(sd.root / "study.json", spec.model_dump(mode="json"))
+    grid = spec.model_copy(update={"stores": {}})
+    outcome = StudyOutcome(evaluated=True)
+    for name in spec.stores:
+        if not prepare_store(spec, ws, name, retry_failed):
+            outcome.failed += 1
+            outcome.evaluated = False
+            outcome.failures.append((f"store {name}: prep", str((sd.read(prep_job_key(name)) or {}).get("error"))))
+            continue
+        store = store_workspace(ws, name)
+        part = _run_grid(grid, store, backend, retry_failed, device)
+        outcome.done += part.done + 1  # + its prep
+        outcome.failed += part.failed
+        outcome.unfinished += part.unfinished
+        outcome.evaluated = outcome.evaluated and part.evaluated
+        outcome.failures += [(f"store {name}: {what}", error) for what, error in part.failures]
+        outcome.stores[name] = store.root
+    return outcome
+
+
+def _run_grid(spec: StudySpec, ws: Workspace, backend: Any, retry_failed: bool, device: str) -> StudyOutcome:
+    """The three phases of ``spec``'s grid in ``ws`` (the main workspace, or one store's)."""
     sd = StudyDir.of(ws, spec.name)
     sd.root.mkdir(parents=True, exist_ok=True)
     write_json_atomic(sd.root / "study.json", spec.model_dump(mode="json"))
@@ -227,7 +267,43 @@ def _with_study_references(spec: StudySpec) -> tuple[list[Any], Any]:
 # ---- status -----------------------------------------------------------------------------------------------
 def study_status(spec: StudySpec, ws: Workspace) -> dict[str, Any]:
     """Per method: jobs done / running / failed / pending (tuning and final runs), an ETA from the observed
-    throughput, and each unit's tuning choice."""
+    throughput, and each unit's tuning choice. A study with stores has one row per store and method (and one
+    ``(prep)`` row per store), with a ``store`` column first."""
+    if spec.stores:
+        return _stores_status(spec, ws)
+    return _grid_status(spec, ws)
+
+
+def _stores_status(spec: StudySpec, ws: Workspace) -> dict[str, Any]:
+    import pandas as pd
+
+    from mmfair.core.study.stores import prep_job_key, store_folders, store_workspace
+
+    sd = StudyDir.of(ws, spec.name)
+    grid = spec.model_copy(update={"stores": {}})
+    tables, chosen, out = [], [], {"total": 0, "done": 0, "eta_seconds": None, "missing_finals": 0, "folder": sd.root}
+    for name in spec.stores:
+        part = _grid_status(grid, store_workspace(ws, name))
+        prep = sd.read(prep_job_key(name)) or {}
+        state = prep.get("state", "pending")
+        state = "pending" if state == "running" and not alive(prep) else state
+        row = {"method": "(prep)", "done": 0, "running": 0, "failed": 0, "pending": 0, "total": 1, state: 1}
+        tables.append(pd.concat([pd.DataFrame([row]), part["table"]], ignore_index=True).assign(store=name))
+        chosen.append(part["chosen"].assign(store=name))
+        out["total"] += part["total"] + 1
+        out["done"] += part["done"] + (state == "done")
+        out["missing_finals"] += part["missing_finals"]
+        if part["eta_seconds"] is not None:
+            out["eta_seconds"] = (out["eta_seconds"] or 0.0) + part["eta_seconds"]
+    return {**out, "table": _store_first(pd.concat(tables, ignore_index=True)),
+            "chosen": _store_first(pd.concat(chosen, ignore_index=True)), "stores": store_folders(spec, ws)}
+
+
+def _store_first(frame: Any) -> Any:
+    return frame[["store", *[c for c in frame.columns if c != "store"]]] if "store" in frame.columns else frame
+
+
+def _grid_status(spec: StudySpec, ws: Workspace) -> dict[str, Any]:
     import pandas as pd
 
     sd = StudyDir.of(ws, spec.name)

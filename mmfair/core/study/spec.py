@@ -2,25 +2,38 @@
 
 A study names the methods (each with optional fixed hyperparameters), tasks, folds, seeds, modality subsets
 (the incremental-addition protocol), train-time missingness, checkpoint selection rules, the tuning budget,
-and the eval-missing scenarios and eval-fair settings run after training. Unknown keys are refused with the
+and the eval-missing scenarios and eval-fair settings run after training. Optional ``stores`` names prepared
+stores the whole grid is repeated on (see :mod:`mmfair.core.study.stores`). Unknown keys are refused with the
 key named (``extra="forbid"`` at every level); a bad file is one ``ConfigError`` line (exit 2).
 """
 
 from __future__ import annotations
 
+import re
 from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from mmfair.core.config import CLEAN_BOOTSTRAP, EvalFairConfig, EvalMissingConfig, TrainConfig, load_config_file
+from mmfair.core.config import (
+    CLEAN_BOOTSTRAP,
+    EvalFairConfig,
+    EvalMissingConfig,
+    PrepConfig,
+    TrainConfig,
+    load_config_file,
+)
 from mmfair.core.errors import ConfigError
 
 #: TrainConfig fields the grid itself sets; a study's ``train`` block may not.
 GRID_FIELDS = frozenset({"fusion", "task", "fold", "seed", "fusion_params", "modulator_params", "selection_rules",
                          "static_fields", "hourly_ehr", "train_missing_rate", "modality_dropout"})
 MODALITY_NAMES = ("ehr", "cxr", "static")
+#: PrepConfig fields a store may not override: every store is prepared from the main workspace's source.
+SOURCE_FIELDS = frozenset({"mimic_root", "cxr_root"})
+#: A store name is a folder name under ``<workspace>/stores/``.
+STORE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 
 
 class _Frozen(BaseModel):
@@ -84,6 +97,16 @@ class StudySpec(_Frozen):
     bootstrap: int = Field(CLEAN_BOOTSTRAP, ge=0, description="bootstrap replicates of the final runs' clean test metrics")
     eval_missing: tuple[EvalMissingConfig, ...] = ()
     eval_fair: EvalFairConfig | None = None
+    stores: dict[str, dict[str, Any]] = Field(
+        default_factory=dict, description="store name → PrepConfig overrides of the main workspace's prep settings; "
+        "the whole grid runs once per store, in <workspace>/stores/<name>/ (empty = the main workspace's store)")
+
+    @field_validator("stores", mode="before")
+    @classmethod
+    def _check_stores(cls, value: Any) -> Any:
+        if not isinstance(value, dict):
+            return value  # pydantic names the type error
+        return {name: check_store(name, {} if overrides is None else overrides) for name, overrides in value.items()}
 
     @field_validator("folds", "seeds", "tasks")
     @classmethod
@@ -114,6 +137,32 @@ class StudySpec(_Frozen):
     def _check_names(self) -> "StudySpec":
         TrainConfig(selection_rules=self.selection_rules)
         return self
+
+
+def check_store(name: Any, overrides: Any) -> dict[str, Any]:
+    """One store of the ``stores`` mapping: a safe folder name and valid PrepConfig overrides (a ValueError
+    naming the store and the key). A rule across fields (``min_stay_hours`` ≥ ``window_hours``) depends on the
+    main workspace's settings too, so it is checked when the store is prepared, not here."""
+    if not isinstance(name, str) or not STORE_NAME.fullmatch(name):
+        raise ValueError(f"{name!r} is not a store name (letters, digits, '_', '.', '-'; starting with a letter "
+                         "or digit)")
+    if not isinstance(overrides, dict):
+        raise ValueError(f"store '{name}': expected a mapping of prep settings, got {overrides!r}")
+    fixed = sorted(SOURCE_FIELDS & set(overrides))
+    if fixed:
+        raise ValueError(f"store '{name}': {', '.join(fixed)} cannot be overridden (every store is prepared from "
+                         "the main workspace's source)")
+    try:
+        PrepConfig.model_validate(overrides)
+    except ValidationError as exc:
+        for e in exc.errors():
+            key = ".".join(str(x) for x in e.get("loc", ()))
+            if e.get("type") == "extra_forbidden":
+                raise ValueError(f"store '{name}': unknown prep setting '{key}'") from None
+            if key:
+                reason = e.get("msg", "invalid").removeprefix("Value error, ")
+                raise ValueError(f"store '{name}': {key}: {reason}") from None
+    return dict(overrides)
 
 
 def _error(source: object, exc: ValidationError) -> ConfigError:
