@@ -87,8 +87,8 @@ def differences(base: pd.DataFrame, current: pd.DataFrame) -> list[str]:
         x, y = a[column], b[column]
         if pd.api.types.is_float_dtype(x):
             same = np.isclose(x.to_numpy(float), y.to_numpy(float), rtol=0, atol=0, equal_nan=True)
-        else:
-            same = (x.astype(str) == y.astype(str)).to_numpy()
+        else:  # both missing counts as equal (a missing value never equals itself in pandas' string dtype)
+            same = ((x.isna() & y.isna()) | (x.astype(str) == y.astype(str)).fillna(False)).to_numpy(bool)
         if not same.all():
             found.append(f"{column}: {int((~same).sum())} of {len(same)} rows differ")
     return found

@@ -102,20 +102,22 @@ def process_alive(pid: int) -> bool:
     return True
 
 
-def remove_stale_temporaries(folder: Path) -> list[Path]:
+def remove_stale_temporaries(folder: Path, target: str | None = None) -> list[Path]:
     """Remove the temporary files and staging folders directly in ``folder`` whose writing process is gone
-    (named as in the module doc); a live process's are left alone. Returns what was removed.
+    (named as in the module doc); a live process's are left alone. ``target``: only those of the file of that
+    name. Returns what was removed.
 
     Only this machine's process ids can be checked, so a folder shared by commands running on several
     machines at once could lose another machine's in-flight temporary; mmfair calls this only where one
-    command writes at a time (prep's ``data/`` and the synthetic source's parent)."""
+    command writes at a time (prep's ``data/``, the synthetic source's parent) or, for one results table's
+    temporaries, under the lock every writer of that table holds."""
     folder = Path(folder)
     if not folder.is_dir():
         return []
     removed = []
     for entry in folder.iterdir():
         match = _TEMPORARY.match(entry.name)
-        if match is None:
+        if match is None or (target is not None and not entry.name.startswith(f".{target}.")):
             continue
         pid = int(match.group(1) or match.group(2))
         if pid == os.getpid() or process_alive(pid):

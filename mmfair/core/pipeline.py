@@ -144,14 +144,14 @@ def _replace_points(path: Path, rows: pd.DataFrame) -> None:
     A point re-evaluated is replaced as a whole, so rows that an older version keyed differently (per-group
     rows once carried the overall missing rate) or no longer writes cannot survive next to the new ones.
     """
-    from mmfair.core.evaluation import upsert_results
-    from mmfair.core.evaluation.tidy import read_results
-    from mmfair.core.io import write_csv_atomic
+    from mmfair.core.evaluation.tidy import merge_rows, rewrite_results
     from mmfair.core.protocol import PROTOCOL_VERSION
 
     point = ["run_id", "test_cohort", "scenario", "scenario_params"]
-    old = read_results(path)
-    if len(old) and len(rows):
+
+    def without_replaced_points(old: pd.DataFrame) -> pd.DataFrame:
+        if not (len(old) and len(rows)):
+            return old
         fresh = set(map(tuple, rows[point].astype(str).drop_duplicates().to_numpy()))
         stale = [tuple(r) in fresh for r in old[point].astype(str).to_numpy()]
         # rows of an older protocol for a re-evaluated run and scenario are keyed differently (an MCAR row of
@@ -160,9 +160,9 @@ def _replace_points(path: Path, rows: pd.DataFrame) -> None:
         older = pd.to_numeric(old["protocol"], errors="coerce").fillna(0).to_numpy() < PROTOCOL_VERSION
         stale = [s or (o and tuple(r) in redone)
                  for s, o, r in zip(stale, older, old[["run_id", "scenario"]].astype(str).to_numpy())]  # fmt: skip
-        if any(stale):
-            write_csv_atomic(Path(path), old[[not s for s in stale]].reset_index(drop=True))
-    upsert_results(path, rows)
+        return old[[not s for s in stale]].reset_index(drop=True)
+
+    rewrite_results(path, lambda old: merge_rows(without_replaced_points(old), rows))
 
 
 #: ``DataFrame.attrs`` key of the runs an evaluation command could not evaluate: ``[(run_id, reason), ...]``.

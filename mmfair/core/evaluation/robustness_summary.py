@@ -76,8 +76,7 @@ from mmfair.core.config import BASELINE_METHOD
 from mmfair.core.errors import MmfairError
 from mmfair.core.evaluation import metrics as M
 from mmfair.core.evaluation.run_folder import load_run_info, predictions_path, read_predictions, task_spec
-from mmfair.core.evaluation.tidy import HIGHER_IS_BETTER, make_row, normalise, read_results, to_frame
-from mmfair.core.io import write_csv_atomic
+from mmfair.core.evaluation.tidy import HIGHER_IS_BETTER, make_row, normalise, rewrite_results, to_frame
 from mmfair.core.registry import SCENARIOS
 
 log = logging.getLogger(__name__)
@@ -381,12 +380,15 @@ def update_summaries(path: Path, *, reference: str = BASELINE_METHOD, metrics: I
     """Recompute every summary row of the tidy table at ``path`` from its curve rows (idempotent).
 
     All existing summary rows are dropped first (a summary depends on every run of its fold, so stale
-    ones must not survive a rerun with other rates or runs); the file is rewritten atomically.
+    ones must not survive a rerun with other rates or runs); the file is rewritten under its lock, atomically.
     Returns the summary rows.
     """
-    table = read_results(Path(path))
-    kept = table[~table["metric"].isin(SUMMARY_METRICS)]
-    summaries = summarise(kept, reference=reference, metrics=metrics, validation=validation)
-    merged = normalise(pd.concat([kept, summaries], ignore_index=True)) if len(summaries) else kept
-    write_csv_atomic(Path(path), merged.reset_index(drop=True))
-    return summaries
+    found: list[pd.DataFrame] = []
+
+    def replace_summaries(table: pd.DataFrame) -> pd.DataFrame:
+        kept = table[~table["metric"].isin(SUMMARY_METRICS)]
+        found.append(summarise(kept, reference=reference, metrics=metrics, validation=validation))
+        return normalise(pd.concat([kept, found[0]], ignore_index=True)) if len(found[0]) else kept
+
+    rewrite_results(Path(path), replace_summaries)
+    return found[0]

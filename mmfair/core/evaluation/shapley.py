@@ -65,8 +65,7 @@ from mmfair.core.evaluation.run_folder import (
     task_spec,
 )
 from mmfair.core.evaluation.scenarios import level_text
-from mmfair.core.evaluation.tidy import make_row, normalise, read_results, to_frame
-from mmfair.core.io import write_csv_atomic
+from mmfair.core.evaluation.tidy import make_row, normalise, rewrite_results, to_frame
 
 log = logging.getLogger(__name__)
 
@@ -258,11 +257,13 @@ def _rows(base, params, boot, label, attribute, group_name, players, phi, phi_re
 def update_shapley(path: Path, run_dirs: Sequence[Path], **kwargs) -> pd.DataFrame:
     """Replace every ``shapley`` row of the tidy table at ``path`` by those of :func:`evaluate_shapley`.
 
-    All existing Shapley rows are dropped first (their subset runs may have changed); atomic write.
+    All existing Shapley rows are dropped first (their subset runs may have changed); a locked, atomic rewrite.
     """
-    table = read_results(Path(path))
-    kept = table[table["metric"] != "shapley"]
     rows = evaluate_shapley(run_dirs, **kwargs)
-    merged = normalise(pd.concat([kept, rows], ignore_index=True)) if len(rows) else kept
-    write_csv_atomic(Path(path), merged.reset_index(drop=True))
+
+    def replace_shapley(table: pd.DataFrame) -> pd.DataFrame:
+        kept = table[table["metric"] != "shapley"]
+        return normalise(pd.concat([kept, rows], ignore_index=True)) if len(rows) else kept
+
+    rewrite_results(Path(path), replace_shapley)
     return rows

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import pandas as pd
@@ -37,7 +38,7 @@ from filelock import FileLock
 
 import mmfair
 from mmfair.core.errors import InputFileError
-from mmfair.core.io import write_csv_atomic
+from mmfair.core.io import remove_stale_temporaries, write_csv_atomic
 from mmfair.core.protocol import PROTOCOL_VERSION
 
 #: Version of the results schema below. 1: mmfair 0.1.0 (columns up to ``ci_high``; files older than that
@@ -219,23 +220,32 @@ def upsert_results(path: Path, rows: pd.DataFrame) -> pd.DataFrame:
     """Merge ``rows`` into the tidy CSV at ``path``: rows with the same key are replaced, never duplicated.
 
     The key is every column except ``value, higher_is_better, n, n_pos, defined, ci_low, ci_high``.
-    Existing rows keep their order; replaced and new rows go to the end. The file is written to a
-    temporary name and renamed into place, under :func:`results_lock`, so concurrent writers (several
-    ``train`` processes, a study's pool) never lose each other's rows. Returns the merged table.
+    Existing rows keep their order; replaced and new rows go to the end. Written through
+    :func:`rewrite_results`, so concurrent writers (several ``train`` processes, a study's pool) never lose
+    each other's rows. Returns the merged table.
     """
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    with results_lock(path):
-        return _merge_into(Path(path), rows)
+    return rewrite_results(path, lambda table: merge_rows(table, rows))
 
 
-def _merge_into(path: Path, rows: pd.DataFrame) -> pd.DataFrame:
+def merge_rows(table: pd.DataFrame, rows: pd.DataFrame) -> pd.DataFrame:
+    """``table`` with ``rows`` merged in as :func:`upsert_results` merges them (pure)."""
     new = normalise(rows)
     new_keys = _keys(new)
     new = new[~new_keys.duplicated(keep="last")]
     new_keys = new_keys[new.index]
-    old = read_results(path)
-    if len(old):
-        old = old[~_keys(old).isin(set(new_keys))]
-    merged = normalise(pd.concat([old, new], ignore_index=True)) if len(old) else new.reset_index(drop=True)
-    write_csv_atomic(Path(path), merged)
-    return merged
+    if len(table):
+        table = table[~_keys(table).isin(set(new_keys))]
+    return normalise(pd.concat([table, new], ignore_index=True)) if len(table) else new.reset_index(drop=True)
+
+
+def rewrite_results(path: Path, change: Callable[[pd.DataFrame], pd.DataFrame]) -> pd.DataFrame:
+    """Replace the tidy CSV at ``path`` by ``change(its rows)``: read, changed and written to a temporary name
+    renamed into place, all under :func:`results_lock`. What a writer killed mid-write left beside the table
+    is removed first (under the lock no live writer of this table can be writing one). Returns the new table."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with results_lock(path):
+        remove_stale_temporaries(path.parent, target=path.name)
+        table = change(read_results(path)).reset_index(drop=True)
+        write_csv_atomic(path, table)
+    return table

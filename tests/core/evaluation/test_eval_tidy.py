@@ -98,3 +98,23 @@ def test_eight_concurrent_writers_lose_no_row(tmp_path):
     assert all(p.exitcode == 0 for p in workers)
     df = read_results(path)
     assert len(df) == 40 and set(df["run_id"]) == {f"w{w}" for w in range(8)}
+
+
+def test_a_write_killed_midway_leaves_nothing_after_the_next_write(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    path = tmp_path / "fairness.csv"
+    upsert_results(path, pd.DataFrame([make_row(run_id="a", method="late", task="mortality", metric="auroc", value=0.7)]))
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    dead, alive = int(gone.stdout), os.getppid()  # a finished process's id, and a running one's
+    leftovers = {pid: tmp_path / f".fairness.csv.{pid}.x1y2z3.tmp" for pid in (dead, alive)}
+    other_table = tmp_path / f".metrics.csv.{dead}.x1y2z3.tmp"
+    for stale in (*leftovers.values(), other_table):
+        stale.write_text("half a table")
+    upsert_results(path, pd.DataFrame([make_row(run_id="b", method="ehr", task="mortality", metric="auroc", value=0.6)]))
+    assert not leftovers[dead].exists()  # its writer is gone: removed under the table's lock
+    assert leftovers[alive].exists()  # a live process's is never touched
+    assert other_table.exists()  # another table's temporaries wait for a writer of that table
+    assert sorted(read_results(path)["run_id"]) == ["a", "b"]
