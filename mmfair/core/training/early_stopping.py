@@ -55,9 +55,15 @@ class EarlyStopping:
         self.epoch_states: dict[int, StateDict] = {}
 
     def record_branches(self, epoch: int, scores: dict[str, float], model: FusionModel) -> None:
-        current = cpu_state(model)
+        current: StateDict = {}  # copied to the host only when a branch improves, at most once an epoch
+
+        def weights(m: str) -> StateDict:
+            if not current:
+                current.update(cpu_state(model))
+            return {k: current[k] for k in branch_keys(model, m)}
+
         for m, value in scores.items():
-            self.branches[m].offer(value, epoch, lambda m=m: {k: current[k] for k in branch_keys(model, m)})
+            self.branches[m].offer(value, epoch, lambda m=m: weights(m))
 
     def record(self, epoch: int, score: float, model: torch.nn.Module) -> bool:
         """Offer the epoch's model weights; True when it is the new best."""

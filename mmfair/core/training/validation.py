@@ -34,7 +34,8 @@ def predict_logits(
     present: dict[str, torch.Tensor] | None = None,
     batch_size: int | None = None,
 ) -> torch.Tensor:
-    """Float32 logits [n, K] on the CPU for every row of ``split`` (eval mode, fixed batch size)."""
+    """Float32 logits [n, K] on the CPU for every row of ``split`` (eval mode, fixed batch size). The batches'
+    logits stay on the device until the end: one host copy per split, not one synchronising copy per batch."""
     was_training = model.training
     model.eval()
     chunks = []
@@ -42,11 +43,11 @@ def predict_logits(
     for start in range(0, len(split), batch_size):
         batch = split.batch(slice(start, start + batch_size), present)
         with autocast(device):
-            chunks.append(model(batch).logits.float().cpu())
+            chunks.append(model(batch).logits.float())
     model.train(was_training)
     if not chunks:
         return torch.zeros(0, 0)
-    return torch.cat(chunks)
+    return torch.cat(chunks).cpu()
 
 
 def metrics_selection(metrics: dict[str, float]) -> float:
@@ -101,12 +102,12 @@ def branch_scores(model: FusionModel, task: Any, split: Split, device: torch.dev
         with autocast(device):
             unimodal = model(batch).unimodal_logits
         for m in chunks:
-            chunks[m].append(unimodal[m].float().cpu())
+            chunks[m].append(unimodal[m].float())
     model.train(was_training)
     labels = split.labels.cpu().numpy()
     scores = {}
     for m, parts in chunks.items():
-        probs = task.probabilities(torch.cat(parts)).double().numpy()
+        probs = task.probabilities(torch.cat(parts).cpu()).double().numpy()
         probs[~split.present[m].cpu().numpy()] = np.nan
         scores[m] = metrics_selection(task.metrics(labels, probs))
     return scores
