@@ -37,6 +37,11 @@ def test_fewer_than_two_folds_is_a_config_error_not_sklearns_value_error(n_folds
         assign_folds(_cohort([1, 2, 3], [0, 1, 0]), n_folds, 0)
 
 
+def test_two_folds_the_fewest_allowed_split_the_patients_in_two():
+    folds = assign_folds(_cohort([1, 1, 2, 3, 4], [0, 0, 1, 0, 1]), 2, 0)
+    assert folds[0] == folds[1] and sorted(set(folds.tolist())) == [0, 1]
+
+
 def test_every_stay_gets_a_fold_and_the_seed_decides_which():
     subjects = np.repeat(np.arange(12), [1, 2] * 6)  # 18 stays
     mortality = (subjects % 3 == 0).astype(int)
