@@ -1,8 +1,11 @@
 """The public plugin API: every name a third-party fusion method, modulator or missingness scenario imports.
 
-Internal modules may move between releases; these names do not. A plugin package registers through an
-entry point (``[project.entry-points."mmfair.fusions"]``, see ``examples/plugin_method``) or, in a script or a
-test, by importing its module before the command runs. Each extension axis is one registry:
+Internal modules may move between releases; these names do not. An installed plugin package registers the
+same way on every axis: an entry point in the axis's group names a module that registers its entries when
+imported — ``mmfair.fusions``, ``mmfair.modulators``, ``mmfair.scenarios``, ``mmfair.tasks``,
+``mmfair.ehr_encoders`` or ``mmfair.backends`` (``[project.entry-points."mmfair.fusions"]``, see
+``examples/plugin_method``); mmfair imports them on the first lookup in that registry. In a script or a test,
+importing the module before the command runs does the same. Each extension axis is one registry:
 
 - a fusion method: a :class:`FusionModel` subclass with a nested ``Params`` (:class:`FusionParams`),
   registered with ``@FUSIONS.register("name", summary=..., paper=...)``;

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import sys
 from dataclasses import dataclass, field
 from importlib.metadata import entry_points
 from typing import Any, Callable, Generic, TypeVar
@@ -33,12 +34,15 @@ class Registry(Generic[T]):
     so a low-level module (a config validator) can look an entry up without importing its implementation.
     """
 
+    _all: list["Registry"] = []
+
     def __init__(self, kind: str, entry_point_group: str | None = None, builtins: str | None = None) -> None:
         self.kind = kind
         self.entry_point_group = entry_point_group
         self.builtins = builtins
         self._entries: dict[str, Entry[T]] = {}
         self._plugins_loaded = entry_point_group is None and builtins is None
+        Registry._all.append(self)
 
     def register(self, name: str, *, summary: str = "", paper: str = "", **extra: Any) -> Callable[[T], T]:
         def decorator(obj: T) -> T:
@@ -52,9 +56,11 @@ class Registry(Generic[T]):
     def _load_plugins(self) -> None:
         if self._plugins_loaded:
             return
-        self._plugins_loaded = True
         if self.builtins:
             importlib.import_module(self.builtins)
+        if _builtins_initializing():
+            return  # a lookup made while mmfair registers its own entries: plugins load on a later lookup
+        self._plugins_loaded = True
         if self.entry_point_group:
             for ep in entry_points(group=self.entry_point_group):
                 ep.load()
@@ -84,8 +90,23 @@ class Registry(Generic[T]):
         return name in self._entries
 
 
-FUSIONS: Registry[Any] = Registry("fusion method", entry_point_group="mmfair.fusions")
-MODULATORS: Registry[Any] = Registry("modulator")
-EHR_ENCODERS: Registry[Any] = Registry("EHR encoder")
-TASKS: Registry[Any] = Registry("task")
-SCENARIOS: Registry[Any] = Registry("missingness scenario", builtins="mmfair.core.evaluation.scenarios")
+def _builtins_initializing() -> bool:
+    """True while a module that registers built-in entries is still being imported. A plugin imported then
+    would import ``mmfair.plugins`` from a half-initialised package (a circular import)."""
+    for reg in Registry._all:
+        module = sys.modules.get(reg.builtins) if reg.builtins else None
+        if module is not None and getattr(getattr(module, "__spec__", None), "_initializing", False):
+            return True
+    return False
+
+
+# Every axis is open to installed packages the same way: an entry point in the axis's group
+# (``[project.entry-points."mmfair.<axis>"]``) names a module that registers its entries when imported.
+FUSIONS: Registry[Any] = Registry("fusion method", entry_point_group="mmfair.fusions", builtins="mmfair.core.fusion")
+MODULATORS: Registry[Any] = Registry("modulator", entry_point_group="mmfair.modulators",
+                                     builtins="mmfair.core.modulators")
+EHR_ENCODERS: Registry[Any] = Registry("EHR encoder", entry_point_group="mmfair.ehr_encoders",
+                                       builtins="mmfair.core.encoders.ehr")
+TASKS: Registry[Any] = Registry("task", entry_point_group="mmfair.tasks", builtins="mmfair.core.training.tasks")
+SCENARIOS: Registry[Any] = Registry("missingness scenario", entry_point_group="mmfair.scenarios",
+                                    builtins="mmfair.core.evaluation.scenarios")

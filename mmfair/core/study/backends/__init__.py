@@ -10,7 +10,7 @@ import pkgutil
 
 from mmfair.core.registry import Registry
 
-BACKENDS: Registry = Registry("execution backend")
+BACKENDS: Registry = Registry("execution backend", entry_point_group="mmfair.backends", builtins=__name__)
 
 for _module in sorted(pkgutil.iter_modules(__path__), key=lambda m: m.name):
     if _module.name.startswith("_"):
