@@ -9,11 +9,14 @@ import typer
 
 from mmfair.cli import _util
 from mmfair.core.config import BASELINE_METHOD, EvalMissingConfig, ReportConfig
+from mmfair.core.registry import SCENARIOS
+
+_MECHANISMS = " | ".join(SCENARIOS.names())  # the registry's, plugins included
 
 
 def eval_missing_cmd(
     ctx: typer.Context,
-    mechanism: Annotated[Optional[str], typer.Option("--mechanism", "-m", help="mcar | group | label | natural | ehr_group | ehr_last_hours | ehr_noise (see `mmfair list`).")] = None,
+    mechanism: Annotated[Optional[str], typer.Option("--mechanism", "-m", help=f"{_MECHANISMS} (see `mmfair list`).")] = None,
     rate: Annotated[Optional[list[float]], typer.Option("--rate", "-r", help="mcar: share of test stays with the modality that lose it; ehr_*: share of test stays perturbed (repeatable; 0 is always added; default 0.2, 0.5, 1).")] = None,
     rates: Annotated[Optional[list[str]], typer.Option("--rates", help="group/label: per-level shares, e.g. WHITE=0.1,BLACK=0.4 or 1=0.6,0=0.2; '*' = every other level (repeatable: one curve point each).")] = None,
     by: Annotated[Optional[str], typer.Option("--by", help="group: the attribute column, e.g. race_group.")] = None,
