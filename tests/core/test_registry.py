@@ -36,12 +36,10 @@ def test_each_axis_reads_its_own_entry_point_group():
 @pytest.fixture
 def installed(tmp_path, monkeypatch):
     """A distribution whose module registers a modulator and a scenario, found through two groups."""
-    (tmp_path / "mmfair_test_axes.py").write_text(PLUGIN)
-    info = tmp_path / "mmfair_test_axes-0.1.dist-info"
-    info.mkdir()
-    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: mmfair-test-axes\nVersion: 0.1\n")
-    (info / "entry_points.txt").write_text("[mmfair.modulators]\nhalver = mmfair_test_axes\n\n"
-                                           "[mmfair.scenarios]\nnothing = mmfair_test_axes\n")
+    from fake_distribution import write_distribution
+
+    write_distribution(tmp_path, "mmfair-test-axes", "mmfair_test_axes", PLUGIN,
+                       {"mmfair.modulators": "halver", "mmfair.scenarios": "nothing"})
     monkeypatch.syspath_prepend(str(tmp_path))
     importlib.invalidate_caches()
     import mmfair.core.modulators  # noqa: F401  (the built-ins first, so only the plugin's entries are new)

@@ -16,11 +16,9 @@ PLUGIN = (Path(__file__).resolve().parents[3] / "examples" / "plugin_method" / "
 @pytest.fixture
 def installed_plugin(tmp_path, monkeypatch):
     """An installed distribution (module + dist-info with an entry point) on sys.path, as pip would leave it."""
-    (tmp_path / "mmfair_test_plugin.py").write_text(PLUGIN)
-    info = tmp_path / "mmfair_test_plugin-0.1.dist-info"
-    info.mkdir()
-    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: mmfair-test-plugin\nVersion: 0.1\n")
-    (info / "entry_points.txt").write_text("[mmfair.fusions]\nplugin-mean = mmfair_test_plugin\n")
+    from fake_distribution import write_distribution
+
+    write_distribution(tmp_path, "mmfair-test-plugin", "mmfair_test_plugin", PLUGIN, {"mmfair.fusions": "plugin-mean"})
     monkeypatch.syspath_prepend(str(tmp_path))
     importlib.invalidate_caches()
     import mmfair.core.fusion  # noqa: F401  (built-ins first, so only the plugin is new)
