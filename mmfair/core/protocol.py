@@ -22,7 +22,9 @@ History:
 * 3 — a missing attribute value is one group, ``unknown``, in training (group-aware modulators, their history
   columns) as in evaluation (it was ``(missing)`` in training); the run identity holds every TrainConfig field
   but the machine ones (fields at the default values they had before they existed were left out), so every
-  earlier run id changes and earlier runs are retrained.
+  earlier run id changes and earlier runs are retrained; images mode trains at the side of the store's images
+  (``prep --image-size``; it fell back to the encoder's 128 px), and an explicit ``--image-size`` that differs
+  is refused.
 """
 
 from __future__ import annotations

@@ -380,12 +380,6 @@ def _comparisons(run_dir: Path, ws: Workspace, config: ScoreConfig) -> pd.DataFr
     return rows[rows["run_id"] == mine.run_id].reset_index(drop=True)
 
 
-def external_runs(ws: Workspace) -> list[Path]:
-    """The scored external folders of a workspace (``external/<name>/`` with DONE)."""
-    root = ws.root / EXTERNAL_DIR
-    return sorted(p for p in root.iterdir() if (p / "DONE").exists()) if root.is_dir() else []
-
-
 def describe(outcome: ScoreOutcome) -> str:
     """One line on where the rows went and why."""
     where = ", ".join(str(p) for p in outcome.written_to)

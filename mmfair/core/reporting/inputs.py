@@ -40,10 +40,6 @@ class ReportInputs:
     run_dirs: list[Path] = field(default_factory=list)
     min_group_size: int = 10
 
-    @property
-    def has_results(self) -> bool:
-        return bool(len(self.metrics) or len(self.missing) or len(self.fairness))
-
     # Computed on first use only (the terminal report needs none of them): aggregates of the runs' predictions.
     @cached_property
     def _runs(self) -> list:

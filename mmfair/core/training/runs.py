@@ -215,13 +215,6 @@ def check_names(config: TrainConfig) -> None:
     EHR_ENCODERS.get(config.ehr_encoder)
 
 
-def check_train_config(config: TrainConfig) -> MethodSpec:
-    """The checks of :func:`resolve_run` that need no data (registered names, the method's and modulator's
-    parameters and their constraints), so a command with several configs fails before any run folder exists."""
-    check_names(config)
-    return resolve_method(config)
-
-
 def compute_run_id(config: TrainConfig, store_fingerprint: str, inputs: Mapping[str, str] | None = None,
                    method: MethodSpec | None = None) -> str:
     """Hash of the config's identity fields, the store fingerprint, :data:`PROTOCOL_VERSION` and the content

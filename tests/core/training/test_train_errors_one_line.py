@@ -42,11 +42,11 @@ def test_every_config_is_checked_before_the_first_run_trains(tiny_ws):
 
 
 def test_heads_that_divide_a_given_hidden_dim_are_accepted():
-    from mmfair.core.training.runs import check_train_config
+    from mmfair.core.training.methods import resolve_method
 
-    check_train_config(TrainConfig(fusion="healnet", hidden_dim=48, fusion_params={"heads": 3}))
+    resolve_method(TrainConfig(fusion="healnet", hidden_dim=48, fusion_params={"heads": 3}))
     with pytest.raises(ConfigError, match=r"heads \(4\) must divide hidden_dim \(6\)"):
-        check_train_config(TrainConfig(fusion="healnet", hidden_dim=6, fusion_params={"heads": 4}))
+        resolve_method(TrainConfig(fusion="healnet", hidden_dim=6, fusion_params={"heads": 4}))
 
 
 def test_a_preset_after_an_ehr_only_prep_is_named_as_asked(tiny_ws):
